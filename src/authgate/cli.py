@@ -1,0 +1,143 @@
+"""Command line: ``authgate serve`` and ``authgate check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from aiohttp import web
+
+from authgate.config.loader import effective_config, load_settings
+from authgate.config.model import Settings
+from authgate.errors import ConfigError
+from authgate.log import configure_logging
+
+log = logging.getLogger("authgate")
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    # Command-line flags win over file and environment; passing them through the
+    # environment keeps one validation path and reaches worker processes too.
+    for flag, var in (
+        ("host", "SERVER__HOST"),
+        ("port", "SERVER__PORT"),
+        ("workers", "SERVER__WORKERS"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            os.environ[f"AUTHGATE_{var}"] = str(value)
+    return load_settings(args.config)
+
+
+def _run_worker(settings: Settings, reuse_port: bool) -> None:
+    from authgate.web.app import create_app  # imported late: keeps `check-config` light
+
+    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    app = create_app(settings)
+    log.info(
+        "listening",
+        extra={
+            "event": "listening",
+            "host": settings.server.host,
+            "port": settings.server.port,
+            "backend": settings.stores.backend,
+        },
+    )
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        reuse_port=reuse_port,
+        shutdown_timeout=settings.server.drain_timeout_seconds,
+        handle_signals=True,
+        print=None,
+        access_log=None,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_from_args(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    if settings.development:
+        log.warning(
+            "DEVELOPMENT MODE: ephemeral signing key, nothing survives a restart; "
+            "set jwt.signing_key_files (and stores.backend: redis for replicas) in production",
+            extra={"event": "development_mode"},
+        )
+    workers = settings.server.workers
+    if workers == 1:
+        _run_worker(settings, reuse_port=False)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_run_worker, args=(settings, True), daemon=False) for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    log.info("workers started", extra={"event": "workers_started", "workers": workers})
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for p in procs:
+        p.join()
+        if p.exitcode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
+            status = 1
+            forward(signal.SIGTERM, None)
+    return status
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    sys.stdout.write(effective_config(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(prog="authgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG or none)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    serve.set_defaults(func=_serve)
+    check = sub.add_parser(
+        "check-config", help="validate a config file and print it, secrets masked"
+    )
+    check.add_argument(
+        "file", nargs="?", help="YAML config file (default: $AUTHGATE_CONFIG or none)"
+    )
+    check.set_defaults(func=_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``authgate`` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

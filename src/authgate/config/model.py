@@ -1,0 +1,330 @@
+"""The typed, frozen configuration model.
+
+Units are in key names (``ttl_seconds``, ``max_body_bytes``). Secrets are ``SecretStr`` so
+they never print. ``docs/configuration.md`` is generated from this module
+(``python -m authgate.config.reference``) and a test fails when the two drift.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from authgate.models import CredentialType
+
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR or IP address: {value!r}") from exc
+    return value
+
+
+CIDR = Annotated[str, AfterValidator(_check_cidr)]
+
+
+class ServerSettings(Section):
+    """The listening socket and process model."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes sharing the port (SO_REUSEPORT). More than 1 needs Redis stores.",
+    )
+    drain_timeout_seconds: float = Field(
+        15.0, gt=0, le=600, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    trusted_proxies: tuple[CIDR, ...] = Field(
+        ("127.0.0.0/8", "::1/128"),
+        description="Peers whose X-Forwarded-* / X-Original-* headers are believed.",
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1_048_576, description="Largest request header line accepted."
+    )
+    request_id_header: str = Field(
+        "X-Request-Id",
+        pattern=HEADER_NAME_PATTERN,
+        description="Header carrying the request id (accepted from clients when well formed).",
+    )
+
+
+class RedisSettings(Section):
+    """Redis connection; every call has a deadline."""
+
+    url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// URL (may carry a password, hence secret).",
+    )
+    mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone", description="Topology: one server, Sentinel-managed, or Cluster."
+    )
+    sentinels: tuple[str, ...] = Field(
+        (), description="Sentinel addresses as host:port (mode sentinel)."
+    )
+    sentinel_service: str = Field("mymaster", description="Sentinel master name.")
+    key_prefix: str = Field(
+        "authgate:",
+        pattern=r"^[A-Za-z0-9:_.-]{0,64}$",
+        description="Prefix of every key authgate writes.",
+    )
+    connect_timeout_seconds: float = Field(0.5, gt=0, le=30, description="TCP connect timeout.")
+    socket_timeout_seconds: float = Field(0.5, gt=0, le=30, description="Socket read timeout.")
+    deadline_seconds: float = Field(
+        0.25, gt=0, le=30, description="Deadline for one security-relevant store call."
+    )
+    retries: int = Field(1, ge=0, le=1, description="Retries on a connection error (0 or 1).")
+    max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size.")
+
+    @model_validator(mode="after")
+    def _sentinels_needed(self) -> RedisSettings:
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError("mode sentinel needs stores.redis.sentinels")
+        return self
+
+
+class StoreSettings(Section):
+    """Where state lives."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory (one process only) or redis (shared by replicas)."
+    )
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+
+
+class ExternalIssuer(Section):
+    """A third-party issuer whose tokens are accepted, keys fetched from its JWKS URL."""
+
+    issuer: str = Field(..., min_length=1, description="Exact `iss` value.")
+    jwks_url: str = Field(..., pattern=r"^https?://", description="Where its JWKS lives.")
+    audiences: tuple[str, ...] = Field(
+        ..., min_length=1, description="Accepted `aud` values (at least one)."
+    )
+    algorithms: tuple[str, ...] = Field(
+        ("RS256", "ES256"), min_length=1, description="Allowed `alg` values (asymmetric only)."
+    )
+    jwks_ttl_seconds: float = Field(300, gt=0, le=86400, description="How long a JWKS is fresh.")
+    min_refresh_interval_seconds: float = Field(
+        30, ge=0, le=3600, description="At most one refetch per interval on an unknown kid."
+    )
+    require_jti: bool = Field(False, description="Refuse this issuer's tokens without `jti`.")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alg in value:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(
+                    f"algorithm {alg!r} not allowed; choose from {ASYMMETRIC_ALGORITHMS}"
+                )
+        return value
+
+
+ASYMMETRIC_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
+
+
+class JWTSettings(Section):
+    """Bearer JWT verification, and authgate's own issuer identity."""
+
+    issuer: str = Field("http://127.0.0.1:8080", min_length=1, description="authgate's own `iss`.")
+    audiences: tuple[str, ...] = Field(
+        ("authgate",), min_length=1, description="`aud` values accepted on authgate's own tokens."
+    )
+    algorithms: tuple[str, ...] = Field(
+        ("ES256", "RS256", "EdDSA"), min_length=1, description="Algorithms for own tokens."
+    )
+    signing_key_files: tuple[str, ...] = Field(
+        (),
+        description="PEM private keys (first signs). Empty: an ephemeral ES256 key (development).",
+    )
+    leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    max_token_bytes: int = Field(8192, ge=256, le=65536, description="Largest token accepted.")
+    cache_size: int = Field(
+        10_000, ge=0, le=1_000_000, description="Verified-token cache entries (0 disables)."
+    )
+    external_issuers: tuple[ExternalIssuer, ...] = Field(
+        (), description="Third-party issuers (see below)."
+    )
+    jwks_fetch_timeout_seconds: float = Field(
+        3.0, gt=0, le=60, description="Timeout of one JWKS fetch."
+    )
+    jwks_max_bytes: int = Field(
+        1_048_576, ge=1024, le=16_777_216, description="Largest JWKS document accepted."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return ExternalIssuer._asymmetric_only(value)
+
+
+class IdentityJWTSettings(Section):
+    """An optional short-lived JWT, signed by authgate, that tells the upstream who called."""
+
+    enabled: bool = Field(False, description="Send the identity JWT upstream.")
+    header: str = Field("X-Authgate-Identity", pattern=HEADER_NAME_PATTERN, description="Header.")
+    audience: str = Field("upstream", min_length=1, description="`aud` of the identity JWT.")
+    ttl_seconds: int = Field(60, ge=5, le=3600, description="Lifetime of the identity JWT.")
+
+
+class IdentitySettings(Section):
+    """Names of the identity headers set for the upstream (client copies are always removed)."""
+
+    subject_header: str = Field("X-Authgate-Subject", pattern=HEADER_NAME_PATTERN)
+    credential_header: str = Field("X-Authgate-Credential", pattern=HEADER_NAME_PATTERN)
+    scopes_header: str = Field("X-Authgate-Scopes", pattern=HEADER_NAME_PATTERN)
+    credential_id_header: str = Field("X-Authgate-Credential-Id", pattern=HEADER_NAME_PATTERN)
+    issuer_header: str = Field("X-Authgate-Issuer", pattern=HEADER_NAME_PATTERN)
+    strip_prefixes: tuple[str, ...] = Field(
+        ("X-Authgate-",),
+        description="Client headers with these prefixes are removed too.",
+    )
+    identity_jwt: IdentityJWTSettings = Field(default_factory=IdentityJWTSettings)
+
+    def header_names(self) -> tuple[str, ...]:
+        """Every identity header authgate itself sets."""
+        return (
+            self.subject_header,
+            self.credential_header,
+            self.scopes_header,
+            self.credential_id_header,
+            self.issuer_header,
+            self.identity_jwt.header,
+        )
+
+
+class Rule(Section):
+    """One route rule; the first rule that matches decides."""
+
+    id: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stable id (logs, metrics)."
+    )
+    hosts: tuple[str, ...] = Field(
+        (), description="Host names (`*.example.com` allowed); empty matches any."
+    )
+    path_prefix: str | None = Field(
+        None, description="Segment-aware prefix: `/api` matches `/api` and `/api/x`, not `/apix`."
+    )
+    path_glob: str | None = Field(
+        None, description="Glob: `*` within a segment, `**` across segments."
+    )
+    methods: tuple[str, ...] = Field((), description="Upper-case methods; empty matches any.")
+    credentials: tuple[CredentialType, ...] = Field(
+        (CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC),
+        description="Credential types accepted.",
+    )
+    scopes: tuple[str, ...] = Field((), description="Scopes the principal must all hold.")
+    anonymous: bool = Field(False, description="Allow requests that carry no credential.")
+    upstream: str | None = Field(
+        None, pattern=r"^https?://[^/?#]+/?$", description="Upstream origin for this route."
+    )
+
+    @model_validator(mode="after")
+    def _one_path_matcher(self) -> Rule:
+        if self.path_prefix is not None and self.path_glob is not None:
+            raise ValueError("give path_prefix or path_glob, not both")
+        for p in (self.path_prefix, self.path_glob):
+            if p is not None and not p.startswith("/"):
+                raise ValueError(f"path must start with '/': {p!r}")
+        for m in self.methods:
+            if m != m.upper() or not m.isalpha():
+                raise ValueError(f"method must be upper-case letters: {m!r}")
+        if CredentialType.ANONYMOUS in self.credentials:
+            raise ValueError("use anonymous: true rather than credential type 'anonymous'")
+        return self
+
+
+def _default_rules() -> tuple[Rule, ...]:
+    return (Rule(id="authenticated", path_prefix="/"),)
+
+
+class PolicySettings(Section):
+    """Route rules."""
+
+    rules: tuple[Rule, ...] = Field(
+        default_factory=_default_rules,
+        description="Ordered rules. Default: one rule requiring any valid credential.",
+    )
+    default_action: Literal["deny", "authenticate"] = Field(
+        "deny", description="When no rule matches: deny (403), or require any valid credential."
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        seen: set[str] = set()
+        for r in rules:
+            if r.id in seen:
+                raise ValueError(f"duplicate rule id {r.id!r}")
+            seen.add(r.id)
+        return rules
+
+
+class ProxySettings(Section):
+    """Sidecar reverse proxy."""
+
+    upstream: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+/?$",
+        description="Default upstream origin; unset disables the proxy (forward-auth only).",
+    )
+    connect_timeout_seconds: float = Field(5, gt=0, le=300, description="Upstream connect timeout.")
+    read_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="Longest wait for upstream bytes."
+    )
+    pool_size: int = Field(100, ge=1, le=10_000, description="Pooled upstream connections.")
+    preserve_host: bool = Field(True, description="Send the client's Host upstream.")
+    websockets: bool = Field(True, description="Pass WebSocket upgrades after authentication.")
+
+
+class LoggingSettings(Section):
+    """Structured logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    format: Literal["json", "text"] = Field("json")
+    access_log: bool = Field(True, description="One line per decision.")
+
+
+class Settings(Section):
+    """The whole configuration."""
+
+    development: bool = Field(
+        False, description="Set automatically when nothing durable is configured; logs a warning."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    jwt: JWTSettings = Field(default_factory=JWTSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _replay_needs_shared_store(self) -> Settings:
+        if self.server.workers > 1 and self.stores.backend == "memory":
+            raise ValueError(
+                "server.workers > 1 needs stores.backend: redis "
+                "(in-memory replay protection cannot span processes)"
+            )
+        return self

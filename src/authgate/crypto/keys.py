@@ -1,0 +1,217 @@
+"""Signing and verification keys: loading, thumbprint ``kid``, JWK rendering, signing.
+
+Signing uses PyJWT; verification keys are PyJWT ``PyJWK`` objects or plain
+``cryptography`` public keys paired with the one algorithm they may be used with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+# Which JWK key types may carry which algorithms.
+ALGORITHM_KEY_TYPES: Mapping[str, str] = {
+    "ES256": "EC",
+    "ES384": "EC",
+    "RS256": "RSA",
+    "RS384": "RSA",
+    "RS512": "RSA",
+    "PS256": "RSA",
+    "EdDSA": "OKP",
+}
+_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384"}
+
+
+def b64url(data: bytes) -> str:
+    """base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(key: PublicKey) -> dict[str, Any]:
+    """The public JWK members of ``key`` (no ``kid``/``alg``/``use``)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return json.loads(ECAlgorithm.to_jwk(key))  # type: ignore[no-any-return]
+    if isinstance(key, rsa.RSAPublicKey):
+        return json.loads(RSAAlgorithm.to_jwk(key))  # type: ignore[no-any-return]
+    return json.loads(OKPAlgorithm.to_jwk(key))  # type: ignore[no-any-return]
+
+
+def thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
+    required = {
+        "EC": ("crv", "kty", "x", "y"),
+        "RSA": ("e", "kty", "n"),
+        "OKP": ("crv", "kty", "x"),
+    }
+    members = {k: jwk[k] for k in required[str(jwk["kty"])]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return b64url(hashlib.sha256(canonical).digest())
+
+
+def algorithm_for(key: PrivateKey | PublicKey) -> str:
+    """The one JWS algorithm authgate signs with for this key type."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return "ES256"
+        if isinstance(key.curve, ec.SECP384R1):
+            return "ES384"
+        raise ValueError(f"unsupported curve {key.curve.name}")
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ValueError("RSA keys must be at least 2048 bits")
+        return "RS256"
+    return "EdDSA"
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A public key bound to exactly one algorithm."""
+
+    kid: str
+    alg: str
+    key: Any  # PyJWT's prepared key object for ``alg``
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any], *, allowed: Iterable[str]) -> VerificationKey | None:
+        """Parse one JWKS entry; ``None`` when it cannot serve any allowed algorithm."""
+        if jwk.get("use", "sig") != "sig":
+            return None
+        kty = jwk.get("kty")
+        alg = jwk.get("alg")
+        candidates = [a for a in allowed if ALGORITHM_KEY_TYPES.get(a) == kty]
+        if alg is not None:
+            if alg not in candidates:
+                return None
+            candidates = [alg]
+        if kty == "EC":
+            candidates = [a for a in candidates if _CURVE_FOR_ALG.get(a) == jwk.get("crv")]
+        if kty == "OKP" and jwk.get("crv") != "Ed25519":
+            return None
+        if len(candidates) != 1:
+            # An EC key names its algorithm through its curve; an RSA key without ``alg``
+            # could be used with several: take RS256 only if it is the sole RSA choice.
+            return None
+        try:
+            pyjwk = jwt.PyJWK(dict(jwk), algorithm=candidates[0])
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            return None
+        kid = jwk.get("kid")
+        return cls(kid=kid if isinstance(kid, str) else "", alg=candidates[0], key=pyjwk.key)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A private key with its ``kid`` and algorithm."""
+
+    kid: str
+    alg: str
+    private_key: PrivateKey
+
+    @classmethod
+    def from_private_key(cls, key: PrivateKey) -> SigningKey:
+        """Wrap a key; ``kid`` is its RFC 7638 thumbprint."""
+        return cls(
+            kid=thumbprint(public_jwk(key.public_key())), alg=algorithm_for(key), private_key=key
+        )
+
+    @classmethod
+    def generate(cls, alg: str = "ES256") -> SigningKey:
+        """A fresh key (ephemeral development key, tests, rotation)."""
+        key: PrivateKey
+        if alg == "ES256":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif alg == "RS256":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif alg == "EdDSA":
+            key = ed25519.Ed25519PrivateKey.generate()
+        else:
+            raise ValueError(f"cannot generate keys for {alg}")
+        return cls.from_private_key(key)
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> SigningKey:
+        """Load an unencrypted PEM private key."""
+        key = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(
+            key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+        ):
+            raise ValueError("unsupported private key type (use EC P-256, RSA or Ed25519)")  # noqa: TRY004
+        return cls.from_private_key(key)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SigningKey:
+        """Load a PEM file (a Kubernetes secret mount)."""
+        return cls.from_pem(Path(path).read_bytes())
+
+    def to_pem(self) -> bytes:
+        """PKCS#8 PEM, unencrypted (callers encrypt before storing)."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The JWKS entry for this key."""
+        return {
+            **public_jwk(self.private_key.public_key()),
+            "kid": self.kid,
+            "alg": self.alg,
+            "use": "sig",
+        }
+
+    def verification_key(self) -> VerificationKey:
+        """The matching public key for the verifier."""
+        found = VerificationKey.from_jwk(self.public_jwk(), allowed=[self.alg])
+        if found is None:  # pragma: no cover - our own JWK always parses
+            raise ValueError("own key does not render as a usable JWK")
+        return found
+
+    def sign(self, claims: Mapping[str, Any], *, typ: str = "JWT") -> str:
+        """A compact JWS over ``claims``."""
+        return jwt.encode(
+            dict(claims),
+            self.private_key,
+            algorithm=self.alg,
+            headers={"kid": self.kid, "typ": typ},
+        )
+
+
+class KeyRing:
+    """authgate's own keys: the first signs, all verify and are published."""
+
+    def __init__(self, keys: Iterable[SigningKey]) -> None:
+        self.keys = tuple(keys)
+        if not self.keys:
+            raise ValueError("a key ring needs at least one key")
+        self._verification = {k.kid: k.verification_key() for k in self.keys}
+
+    @property
+    def current(self) -> SigningKey:
+        """The key that signs."""
+        return self.keys[0]
+
+    def verification_key(self, kid: str) -> VerificationKey | None:
+        """The public key for ``kid``, if it is ours."""
+        return self._verification.get(kid)
+
+    def only_key(self) -> VerificationKey | None:
+        """The single key, when there is exactly one (tokens without ``kid``)."""
+        return next(iter(self._verification.values())) if len(self._verification) == 1 else None
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document."""
+        return {"keys": [k.public_jwk() for k in self.keys]}

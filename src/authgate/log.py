@@ -1,0 +1,66 @@
+"""JSON logging with a fixed field set; tokens, signatures and keys are never logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+# Fields copied from ``extra=`` into the JSON line; anything else passed is ignored, so a
+# careless ``extra`` cannot leak a token into the logs.
+FIELDS = (
+    "event",
+    "granted",
+    "reason",
+    "rule_id",
+    "verifier",
+    "subject",
+    "request_id",
+    "method",
+    "client_ip",
+    "status",
+    "url",
+    "error",
+    "upstream_status",
+    "duration_ms",
+    "host",
+    "port",
+    "workers",
+    "backend",
+)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for field in FIELDS:
+            value = record.__dict__.get(field)
+            if value is not None and value != "":
+                entry[field] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc_type"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
+    """Install the root handler (stderr)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp's access log would print full request lines (query strings may hold secrets).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

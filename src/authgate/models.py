@@ -1,0 +1,67 @@
+"""Frozen value objects that flow through the decision path."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class CredentialType(StrEnum):
+    """The kinds of credential authgate verifies; values appear in config and headers."""
+
+    JWT = "jwt"
+    BPC = "bpc"
+    HMAC = "hmac"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the decision needs to know about one request, whichever door it came through.
+
+    ``path`` is the canonical path (see ``policy.target``) and ``query`` the raw query
+    string (without ``?``); ``path`` plus ``query`` is exactly what the upstream receives.
+    ``headers`` maps lower-case names to values. ``read_body`` is ``None`` when the body is
+    not available (nginx ``auth_request``).
+    """
+
+    method: str
+    path: str
+    query: str
+    host: str
+    scheme: str
+    headers: Mapping[str, str]
+    client_ip: str
+    request_id: str = ""
+    read_body: Callable[[], Awaitable[bytes]] | None = None
+
+    @property
+    def target(self) -> str:
+        """Path and query as the upstream receives them."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as established by exactly one verifier."""
+
+    subject: str
+    credential_type: CredentialType
+    scopes: frozenset[str] = frozenset()
+    credential_id: str = ""
+    issuer: str = ""
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+ANONYMOUS = Principal(subject="", credential_type=CredentialType.ANONYMOUS)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of ``Gate.evaluate``: an allowed principal on a matched rule."""
+
+    principal: Principal
+    rule_id: str
+    upstream: str | None

@@ -1,0 +1,119 @@
+"""``Gate.evaluate``: the one decision path, shared by the proxy and every forward-auth door.
+
+policy (first matching rule) -> the first verifier whose credential is present decides
+-> credential type allowed on the rule -> required scopes -> :class:`Decision`.
+Every outcome is counted and logged here, with a stable reason, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from authgate.errors import (
+    AuthGateError,
+    CredentialTypeNotAllowed,
+    MissingCredential,
+)
+from authgate.metrics import Metrics
+from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
+from authgate.policy.rules import Policy
+
+log = logging.getLogger("authgate.decision")
+
+
+class Verifier(Protocol):
+    """One credential type: ``extract`` says "not mine" with ``None``; ``verify`` raises."""
+
+    credential_type: CredentialType
+
+    def extract(self, context: RequestContext) -> Any | None:
+        """The credential, or ``None`` when the request does not carry this type."""
+        ...
+
+    async def verify(self, credential: Any, context: RequestContext) -> Principal:
+        """A principal, or an :class:`AuthGateError` leaf."""
+        ...
+
+
+class Gate:
+    """Decides who is calling and whether they may do this."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        verifiers: Sequence[Verifier],
+        metrics: Metrics,
+        access_log: bool = True,
+    ) -> None:
+        self._policy = policy
+        self._verifiers = tuple(verifiers)
+        self._metrics = metrics
+        self._access_log = access_log
+
+    async def evaluate(self, context: RequestContext) -> Decision:
+        """Return the decision for ``context`` or raise the refusal."""
+        started = time.perf_counter()
+        credential_type = "none"
+        rule_id = ""
+        try:
+            rule = self._policy.match(context.method, context.host, context.path)
+            rule_id = rule.id
+            principal = ANONYMOUS
+            for verifier in self._verifiers:
+                credential = verifier.extract(context)
+                if credential is None:
+                    continue
+                credential_type = verifier.credential_type.value
+                if verifier.credential_type not in rule.credentials:
+                    raise CredentialTypeNotAllowed(
+                        f"credential type {credential_type!r} is not allowed on this route"
+                    )
+                principal = await verifier.verify(credential, context)
+                break
+            else:
+                if not rule.anonymous:
+                    raise MissingCredential()
+                credential_type = CredentialType.ANONYMOUS.value
+            rule.check_scopes(principal)
+        except AuthGateError as exc:
+            self._record(
+                context, "denied", exc.reason, credential_type, rule_id, "", started=started
+            )
+            raise
+        self._record(
+            context, "granted", "ok", credential_type, rule_id, principal.subject, started=started
+        )
+        return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream)
+
+    def _record(
+        self,
+        context: RequestContext,
+        outcome: str,
+        reason: str,
+        credential: str,
+        rule_id: str,
+        subject: str,
+        *,
+        started: float,
+    ) -> None:
+        self._metrics.decisions.labels(outcome, reason, credential).inc()
+        self._metrics.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
+        if self._access_log:
+            log.info(
+                "decision",
+                extra={
+                    "event": "decision",
+                    "granted": outcome == "granted",
+                    "reason": reason,
+                    "rule_id": rule_id,
+                    "verifier": credential,
+                    "subject": subject,
+                    "request_id": context.request_id,
+                    "method": context.method,
+                    "client_ip": context.client_ip,
+                },
+            )

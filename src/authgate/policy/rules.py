@@ -1,0 +1,140 @@
+"""Route rules compiled once; the first rule that matches decides."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from authgate.config.model import PolicySettings, Rule
+from authgate.errors import NoMatchingRule, ScopeDenied
+from authgate.models import CredentialType, Principal
+
+_ALL_CREDENTIALS = frozenset({CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC})
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready to match: host patterns and path regex precompiled."""
+
+    id: str
+    hosts: tuple[re.Pattern[str], ...]
+    path: re.Pattern[str] | None
+    methods: frozenset[str]
+    credentials: frozenset[CredentialType]
+    scopes: frozenset[str]
+    anonymous: bool
+    upstream: str | None
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        """Whether this rule applies to the request."""
+        if self.methods and method not in self.methods:
+            return False
+        if self.hosts and not any(h.fullmatch(host) for h in self.hosts):
+            return False
+        return self.path is None or self.path.fullmatch(path) is not None
+
+    def check_scopes(self, principal: Principal) -> None:
+        """Raise :class:`ScopeDenied` unless ``principal`` holds every required scope."""
+        missing = self.scopes - principal.scopes
+        if missing:
+            raise ScopeDenied(f"missing scope: {' '.join(sorted(missing))}")
+
+
+def _host_pattern(host: str) -> re.Pattern[str]:
+    host = host.lower()
+    if host.startswith("*."):
+        return re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*" + re.escape(host[1:]))
+    return re.compile(re.escape(host))
+
+
+def _prefix_pattern(prefix: str) -> re.Pattern[str]:
+    stem = prefix.rstrip("/")
+    if not stem:
+        return re.compile(r"/.*", re.DOTALL)
+    return re.compile(re.escape(stem) + r"(?:/.*)?", re.DOTALL)
+
+
+def _glob_pattern(glob: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            parts.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            parts.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            parts.append("[^/]")
+            i += 1
+        else:
+            parts.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    """Compile one configured rule."""
+    path: re.Pattern[str] | None = None
+    if rule.path_prefix is not None:
+        path = _prefix_pattern(rule.path_prefix)
+    elif rule.path_glob is not None:
+        path = _glob_pattern(rule.path_glob)
+    return CompiledRule(
+        id=rule.id,
+        hosts=tuple(_host_pattern(h) for h in rule.hosts),
+        path=path,
+        methods=frozenset(rule.methods),
+        credentials=frozenset(rule.credentials),
+        scopes=frozenset(rule.scopes),
+        anonymous=rule.anonymous,
+        upstream=rule.upstream.rstrip("/") if rule.upstream else None,
+    )
+
+
+_DEFAULT_AUTHENTICATE = CompiledRule(
+    id="default",
+    hosts=(),
+    path=None,
+    methods=frozenset(),
+    credentials=_ALL_CREDENTIALS,
+    scopes=frozenset(),
+    anonymous=False,
+    upstream=None,
+)
+
+
+class Policy:
+    """Ordered rules plus the default action."""
+
+    def __init__(self, rules: Sequence[CompiledRule], *, default_action: str) -> None:
+        self.rules = tuple(rules)
+        self.default_action = default_action
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> Policy:
+        """Compile the configured policy."""
+        return cls(
+            [compile_rule(r) for r in settings.rules], default_action=settings.default_action
+        )
+
+    def match(self, method: str, host: str, path: str) -> CompiledRule:
+        """The first matching rule, the default rule, or :class:`NoMatchingRule`."""
+        host = normalize_host(host)
+        for rule in self.rules:
+            if rule.matches(method, host, path):
+                return rule
+        if self.default_action == "authenticate":
+            return _DEFAULT_AUTHENTICATE
+        raise NoMatchingRule()
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, without port and without a trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    name, _, _port = host.partition(":")
+    return name.rstrip(".")

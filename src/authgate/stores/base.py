@@ -1,0 +1,171 @@
+"""Narrow store Protocols shared by the in-memory and Redis back ends.
+
+Every method may raise :class:`authgate.errors.StoreUnavailable` when the back end cannot
+answer in time; callers let it propagate so the request fails closed (503). Nothing here
+imports ``redis`` or ``aiohttp``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+JSONRecord = dict[str, Any]
+
+
+class Clock(Protocol):
+    """Wall-clock milliseconds; tests substitute a clock they can fast-forward."""
+
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests)."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._now = start_ms
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def advance(self, ms: int) -> None:
+        """Move the clock forward by ``ms`` milliseconds."""
+        self._now += ms
+
+
+class NonceOutcome(Enum):
+    """Result of one atomic nonce consumption."""
+
+    FRESH = "fresh"
+    REPLAYED = "replayed"
+    BEFORE_EPOCH = "before_epoch"
+
+
+class NonceStore(Protocol):
+    """Single-use nonces, consumed atomically across every replica."""
+
+    async def consume(
+        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+    ) -> NonceOutcome:
+        """Mark ``nonce`` spent within ``scope`` for ``ttl_ms``.
+
+        Returns ``FRESH`` exactly once per ``(scope, nonce)`` while it is live,
+        ``REPLAYED`` after that, and ``BEFORE_EPOCH`` when ``signed_at_ms`` predates the
+        store's current epoch (the store lost its data after the request was signed, so
+        its nonce may have been forgotten).
+        """
+        ...
+
+
+class RevocationStore(Protocol):
+    """Revoked token ids (``jti``), each kept until the token would have expired."""
+
+    async def revoke(self, jti: str, *, expires_at_ms: int) -> None:
+        """Record ``jti`` as revoked until ``expires_at_ms``."""
+        ...
+
+    async def is_revoked(self, jti: str) -> bool:
+        """Whether ``jti`` is currently revoked."""
+        ...
+
+    async def list_revoked(self) -> dict[str, int]:
+        """Every live revoked ``jti`` with its expiry in milliseconds."""
+        ...
+
+
+class RecordStore(Protocol):
+    """JSON records by id (API keys, signing keys)."""
+
+    async def get(self, record_id: str) -> JSONRecord | None:
+        """The record, or ``None``."""
+        ...
+
+    async def put(self, record_id: str, record: Mapping[str, Any]) -> None:
+        """Create or replace a record."""
+        ...
+
+    async def delete(self, record_id: str) -> bool:
+        """Remove a record; ``True`` when it existed."""
+        ...
+
+    async def list_ids(self) -> list[str]:
+        """Every record id, sorted."""
+        ...
+
+
+class PairStore(RecordStore, Protocol):
+    """BPC pair records plus their lock-out failure counters."""
+
+    async def record_failure(self, pair_id: str) -> int:
+        """Atomically count one lock-out-relevant failure; returns the new count."""
+        ...
+
+    async def reset_failures(self, pair_id: str) -> None:
+        """Clear the failure counter."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """One GCRA decision, with what the IETF ``RateLimit-*`` fields need."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_ms: int
+    reset_after_ms: int
+
+
+class RateLimitStore(Protocol):
+    """Generic cell rate limiting; one atomic operation per decision."""
+
+    async def hit(self, key: str, *, limit: int, period_ms: int, cost: int = 1) -> RateLimitResult:
+        """Admit ``cost`` units against ``limit`` per ``period_ms`` (burst = ``limit``)."""
+        ...
+
+
+class AuditStore(Protocol):
+    """Capped, append-only trails of JSON entries, newest first."""
+
+    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+        """Append ``entry``; keep at most ``cap`` entries in ``stream``."""
+        ...
+
+    async def recent(self, stream: str, limit: int) -> list[JSONRecord]:
+        """Up to ``limit`` newest entries, newest first."""
+        ...
+
+
+class Stores(Protocol):
+    """One back end's set of stores, plus health and shutdown."""
+
+    nonces: NonceStore
+    revocations: RevocationStore
+    pairs: PairStore
+    api_keys: RecordStore
+    signing_keys: RecordStore
+    rate_limits: RateLimitStore
+    audit: AuditStore
+
+    @property
+    def backend(self) -> str:
+        """``memory`` or ``redis``."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the back end answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+        ...

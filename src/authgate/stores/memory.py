@@ -1,0 +1,255 @@
+"""In-memory stores: the embedded default for one process.
+
+Expiry is amortised O(1): every timed entry is filed in a one-second bucket, and each call
+sweeps only the buckets whose second has passed, so the cost of a call does not grow with
+the number of live entries. The epoch is the moment the process started: nothing signed
+before then can be checked against nonces the previous process knew, so it is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from authgate.stores.base import (
+    Clock,
+    JSONRecord,
+    NonceOutcome,
+    RateLimitResult,
+    SystemClock,
+)
+
+
+class ExpiringMap:
+    """A dict whose entries vanish at their expiry, swept in one-second buckets."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._values: dict[str, tuple[int, Any]] = {}
+        self._buckets: dict[int, list[str]] = {}
+        self._swept_until = clock.now_ms() // 1000
+
+    def __len__(self) -> int:
+        self._sweep()
+        return len(self._values)
+
+    def _sweep(self) -> int:
+        now = self._clock.now_ms()
+        second = now // 1000
+        if second > self._swept_until:
+            due: list[int] | range
+            if second - self._swept_until > len(self._buckets):
+                due = [s for s in self._buckets if s < second]
+            else:
+                due = range(self._swept_until, second)
+            for s in due:
+                for key in self._buckets.pop(s, ()):
+                    entry = self._values.get(key)
+                    if entry is not None and entry[0] <= now:
+                        del self._values[key]
+            self._swept_until = second
+        return now
+
+    def get(self, key: str) -> Any | None:
+        """The live value under ``key``, or ``None``."""
+        now = self._sweep()
+        entry = self._values.get(key)
+        if entry is None or entry[0] <= now:
+            return None
+        return entry[1]
+
+    def set(self, key: str, value: Any, expires_at_ms: int) -> None:
+        """Store ``value`` until ``expires_at_ms``."""
+        self._sweep()
+        self._values[key] = (expires_at_ms, value)
+        self._buckets.setdefault(expires_at_ms // 1000, []).append(key)
+
+    def set_if_absent(self, key: str, value: Any, expires_at_ms: int) -> bool:
+        """Store only when no live entry exists; ``True`` when stored."""
+        now = self._sweep()
+        entry = self._values.get(key)
+        if entry is not None and entry[0] > now:
+            return False
+        self._values[key] = (expires_at_ms, value)
+        self._buckets.setdefault(expires_at_ms // 1000, []).append(key)
+        return True
+
+    def items(self) -> list[tuple[str, int, Any]]:
+        """Every live ``(key, expires_at_ms, value)``."""
+        now = self._sweep()
+        return [(k, exp, v) for k, (exp, v) in self._values.items() if exp > now]
+
+
+class MemoryNonceStore:
+    """Nonces in one process; the epoch is the store's creation time."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._spent = ExpiringMap(clock)
+        self.epoch_ms = clock.now_ms()
+
+    async def consume(
+        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+    ) -> NonceOutcome:
+        if signed_at_ms < self.epoch_ms:
+            return NonceOutcome.BEFORE_EPOCH
+        key = f"{scope}\x00{nonce}"
+        if self._spent.set_if_absent(key, True, self._clock.now_ms() + ttl_ms):
+            return NonceOutcome.FRESH
+        return NonceOutcome.REPLAYED
+
+
+class MemoryRevocationStore:
+    """Revoked ``jti`` values until their token's expiry."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._revoked = ExpiringMap(clock)
+
+    async def revoke(self, jti: str, *, expires_at_ms: int) -> None:
+        self._revoked.set(jti, expires_at_ms, expires_at_ms)
+
+    async def is_revoked(self, jti: str) -> bool:
+        return self._revoked.get(jti) is not None
+
+    async def list_revoked(self) -> dict[str, int]:
+        return {jti: exp for jti, exp, _ in self._revoked.items()}
+
+
+class MemoryRecordStore:
+    """JSON records kept as deep copies, so callers never share mutable state."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, JSONRecord] = {}
+
+    async def get(self, record_id: str) -> JSONRecord | None:
+        record = self._records.get(record_id)
+        return copy.deepcopy(record) if record is not None else None
+
+    async def put(self, record_id: str, record: Mapping[str, Any]) -> None:
+        self._records[record_id] = copy.deepcopy(dict(record))
+
+    async def delete(self, record_id: str) -> bool:
+        return self._records.pop(record_id, None) is not None
+
+    async def list_ids(self) -> list[str]:
+        return sorted(self._records)
+
+
+class MemoryPairStore(MemoryRecordStore):
+    """Pair records plus lock-out counters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._failures: dict[str, int] = {}
+
+    async def record_failure(self, pair_id: str) -> int:
+        count = self._failures.get(pair_id, 0) + 1
+        self._failures[pair_id] = count
+        return count
+
+    async def reset_failures(self, pair_id: str) -> None:
+        self._failures.pop(pair_id, None)
+
+    async def delete(self, record_id: str) -> bool:
+        self._failures.pop(record_id, None)
+        return await super().delete(record_id)
+
+
+class MemoryRateLimitStore:
+    """GCRA with the same arithmetic as the Redis script."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tats = ExpiringMap(clock)
+
+    async def hit(self, key: str, *, limit: int, period_ms: int, cost: int = 1) -> RateLimitResult:
+        now = self._clock.now_ms()
+        result, new_tat = gcra(
+            now_ms=now, tat_ms=self._tats.get(key), limit=limit, period_ms=period_ms, cost=cost
+        )
+        if result.allowed:
+            self._tats.set(key, new_tat, math.ceil(new_tat) + 1)
+        return result
+
+
+def gcra(
+    *, now_ms: int, tat_ms: float | None, limit: int, period_ms: int, cost: int
+) -> tuple[RateLimitResult, float]:
+    """Generic cell rate algorithm: burst ``limit``, refilling ``limit`` per ``period_ms``.
+
+    Returns the decision and the new theoretical arrival time (unchanged when refused).
+    The emission interval is kept fractional so that exactly ``limit`` requests fit in a
+    burst whatever ``period_ms`` is. The Redis Lua script mirrors this arithmetic, and the
+    contract tests check both against the same expectations.
+    """
+    interval = period_ms / limit
+    tat = max(tat_ms if tat_ms is not None else now_ms, float(now_ms))
+    new_tat = tat + interval * cost
+    allow_at = new_tat - period_ms
+    if allow_at > now_ms + 1e-6:
+        return (
+            RateLimitResult(
+                allowed=False,
+                limit=limit,
+                remaining=max(0, math.floor((period_ms - (tat - now_ms)) / interval + 1e-9)),
+                retry_after_ms=math.ceil(allow_at - now_ms),
+                reset_after_ms=math.ceil(tat - now_ms),
+            ),
+            tat,
+        )
+    return (
+        RateLimitResult(
+            allowed=True,
+            limit=limit,
+            remaining=max(0, math.floor((period_ms - (new_tat - now_ms)) / interval + 1e-9)),
+            retry_after_ms=0,
+            reset_after_ms=math.ceil(new_tat - now_ms),
+        ),
+        new_tat,
+    )
+
+
+class MemoryAuditStore:
+    """Capped trails per stream."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, deque[JSONRecord]] = {}
+
+    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+        trail = self._streams.get(stream)
+        if trail is None or trail.maxlen != cap:
+            trail = deque(trail or (), maxlen=cap)
+            self._streams[stream] = trail
+        trail.appendleft(copy.deepcopy(dict(entry)))
+
+    async def recent(self, stream: str, limit: int) -> list[JSONRecord]:
+        trail = self._streams.get(stream, deque())
+        return [copy.deepcopy(e) for e in list(trail)[: max(0, limit)]]
+
+
+class MemoryStores:
+    """Every store in one process. Refused by config when ``workers > 1``."""
+
+    backend = "memory"
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        clock = clock or SystemClock()
+        self.nonces = MemoryNonceStore(clock)
+        self.revocations = MemoryRevocationStore(clock)
+        self.pairs = MemoryPairStore()
+        self.api_keys = MemoryRecordStore()
+        self.signing_keys = MemoryRecordStore()
+        self.rate_limits = MemoryRateLimitStore(clock)
+        self.audit = MemoryAuditStore()
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+__all__ = ["ExpiringMap", "MemoryStores", "gcra"]

@@ -1,0 +1,333 @@
+"""Bearer JWT verifier (``Authorization: Bearer <compact JWS>``).
+
+authgate parses the token itself, strictly, before any signature work: base64url in
+canonical form, UTF-8 JSON without duplicate keys, NaN or Infinity, and numeric dates
+that are finite and plausible. PyJWT is used for the signature primitive and JWK parsing
+only, because its own decoder accepts duplicate keys, UTF-16 headers and absurd ``exp``.
+
+Rules (RFC 8725): the algorithm must be in the issuer's allowlist, never ``none`` or an
+HMAC algorithm; the key is chosen by the issuer named in ``iss`` and the token's ``kid``
+and must belong to that algorithm's family; ``exp`` is required; ``nbf``, ``iat``, ``aud``
+and ``iss`` are checked with a small leeway; ``jti`` is checked against the revocation
+store on every request, cached or not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from jwt.algorithms import get_default_algorithms
+
+from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.keys import ALGORITHM_KEY_TYPES, KeyRing, VerificationKey
+from authgate.errors import (
+    TokenAlgorithmNotAllowed,
+    TokenAudienceInvalid,
+    TokenExpired,
+    TokenIssuerInvalid,
+    TokenKeyUnknown,
+    TokenMalformed,
+    TokenNotYetValid,
+    TokenRevoked,
+    TokenSignatureInvalid,
+    TokenTooLarge,
+    TokenTypeInvalid,
+)
+from authgate.metrics import Metrics
+from authgate.models import CredentialType, Principal, RequestContext
+from authgate.stores.base import Clock, RevocationStore
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# Latest plausible NumericDate: 3000-01-01T00:00:00Z.
+MAX_NUMERIC_DATE = 32_503_680_000
+_ALLOWED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "EdDSA": 64}
+_PYJWT_ALGORITHMS = get_default_algorithms()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerKeys:
+    """How tokens of one issuer are checked."""
+
+    issuer: str
+    audiences: frozenset[str]
+    algorithms: frozenset[str]
+    require_jti: bool
+    key_ring: KeyRing | None = None
+    jwks: JWKSCache | None = None
+
+    async def key(self, kid: str) -> VerificationKey | None:
+        """The verification key for ``kid`` (``""`` when the token has none)."""
+        if self.key_ring is not None:
+            return self.key_ring.verification_key(kid) if kid else self.key_ring.only_key()
+        if self.jwks is not None:
+            return await self.jwks.get(kid)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    exp: float
+    nbf: float | None
+    iat: float | None
+
+
+def _b64decode(segment: str, what: str) -> bytes:
+    if not segment or _B64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
+        raise TokenMalformed(f"token {what} is not base64url")
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenMalformed(f"token {what} is not base64url") from None
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
+        raise TokenMalformed(f"token {what} is not canonical base64url")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise TokenMalformed(f"duplicate JSON member {key!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise TokenMalformed(f"non-standard JSON constant {name}")
+
+
+def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Parse UTF-8 JSON that must be an object, refusing duplicates and NaN/Infinity."""
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise TokenMalformed(f"token {what} is not UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise TokenMalformed(f"token {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise TokenMalformed(f"token {what} is not a JSON object")
+    return value
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required or name in claims:
+            raise TokenMalformed(f"claim {name!r} is required and must be a number")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenMalformed(f"claim {name!r} must be a number")
+    if not math.isfinite(value) or value < 0 or value > MAX_NUMERIC_DATE:
+        raise TokenMalformed(f"claim {name!r} is out of range")
+    return float(value)
+
+
+def _string_claim(claims: Mapping[str, Any], name: str, *, max_len: int = 1024) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        if name in claims:
+            raise TokenMalformed(f"claim {name!r} must be a string")
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise TokenMalformed(f"claim {name!r} must be a non-empty string")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise TokenMalformed(f"claim {name!r} contains a control character")
+    return value
+
+
+def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    raw = claims.get("scope", claims.get("scp"))
+    if raw is None:
+        return frozenset()
+    items: Sequence[Any]
+    if isinstance(raw, str):
+        items = raw.split(" ") if raw else []
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise TokenMalformed("claim 'scope' must be a string or a list of strings")
+    if len(items) > 256:
+        raise TokenMalformed("claim 'scope' has too many entries")
+    for item in items:
+        if not isinstance(item, str) or _SCOPE_TOKEN.fullmatch(item) is None:
+            raise TokenMalformed("claim 'scope' has an invalid scope token")
+    return frozenset(items)
+
+
+def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return frozenset({aud})
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        return frozenset(aud)
+    if aud is None:
+        raise TokenAudienceInvalid("claim 'aud' is required")
+    raise TokenMalformed("claim 'aud' must be a string or a list of strings")
+
+
+def header_safe(value: str) -> str:
+    """Percent-encode anything outside visible ASCII so it can travel in a header."""
+    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+
+
+class JWTBearerVerifier:
+    """Verifies bearer JWTs from authgate's own key ring and external JWKS issuers."""
+
+    credential_type = CredentialType.JWT
+
+    def __init__(
+        self,
+        *,
+        issuers: Sequence[IssuerKeys],
+        revocations: RevocationStore,
+        clock: Clock,
+        leeway_seconds: int,
+        max_token_bytes: int,
+        cache_size: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._issuers = {i.issuer: i for i in issuers}
+        self._revocations = revocations
+        self._clock = clock
+        self._leeway = leeway_seconds
+        self._max_bytes = max_token_bytes
+        self._cache_size = cache_size
+        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._metrics = metrics
+
+    def extract(self, context: RequestContext) -> str | None:
+        """The bearer token, or ``None`` when the request carries no bearer credential."""
+        header = context.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, rest = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = rest.strip(" ")
+        if not token:
+            raise TokenMalformed("empty bearer token")
+        return token
+
+    async def verify(self, token: str, context: RequestContext) -> Principal:
+        """A principal for ``token``, or a :class:`~authgate.errors.Unauthenticated` leaf."""
+        if len(token) > self._max_bytes:
+            raise TokenTooLarge(f"bearer token exceeds {self._max_bytes} bytes")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = self._clock.now_ms() / 1000
+        cached = self._cache.get(digest) if self._cache_size else None
+        if cached is not None:
+            self._count_cache("hit")
+            self._cache.move_to_end(digest)
+            self._check_times(cached.exp, cached.nbf, cached.iat, now)
+            await self._check_revoked(cached.principal.credential_id)
+            return cached.principal
+        if self._cache_size:
+            self._count_cache("miss")
+        entry = await self._verify_uncached(token, now)
+        await self._check_revoked(entry.principal.credential_id)
+        if self._cache_size:
+            self._cache[digest] = entry
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return entry.principal
+
+    def _count_cache(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cache_lookups.labels("jwt", result).inc()
+
+    async def _check_revoked(self, jti: str) -> None:
+        if jti and await self._revocations.is_revoked(jti):
+            raise TokenRevoked()
+
+    def _check_times(self, exp: float, nbf: float | None, iat: float | None, now: float) -> None:
+        if exp + self._leeway <= now:
+            raise TokenExpired()
+        if nbf is not None and nbf - self._leeway > now:
+            raise TokenNotYetValid("token 'nbf' is in the future")
+        if iat is not None and iat - self._leeway > now:
+            raise TokenNotYetValid("token 'iat' is in the future")
+
+    async def _verify_uncached(self, token: str, now: float) -> _Cached:
+        if not token.isascii():
+            raise TokenMalformed("bearer token is not ASCII")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TokenMalformed("bearer token is not a compact JWS (three segments)")
+        header = strict_json_object(_b64decode(parts[0], "header"), "header")
+        payload = strict_json_object(_b64decode(parts[1], "payload"), "payload")
+        signature = _b64decode(parts[2], "signature")
+
+        if "crit" in header:
+            raise TokenMalformed("token header 'crit' is not supported")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ALLOWED_TYP):
+            raise TokenTypeInvalid("token header 'typ' is not an access-token type")
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise TokenMalformed("token header 'alg' is missing")
+        kid = header.get("kid", "")
+        if not isinstance(kid, str) or len(kid) > 256:
+            raise TokenMalformed("token header 'kid' must be a string")
+
+        iss = _string_claim(payload, "iss")
+        issuer = self._issuers.get(iss) if iss is not None else None
+        if issuer is None:
+            raise TokenIssuerInvalid()
+        if alg not in issuer.algorithms or alg not in ALGORITHM_KEY_TYPES:
+            raise TokenAlgorithmNotAllowed(f"algorithm {alg!r} is not allowed for this issuer")
+        key = await issuer.key(kid)
+        if key is None:
+            raise TokenKeyUnknown()
+        if key.alg != alg:
+            raise TokenAlgorithmNotAllowed("token algorithm does not match its key")
+        expected = _SIGNATURE_BYTES.get(alg)
+        if expected is not None and len(signature) != expected:
+            raise TokenSignatureInvalid()
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+        try:
+            valid = _PYJWT_ALGORITHMS[alg].verify(signing_input, key.key, signature)
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
+            raise TokenSignatureInvalid()
+
+        if payload.get("type") == "refresh" or payload.get("token_use") == "refresh":
+            raise TokenTypeInvalid("a refresh token cannot be used as an access token")
+        exp = _numeric_date(payload, "exp", required=True)
+        if exp is None:  # pragma: no cover - required=True already raised
+            raise TokenMalformed("claim 'exp' is required")
+        nbf = _numeric_date(payload, "nbf", required=False)
+        iat = _numeric_date(payload, "iat", required=False)
+        self._check_times(exp, nbf, iat, now)
+        if not (_audiences(payload) & issuer.audiences):
+            raise TokenAudienceInvalid()
+        subject = _string_claim(payload, "sub")
+        if subject is None:
+            raise TokenMalformed("claim 'sub' is required")
+        jti = _string_claim(payload, "jti", max_len=256)
+        if jti is None and issuer.require_jti:
+            raise TokenMalformed("claim 'jti' is required")
+        principal = Principal(
+            subject=subject,
+            credential_type=CredentialType.JWT,
+            scopes=_scopes(payload),
+            credential_id=jti or "",
+            issuer=issuer.issuer,
+            claims=payload,
+        )
+        return _Cached(principal=principal, exp=exp, nbf=nbf, iat=iat)

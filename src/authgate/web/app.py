@@ -1,0 +1,178 @@
+"""Build the aiohttp application from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from authgate.config.model import Settings
+from authgate.crypto.jwks_cache import Fetcher, JWKSCache
+from authgate.crypto.keys import KeyRing, SigningKey
+from authgate.metrics import Metrics
+from authgate.pipeline import Gate
+from authgate.policy.rules import Policy
+from authgate.stores import build_stores
+from authgate.stores.base import Clock, Stores, SystemClock
+from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
+from authgate.web import forward_auth, health, proxy
+from authgate.web.context import ContextBuilder, TrustedProxies
+from authgate.web.identity import IdentityHeaders
+from authgate.web.problem import problem_middleware
+from authgate.web.state import (
+    DRAINING,
+    GATE,
+    IDENTITY,
+    JWKS_CACHES,
+    KEY_RING,
+    METRICS,
+    REQUEST_CONTEXTS,
+    SETTINGS,
+    STORES,
+    UPSTREAM_SESSION,
+)
+
+log = logging.getLogger("authgate")
+
+
+def load_key_ring(settings: Settings) -> KeyRing:
+    """Keys from files, or one ephemeral ES256 key in development."""
+    if settings.jwt.signing_key_files:
+        return KeyRing(SigningKey.from_file(p) for p in settings.jwt.signing_key_files)
+    return KeyRing([SigningKey.generate("ES256")])
+
+
+def _jwks_fetcher(
+    session: aiohttp.ClientSession, *, max_bytes: int, timeout: float, metrics: Metrics
+) -> Fetcher:
+    async def get(url: str) -> bytes:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                raise ValueError(f"JWKS answered {resp.status}")
+            body = await resp.content.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            raise ValueError("JWKS document too large")
+        return body
+
+    async def fetch(url: str) -> bytes:
+        try:
+            body = await get(url)
+        except Exception:
+            metrics.jwks_fetches.labels("error").inc()
+            raise
+        metrics.jwks_fetches.labels("ok").inc()
+        return body
+
+    return fetch
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    stores: Stores | None = None,
+    key_ring: KeyRing | None = None,
+) -> web.Application:
+    """The authgate application. ``stores`` and ``key_ring`` may be injected (tests)."""
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    ring = key_ring or load_key_ring(settings)
+    app = web.Application(
+        middlewares=[problem_middleware(request_id_header=settings.server.request_id_header)],
+        handler_args={"max_field_size": settings.server.max_header_bytes},
+        client_max_size=1024**2,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[KEY_RING] = ring
+    app[DRAINING] = [False]
+    app[REQUEST_CONTEXTS] = ContextBuilder(
+        trusted=TrustedProxies(settings.server.trusted_proxies),
+        request_id_header=settings.server.request_id_header,
+    )
+    app[IDENTITY] = IdentityHeaders(settings.identity, key_ring=ring, issuer=settings.jwt.issuer)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        app[STORES] = stores or build_stores(settings.stores, clock)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.proxy.pool_size),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=settings.proxy.connect_timeout_seconds,
+                sock_read=settings.proxy.read_timeout_seconds,
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        app[UPSTREAM_SESSION] = session
+        fetch = _jwks_fetcher(
+            session,
+            max_bytes=settings.jwt.jwks_max_bytes,
+            timeout=settings.jwt.jwks_fetch_timeout_seconds,
+            metrics=metrics,
+        )
+        caches = tuple(
+            JWKSCache(
+                url=i.jwks_url,
+                fetch=fetch,
+                algorithms=i.algorithms,
+                ttl_seconds=i.jwks_ttl_seconds,
+                min_refresh_interval_seconds=i.min_refresh_interval_seconds,
+            )
+            for i in settings.jwt.external_issuers
+        )
+        app[JWKS_CACHES] = caches
+        issuers = [
+            IssuerKeys(
+                issuer=settings.jwt.issuer,
+                audiences=frozenset(settings.jwt.audiences),
+                algorithms=frozenset(settings.jwt.algorithms),
+                require_jti=True,
+                key_ring=ring,
+            ),
+            *(
+                IssuerKeys(
+                    issuer=i.issuer,
+                    audiences=frozenset(i.audiences),
+                    algorithms=frozenset(i.algorithms),
+                    require_jti=i.require_jti,
+                    jwks=cache,
+                )
+                for i, cache in zip(settings.jwt.external_issuers, caches, strict=True)
+            ),
+        ]
+        jwt_verifier = JWTBearerVerifier(
+            issuers=issuers,
+            revocations=app[STORES].revocations,
+            clock=clock,
+            leeway_seconds=settings.jwt.leeway_seconds,
+            max_token_bytes=settings.jwt.max_token_bytes,
+            cache_size=settings.jwt.cache_size,
+            metrics=metrics,
+        )
+        app[GATE] = Gate(
+            policy=Policy.from_settings(settings.policy),
+            verifiers=[jwt_verifier],
+            metrics=metrics,
+            access_log=settings.logging.access_log,
+        )
+        try:
+            yield
+        finally:
+            await session.close()
+            await app[STORES].close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[DRAINING][0] = True
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    health.add_routes(app)
+    forward_auth.add_routes(app)
+    if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
+        proxy.add_routes(app)
+    return app

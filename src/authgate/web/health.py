@@ -1,0 +1,68 @@
+"""Operations endpoints: ``/healthz``, ``/readyz``, ``/metrics``, and the JWKS documents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from authgate.errors import AuthGateError
+from authgate.web.state import DRAINING, JWKS_CACHES, KEY_RING, METRICS, SETTINGS, STORES
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: stores answer, keys are loaded, not draining."""
+    app = request.app
+    checks: dict[str, str] = {}
+    if app[DRAINING][0]:
+        checks["server"] = "draining"
+    try:
+        async with asyncio.timeout(app[SETTINGS].stores.redis.deadline_seconds * 4):
+            await app[STORES].ping()
+        checks["stores"] = "ok"
+    except (AuthGateError, TimeoutError) as exc:
+        checks["stores"] = getattr(exc, "reason", "store_unavailable")
+    checks["signing_keys"] = "ok" if app[KEY_RING].keys else "missing"
+    for cache in app[JWKS_CACHES]:
+        if not cache.loaded:
+            with contextlib.suppress(AuthGateError):
+                await cache.get("")  # loads the issuer's keys (rate-limited by the cache)
+        checks[f"jwks:{cache.url}"] = "ok" if cache.loaded else "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    app[METRICS].ready.set(1 if ready else 0)
+    return web.json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    body = generate_latest(request.app[METRICS].registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """authgate's public signing keys."""
+    return web.json_response(
+        request.app[KEY_RING].jwks(), headers={"Cache-Control": "public, max-age=300"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the operations endpoints."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_get("/api/v1/auth/jwks", jwks)

@@ -1,0 +1,75 @@
+"""Identity headers: what authgate tells the upstream about the caller.
+
+Client-supplied copies are removed before anything is forwarded: every configured
+identity header name and every header under a configured prefix (``X-Authgate-``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from multidict import CIMultiDict
+
+from authgate.config.model import IdentitySettings
+from authgate.crypto.keys import KeyRing
+from authgate.models import Decision
+from authgate.verifiers.jwt_bearer import header_safe
+
+
+class IdentityHeaders:
+    """Builds identity headers for a decision and strips client copies."""
+
+    def __init__(self, settings: IdentitySettings, *, key_ring: KeyRing, issuer: str) -> None:
+        self._s = settings
+        self._key_ring = key_ring
+        self._issuer = issuer
+        self._names = frozenset(n.lower() for n in settings.header_names())
+        self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
+
+    def is_identity(self, name: str) -> bool:
+        """Whether a header of this name is one authgate alone may set."""
+        lower = name.lower()
+        return lower in self._names or lower.startswith(self._prefixes)
+
+    def strip(self, headers: CIMultiDict[str]) -> None:
+        """Remove every client-supplied identity header, in place."""
+        for name in {k for k in headers if self.is_identity(k)}:
+            del headers[name]
+
+    def for_decision(self, decision: Decision) -> Mapping[str, str]:
+        """The headers to set for ``decision`` (empty values are left out)."""
+        p = decision.principal
+        s = self._s
+        out: dict[str, str] = {s.credential_header: p.credential_type.value}
+        if p.subject:
+            out[s.subject_header] = header_safe(p.subject)
+        if p.scopes:
+            out[s.scopes_header] = " ".join(sorted(p.scopes))
+        if p.credential_id:
+            out[s.credential_id_header] = header_safe(p.credential_id)
+        if p.issuer:
+            out[s.issuer_header] = header_safe(p.issuer)
+        if s.identity_jwt.enabled:
+            out[s.identity_jwt.header] = self._identity_jwt(decision)
+        return out
+
+    def _identity_jwt(self, decision: Decision) -> str:
+        p = decision.principal
+        now = int(time.time())
+        claims: dict[str, object] = {
+            "iss": self._issuer,
+            "aud": self._s.identity_jwt.audience,
+            "sub": p.subject,
+            "iat": now,
+            "exp": now + self._s.identity_jwt.ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "cred": p.credential_type.value,
+            "rule": decision.rule_id,
+        }
+        if p.scopes:
+            claims["scope"] = " ".join(sorted(p.scopes))
+        if p.credential_id:
+            claims["cid"] = p.credential_id
+        return self._key_ring.current.sign(claims, typ="authgate-identity+jwt")

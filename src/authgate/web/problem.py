@@ -1,0 +1,61 @@
+"""The only place an :class:`AuthGateError` becomes an HTTP response.
+
+Body: ``{"error": {"code": <reason>, "message": <text>}}`` (the shape the published BPC
+client reads). 401 carries ``WWW-Authenticate``; 503 carries ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from authgate.errors import AuthGateError, DependencyUnavailable, Unauthenticated
+from authgate.web.context import request_id
+
+log = logging.getLogger("authgate.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Response:
+    """The JSON error response for ``exc``."""
+    response = web.json_response(
+        {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status
+    )
+    if isinstance(exc, Unauthenticated):
+        description = exc.message.replace("\\", "").replace('"', "'")
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer realm="authgate", error="invalid_token", error_description="{description}"'
+            if exc.reason != "credential_missing"
+            else 'Bearer realm="authgate"'
+        )
+    if isinstance(exc, DependencyUnavailable):
+        response.headers["Retry-After"] = "1"
+    response.headers["Cache-Control"] = "no-store"
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def problem_middleware(*, request_id_header: str) -> Middleware:
+    """Attach a request id and translate refusals; an unexpected error is a logged 500."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request_id(request, request_id_header)
+        request[REQUEST_ID] = rid
+        try:
+            return await handler(request)
+        except AuthGateError as exc:
+            return problem_response(exc, request_id=rid)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"event": "internal_error", "request_id": rid})
+            return problem_response(AuthGateError(), request_id=rid)
+
+    return middleware

@@ -1,0 +1,229 @@
+"""Sidecar reverse proxy: authenticate, then stream the request to the upstream.
+
+Bodies are streamed both ways (never fully buffered); hop-by-hop headers and every
+client-supplied identity header are removed; ``X-Forwarded-For/Proto/Host`` are set (a
+client's own ``X-Forwarded-*`` is kept only from a trusted proxy); WebSocket upgrades
+are passed after authentication. Upstream failures answer 502 or 504 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from authgate.errors import UpstreamTimeout, UpstreamUnreachable
+from authgate.models import Decision, RequestContext
+from authgate.web.problem import REQUEST_ID
+from authgate.web.state import (
+    GATE,
+    IDENTITY,
+    METRICS,
+    REQUEST_CONTEXTS,
+    SETTINGS,
+    UPSTREAM_SESSION,
+)
+
+log = logging.getLogger("authgate.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_CHUNK = 64 * 1024
+
+
+def _hop_by_hop(headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders) -> set[str]:
+    names = set(HOP_BY_HOP)
+    for value in CIMultiDict(headers).getall("connection", []):
+        names.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return names
+
+
+def upstream_headers(
+    request: web.Request, context: RequestContext, decision: Decision
+) -> CIMultiDict[str]:
+    """Headers for the upstream request."""
+    app = request.app
+    settings = app[SETTINGS]
+    drop = _hop_by_hop(request.headers) | {"content-length", "expect"}
+    out: CIMultiDict[str] = CIMultiDict(
+        (k, v) for k, v in request.headers.items() if k.lower() not in drop
+    )
+    if request.can_read_body and request.content_length is not None:
+        out["Content-Length"] = str(request.content_length)
+    app[IDENTITY].strip(out)
+    peer = request.remote or ""
+    trusted = app[REQUEST_CONTEXTS].trusted.trusts(peer)
+    for name in (
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "Forwarded",
+        "X-Real-Ip",
+    ):
+        if not trusted:
+            out.popall(name, None)
+    prior = out.get("X-Forwarded-For")
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    out.setdefault("X-Forwarded-Proto", context.scheme)
+    if context.host:
+        out.setdefault("X-Forwarded-Host", context.host)
+    if not settings.proxy.preserve_host:
+        out.popall("Host", None)
+    out["X-Request-Id"] = context.request_id
+    out.update(app[IDENTITY].for_decision(decision))
+    return out
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        yield chunk
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return (
+        request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    """Authenticate and forward any request no other route claims."""
+    app = request.app
+    context = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    decision = await app[GATE].evaluate(context)
+    upstream = decision.upstream or app[SETTINGS].proxy.upstream
+    if upstream is None:
+        raise UpstreamUnreachable(f"rule {decision.rule_id!r} has no upstream")
+    url = URL(upstream.rstrip("/") + context.target, encoded=True)
+    headers = upstream_headers(request, context, decision)
+    if _is_websocket(request) and app[SETTINGS].proxy.websockets:
+        return await _proxy_websocket(request, url, headers)
+    return await _proxy_http(request, url, headers)
+
+
+async def _proxy_http(
+    request: web.Request, url: URL, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    session = request.app[UPSTREAM_SESSION]
+    metrics = request.app[METRICS]
+    data = _body(request) if request.can_read_body else None
+    try:
+        async with session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        ) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            drop = _hop_by_hop(upstream.headers)
+            for name, value in upstream.headers.items():
+                if name.lower() not in drop:
+                    response.headers.add(name, value)
+            response.headers["X-Request-Id"] = request[REQUEST_ID]
+            if upstream.content_length is None and "content-length" not in response.headers:
+                response.enable_chunked_encoding()
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                # Headers are already sent: the only honest signal left is to abort the
+                # connection, so the client sees a truncated response, never a whole one.
+                metrics.upstream_responses.labels("aborted").inc()
+                log.warning(
+                    "upstream failed mid-response",
+                    extra={"event": "upstream_aborted", "error": type(exc).__name__},
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            metrics.upstream_responses.labels(f"{upstream.status // 100}xx").inc()
+            return response
+    except TimeoutError:
+        metrics.upstream_responses.labels("timeout").inc()
+        raise UpstreamTimeout() from None
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            metrics.upstream_responses.labels("timeout").inc()
+            raise UpstreamTimeout() from None
+        metrics.upstream_responses.labels("unreachable").inc()
+        log.warning(
+            "upstream failed",
+            extra={
+                "event": "upstream_error",
+                "error": type(exc).__name__,
+                "request_id": request[REQUEST_ID],
+            },
+        )
+        raise UpstreamUnreachable() from None
+
+
+async def _proxy_websocket(
+    request: web.Request, url: URL, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    session = request.app[UPSTREAM_SESSION]
+    for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Host"):
+        headers.popall(name, None)
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    headers.popall("Sec-WebSocket-Protocol", None)
+    ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream = await session.ws_connect(
+            ws_url, headers=headers, protocols=protocols, autoping=False
+        )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise UpstreamUnreachable(f"websocket upstream failed: {type(exc).__name__}") from None
+    client = web.WebSocketResponse(
+        protocols=[upstream.protocol] if upstream.protocol else (), autoping=False
+    )
+    await client.prepare(request)
+
+    async def pump(
+        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
+        async for msg in source:
+            if msg.type == WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type == WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                await sink.pong(msg.data)
+            else:
+                break
+        await sink.close()
+
+    try:
+        await asyncio.gather(pump(client, upstream), pump(upstream, client))
+    finally:
+        await upstream.close()
+        await client.close()
+    return client
+
+
+def add_routes(app: web.Application) -> None:
+    """The catch-all route; registered last so authgate's own endpoints win."""
+    app.router.add_route("*", "/{tail:.*}", proxy_handler)

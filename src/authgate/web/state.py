@@ -1,0 +1,25 @@
+"""Typed application state (``web.AppKey``), set up and torn down in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+from aiohttp import ClientSession, web
+
+from authgate.config.model import Settings
+from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.keys import KeyRing
+from authgate.metrics import Metrics
+from authgate.pipeline import Gate
+from authgate.stores.base import Stores
+from authgate.web.context import ContextBuilder
+from authgate.web.identity import IdentityHeaders
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+KEY_RING = web.AppKey("key_ring", KeyRing)
+STORES = web.AppKey("stores", Stores)
+GATE = web.AppKey("gate", Gate)
+IDENTITY = web.AppKey("identity", IdentityHeaders)
+REQUEST_CONTEXTS = web.AppKey("request_contexts", ContextBuilder)
+UPSTREAM_SESSION = web.AppKey("upstream_session", ClientSession)
+JWKS_CACHES = web.AppKey("jwks_caches", tuple[JWKSCache, ...])
+DRAINING = web.AppKey("draining", list[bool])
