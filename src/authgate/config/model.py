@@ -191,11 +191,25 @@ class IdentityJWTSettings(Section):
 class IdentitySettings(Section):
     """Names of the identity headers set for the upstream (client copies are always removed)."""
 
-    subject_header: str = Field("X-Authgate-Subject", pattern=HEADER_NAME_PATTERN)
-    credential_header: str = Field("X-Authgate-Credential", pattern=HEADER_NAME_PATTERN)
-    scopes_header: str = Field("X-Authgate-Scopes", pattern=HEADER_NAME_PATTERN)
-    credential_id_header: str = Field("X-Authgate-Credential-Id", pattern=HEADER_NAME_PATTERN)
-    issuer_header: str = Field("X-Authgate-Issuer", pattern=HEADER_NAME_PATTERN)
+    subject_header: str = Field(
+        "X-Authgate-Subject", pattern=HEADER_NAME_PATTERN, description="Who is calling."
+    )
+    credential_header: str = Field(
+        "X-Authgate-Credential",
+        pattern=HEADER_NAME_PATTERN,
+        description="Credential type: jwt, bpc, hmac or anonymous.",
+    )
+    scopes_header: str = Field(
+        "X-Authgate-Scopes", pattern=HEADER_NAME_PATTERN, description="Space-separated scopes."
+    )
+    credential_id_header: str = Field(
+        "X-Authgate-Credential-Id",
+        pattern=HEADER_NAME_PATTERN,
+        description="Token id (jti), pair id or API key id.",
+    )
+    issuer_header: str = Field(
+        "X-Authgate-Issuer", pattern=HEADER_NAME_PATTERN, description="Token issuer (JWT)."
+    )
     strip_prefixes: tuple[str, ...] = Field(
         ("X-Authgate-",),
         description="Client headers with these prefixes are removed too.",
@@ -301,8 +315,8 @@ class ProxySettings(Section):
 class LoggingSettings(Section):
     """Structured logs."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
-    format: Literal["json", "text"] = Field("json")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["json", "text"] = Field("json", description="json (one object a line) or text.")
     access_log: bool = Field(True, description="One line per decision.")
 
 
