@@ -272,3 +272,19 @@ async def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0
             return
         await asyncio.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+async def araw_get(
+    port: int, target: str, headers: Mapping[str, str] | None = None, *, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    """Async twin of :func:`get`: the target goes on the wire exactly as written."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {target} HTTP/1.1", "Host: app.test", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), _parse_headers(head), body
