@@ -16,6 +16,7 @@ from authgate.pipeline import Gate
 from authgate.policy.rules import Policy
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
+from authgate.stores.instrumented import instrument
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 from authgate.web import forward_auth, health, proxy
 from authgate.web.context import ContextBuilder, TrustedProxies
@@ -97,7 +98,7 @@ def create_app(
     app[IDENTITY] = IdentityHeaders(settings.identity, key_ring=ring, issuer=settings.jwt.issuer)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        app[STORES] = stores or build_stores(settings.stores, clock)
+        app[STORES] = instrument(stores or build_stores(settings.stores, clock), metrics)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.proxy.pool_size),
             timeout=aiohttp.ClientTimeout(

@@ -1,0 +1,80 @@
+"""Store latency and error metrics around any back end, without touching its code."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from authgate.errors import StoreUnavailable
+from authgate.metrics import Metrics
+from authgate.stores.base import Stores
+
+_STORE_NAMES = (
+    "nonces",
+    "revocations",
+    "pairs",
+    "api_keys",
+    "signing_keys",
+    "rate_limits",
+    "audit",
+)
+
+
+class _Timed:
+    """Wraps every coroutine method of one store with a latency histogram and error counter."""
+
+    def __init__(self, inner: Any, name: str, metrics: Metrics) -> None:
+        self._inner = inner
+        self._name = name
+        self._metrics = metrics
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._inner, attr)
+        if not callable(target) or attr.startswith("_"):
+            return target
+        histogram = self._metrics.store_seconds.labels(self._name, attr)
+        errors = self._metrics.store_errors.labels(self._name, attr)
+
+        @functools.wraps(target)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await cast(Callable[..., Awaitable[Any]], target)(*args, **kwargs)
+            except StoreUnavailable:
+                errors.inc()
+                raise
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        setattr(self, attr, timed)  # bind once: later calls skip __getattr__
+        return timed
+
+
+class InstrumentedStores:
+    """A :class:`Stores` whose every call is measured."""
+
+    def __init__(self, inner: Stores, metrics: Metrics) -> None:
+        self._inner = inner
+        for name in _STORE_NAMES:
+            setattr(self, name, _Timed(getattr(inner, name), name, metrics))
+        self._ping = _Timed(inner, "backend", metrics)
+
+    @property
+    def backend(self) -> str:
+        """The wrapped back end's name."""
+        return self._inner.backend
+
+    async def ping(self) -> None:
+        """Measured ping."""
+        await self._ping.ping()
+
+    async def close(self) -> None:
+        """Close the wrapped back end."""
+        await self._inner.close()
+
+
+def instrument(stores: Stores, metrics: Metrics) -> Stores:
+    """``stores`` with latency and error metrics."""
+    return cast(Stores, InstrumentedStores(stores, metrics))
