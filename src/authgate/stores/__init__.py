@@ -6,7 +6,7 @@ only when it is chosen, so nothing else ever imports ``redis``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from authgate.stores.base import Clock, Stores
 from authgate.stores.memory import MemoryStores
@@ -21,9 +21,7 @@ def build_stores(settings: StoreSettings, clock: Clock | None = None) -> Stores:
         from authgate.stores.redis import RedisStores
 
         return RedisStores(settings.redis, clock)
-    # MemoryStores types its attributes as the concrete classes, which a Protocol's
-    # settable attributes do not accept (they are invariant); it satisfies Stores otherwise.
-    return cast(Stores, MemoryStores(clock))
+    return MemoryStores(clock)
 
 
 __all__ = ["build_stores"]

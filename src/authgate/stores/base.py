@@ -149,13 +149,40 @@ class AuditStore(Protocol):
 class Stores(Protocol):
     """One back end's set of stores, plus health and shutdown."""
 
-    nonces: NonceStore
-    revocations: RevocationStore
-    pairs: PairStore
-    api_keys: RecordStore
-    signing_keys: RecordStore
-    rate_limits: RateLimitStore
-    audit: AuditStore
+    @property
+    def nonces(self) -> NonceStore:
+        """Single-use nonces."""
+        ...
+
+    @property
+    def revocations(self) -> RevocationStore:
+        """Revoked token ids."""
+        ...
+
+    @property
+    def pairs(self) -> PairStore:
+        """BPC pairs."""
+        ...
+
+    @property
+    def api_keys(self) -> RecordStore:
+        """API key records (hashed)."""
+        ...
+
+    @property
+    def signing_keys(self) -> RecordStore:
+        """Signing key records (encrypted)."""
+        ...
+
+    @property
+    def rate_limits(self) -> RateLimitStore:
+        """Rate-limit cells."""
+        ...
+
+    @property
+    def audit(self) -> AuditStore:
+        """Capped audit trails."""
+        ...
 
     @property
     def backend(self) -> str:

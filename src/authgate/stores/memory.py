@@ -62,8 +62,11 @@ class ExpiringMap:
         return entry[1]
 
     def set(self, key: str, value: Any, expires_at_ms: int) -> None:
-        """Store ``value`` until ``expires_at_ms``."""
-        self._sweep()
+        """Store ``value`` until ``expires_at_ms`` (an expiry already past removes ``key``)."""
+        now = self._sweep()
+        if expires_at_ms <= now:
+            self._values.pop(key, None)
+            return
         self._values[key] = (expires_at_ms, value)
         self._buckets.setdefault(expires_at_ms // 1000, []).append(key)
 
@@ -73,6 +76,10 @@ class ExpiringMap:
         entry = self._values.get(key)
         if entry is not None and entry[0] > now:
             return False
+        if expires_at_ms <= now:
+            # Already expired: nothing to keep, and its bucket would never be swept again.
+            self._values.pop(key, None)
+            return True
         self._values[key] = (expires_at_ms, value)
         self._buckets.setdefault(expires_at_ms // 1000, []).append(key)
         return True
@@ -96,7 +103,7 @@ class MemoryNonceStore:
     ) -> NonceOutcome:
         if signed_at_ms < self.epoch_ms:
             return NonceOutcome.BEFORE_EPOCH
-        key = f"{scope}\x00{nonce}"
+        key = f"{len(scope)}:{scope}:{nonce}"  # length prefix: no two (scope, nonce) collide
         if self._spent.set_if_absent(key, True, self._clock.now_ms() + ttl_ms):
             return NonceOutcome.FRESH
         return NonceOutcome.REPLAYED
@@ -219,9 +226,13 @@ class MemoryAuditStore:
         self._streams: dict[str, deque[JSONRecord]] = {}
 
     async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+        if cap <= 0:
+            self._streams.pop(stream, None)
+            return
         trail = self._streams.get(stream)
         if trail is None or trail.maxlen != cap:
-            trail = deque(trail or (), maxlen=cap)
+            # Newest first: keep the newest ``cap - 1`` so the new entry makes ``cap``.
+            trail = deque(list(trail or ())[: cap - 1], maxlen=cap)
             self._streams[stream] = trail
         trail.appendleft(copy.deepcopy(dict(entry)))
 

@@ -1,0 +1,464 @@
+"""Redis stores: state shared by every replica, on one server, Sentinel or Cluster.
+
+Every call runs under :meth:`RedisConnection.run`: a deadline of ``deadline_seconds`` around
+the whole operation, and any Redis error or timeout turned into
+:class:`~authgate.errors.StoreUnavailable`, so callers fail closed. Clients are built with
+explicit connect and socket timeouts, at most one retry (on connection errors only) and a
+bounded pool: redis-py's defaults would wait five seconds per socket operation and retry
+ten times with back-off.
+
+Key layout (``<p>`` is ``stores.redis.key_prefix``; ``{...}`` is a Cluster hash tag, and
+``%``, ``{`` and ``}`` inside a tagged value are percent-encoded so the tag ends where we
+mean it to and distinct values stay distinct keys)::
+
+    <p>nonce:{<scope>}:<nonce>   spent nonce, PX ttl_ms            (NONCE_CONSUME_SCRIPT)
+    <p>epoch                     store epoch, ms (standalone, Sentinel)
+    <p>epoch:{<scope>}           store epoch of one scope, ms (Cluster)
+    <p>revoked:<jti>             revoked token id, PX until the token expires
+    <p>revoked-index             sorted set jti -> expiry ms, pruned on each revoke / list
+    <p>apikey:{<id>}             JSON record; ids in the set <p>apikey:index
+    <p>signingkey:{<id>}         JSON record; ids in the set <p>signingkey:index
+    <p>pair:{<id>}               JSON record; ids in the set <p>pair:index
+    <p>pairfail:{<id>}           lock-out failure counter (INCR)
+    <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
+    <p>audit:<stream>            capped list of JSON entries, newest first
+
+Store epoch. Redis may lose its data (a restart without persistence, a flush). The epoch
+marker records when the current data set began; a missing marker is rewritten with the
+current time by the nonce script itself, and a request signed before the epoch is refused
+with ``BEFORE_EPOCH``, since its nonce may have been forgotten. On one server or behind
+Sentinel the marker is global (``<p>epoch``). In Cluster mode a Lua script may only touch
+keys of one slot, so the marker is per scope (``<p>epoch:{<scope>}``, in the nonce's slot)
+and a missing marker is created at the first use of that scope: after data loss the first
+request of each scope is refused if it was signed before that moment. The marker cannot see
+a *partial* loss (a failover to a replica that had not yet received the latest nonces while
+it still holds the old marker); the replay window bounds that exposure.
+
+Times come from the injected clock (``clock.now_ms()``, passed to the scripts as ``ARGV``),
+not Redis ``TIME``, so a test clock drives both back ends alike. Key expiry (``PX``) is
+always real time, however.
+
+Record indexes. On one server or behind Sentinel a record and its index entry are written
+in one ``MULTI``/``EXEC`` transaction. Cluster cannot run a transaction across slots, so
+there ``put`` adds the id to the index before writing the record, and ``delete`` removes the
+record before the index entry: an interrupted call (which raised ``StoreUnavailable``) can
+leave an id listed whose record is gone, never a live record that is not listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+
+from authgate.errors import StoreUnavailable
+from authgate.stores.base import (
+    AuditStore,
+    Clock,
+    JSONRecord,
+    NonceOutcome,
+    NonceStore,
+    PairStore,
+    RateLimitResult,
+    RateLimitStore,
+    RecordStore,
+    RevocationStore,
+    SystemClock,
+)
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from authgate.config.model import RedisSettings
+
+T = TypeVar("T")
+Client = Redis | RedisCluster
+
+# KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
+# Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent).
+NONCE_CONSUME_SCRIPT = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[1])
+  epoch = ARGV[1]
+end
+if tonumber(ARGV[3]) < tonumber(epoch) then
+  return 2
+end
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+return 1
+"""
+
+# KEYS[1] rate-limit key; ARGV now_ms, limit, period_ms, cost.
+# Mirrors authgate.stores.memory.gcra() operation for operation (Lua numbers are the same
+# IEEE doubles as Python floats); the TAT is stored with 17 significant digits so it
+# round-trips exactly. Returns {allowed, remaining, retry_after_ms, reset_after_ms}.
+GCRA_SCRIPT = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local interval = period / limit
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  tat = math.max(tonumber(stored), now)
+end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - period
+if allow_at > now + 1e-6 then
+  local remaining = math.max(0, math.floor((period - (tat - now)) / interval + 1e-9))
+  return {0, remaining, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+local remaining = math.max(0, math.floor((period - (new_tat - now)) / interval + 1e-9))
+local ttl = math.max(1, math.ceil(new_tat) - now + 1)
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
+return {1, remaining, 0, math.ceil(new_tat - now)}
+"""
+
+_NONCE_OUTCOMES = {
+    0: NonceOutcome.FRESH,
+    1: NonceOutcome.REPLAYED,
+    2: NonceOutcome.BEFORE_EPOCH,
+}
+
+
+def hash_tag(value: str) -> str:
+    """``value`` as a Cluster hash tag: ``{value}`` with ``%``, ``{`` and ``}`` encoded."""
+    return "{" + value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D") + "}"
+
+
+class RedisConnection:
+    """One client, the key prefix, and the deadline every store call runs under."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.prefix = settings.key_prefix
+        self.cluster = settings.mode == "cluster"
+        self._deadline = settings.deadline_seconds
+        self._sentinel: Sentinel | None = None
+        self.client: Client = self._build(settings)
+        self.nonce_script: AsyncScript = self.client.register_script(NONCE_CONSUME_SCRIPT)
+        self.gcra_script: AsyncScript = self.client.register_script(GCRA_SCRIPT)
+
+    def _build(self, settings: RedisSettings) -> Client:
+        url = settings.url.get_secret_value()
+        options: dict[str, Any] = {
+            "socket_connect_timeout": settings.connect_timeout_seconds,
+            "socket_timeout": settings.socket_timeout_seconds,
+            # Retry only on connection errors (a stale pooled connection): retrying after
+            # a timeout would repeat a write whose outcome is unknown.
+            "retry": Retry(NoBackoff(), settings.retries, (RedisConnectionError,)),
+            "max_connections": settings.max_connections,
+            "decode_responses": True,
+        }
+        if settings.mode == "cluster":
+            return RedisCluster.from_url(url, **options)
+        if settings.mode == "sentinel":
+            return self._build_sentinel(settings, url, options)
+        pool = BlockingConnectionPool.from_url(url, timeout=settings.deadline_seconds, **options)
+        return Redis.from_pool(pool)
+
+    def _build_sentinel(self, settings: RedisSettings, url: str, options: dict[str, Any]) -> Redis:
+        # The URL carries the master's credentials, database and scheme; its host is unused.
+        parsed = parse_url(url)
+        master_options = dict(options)
+        for name in ("username", "password", "db"):
+            if name in parsed:
+                master_options[name] = parsed[name]
+        if parsed.get("connection_class") is SSLConnection:
+            master_options["ssl"] = True
+        # redis-py leaves Sentinel.__init__ unannotated.
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [_host_port(address) for address in settings.sentinels],
+            sentinel_kwargs={
+                "socket_connect_timeout": settings.connect_timeout_seconds,
+                "socket_timeout": settings.socket_timeout_seconds,
+                "retry": options["retry"],
+                "decode_responses": True,
+            },
+        )
+        return cast(Redis, self._sentinel.master_for(settings.sentinel_service, **master_options))
+
+    def key(self, suffix: str) -> str:
+        """``suffix`` under the configured prefix."""
+        return self.prefix + suffix
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Await ``operation()`` within the deadline; any Redis failure is ``StoreUnavailable``."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await operation()
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # OSError covers TimeoutError (the deadline) and raw socket errors. The message
+            # stays generic: the cause may name the server, never the URL or its password.
+            raise StoreUnavailable() from exc
+
+    async def close(self) -> None:
+        """Close the client, its pool, and any Sentinel connections."""
+        try:
+            await self.client.aclose()
+        finally:
+            if self._sentinel is not None:
+                await self._sentinel.aclose()
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class RedisNonceStore:
+    """Nonces consumed by one Lua script: epoch check and ``SET NX PX`` together."""
+
+    def __init__(self, conn: RedisConnection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def consume(
+        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+    ) -> NonceOutcome:
+        tag = hash_tag(scope)
+        nonce_key = self._conn.key(f"nonce:{tag}:{nonce}")
+        epoch_key = self._conn.key(f"epoch:{tag}" if self._conn.cluster else "epoch")
+        args = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms]
+        code = await self._conn.run(
+            lambda: self._conn.nonce_script(keys=[nonce_key, epoch_key], args=args)
+        )
+        return _NONCE_OUTCOMES[int(code)]
+
+
+class RedisRevocationStore:
+    """Revoked ``jti`` keys with ``PX`` until expiry, plus a sorted index for listing."""
+
+    def __init__(self, conn: RedisConnection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._index = conn.key("revoked-index")
+
+    def _key(self, jti: str) -> str:
+        return self._conn.key(f"revoked:{jti}")
+
+    async def revoke(self, jti: str, *, expires_at_ms: int) -> None:
+        now = self._clock.now_ms()
+        ttl_ms = expires_at_ms - now
+        if ttl_ms <= 0:
+            return
+
+        async def write() -> None:
+            # The key and the index live in different slots: no transaction in Cluster.
+            async with self._conn.client.pipeline(transaction=not self._conn.cluster) as pipe:
+                pipe.set(self._key(jti), expires_at_ms, px=ttl_ms)
+                pipe.zadd(self._index, {jti: expires_at_ms})
+                pipe.zremrangebyscore(self._index, "-inf", now)
+                await pipe.execute()
+
+        await self._conn.run(write)
+
+    async def is_revoked(self, jti: str) -> bool:
+        count = await self._conn.run(lambda: self._conn.client.exists(self._key(jti)))
+        return int(count) > 0
+
+    async def list_revoked(self) -> dict[str, int]:
+        now = self._clock.now_ms()
+
+        async def read() -> list[Any]:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(self._index, "-inf", now)
+                pipe.zrangebyscore(self._index, f"({now}", "+inf", withscores=True)
+                return await pipe.execute()
+
+        results = await self._conn.run(read)
+        return {str(jti): int(score) for jti, score in results[1]}
+
+
+class RedisRecordStore:
+    """JSON records under ``<prefix><namespace>:{<id>}``, ids in ``<prefix><namespace>:index``."""
+
+    def __init__(self, conn: RedisConnection, namespace: str) -> None:
+        self._conn = conn
+        self._namespace = namespace
+        self._index = conn.key(f"{namespace}:index")
+
+    def _key(self, record_id: str) -> str:
+        return self._conn.key(f"{self._namespace}:{hash_tag(record_id)}")
+
+    def _companion_keys(self, record_id: str) -> list[str]:
+        """Further keys that ``delete`` removes along with the record."""
+        del record_id
+        return []
+
+    async def get(self, record_id: str) -> JSONRecord | None:
+        raw = await self._conn.run(lambda: self._conn.client.get(self._key(record_id)))
+        if raw is None:
+            return None
+        return cast(JSONRecord, json.loads(raw))
+
+    async def put(self, record_id: str, record: Mapping[str, Any]) -> None:
+        value = json.dumps(dict(record), separators=(",", ":"))
+        key = self._key(record_id)
+
+        async def write() -> None:
+            if self._conn.cluster:
+                await self._conn.client.sadd(self._index, record_id)
+                await self._conn.client.set(key, value)
+                return
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                pipe.set(key, value)
+                pipe.sadd(self._index, record_id)
+                await pipe.execute()
+
+        await self._conn.run(write)
+
+    async def delete(self, record_id: str) -> bool:
+        key = self._key(record_id)
+        companions = self._companion_keys(record_id)
+
+        async def remove() -> bool:
+            client = self._conn.client
+            if self._conn.cluster:
+                existed = int(await client.delete(key)) > 0
+                for companion in companions:
+                    await client.delete(companion)
+                await client.srem(self._index, record_id)
+                return existed
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                for companion in companions:
+                    pipe.delete(companion)
+                pipe.srem(self._index, record_id)
+                results = await pipe.execute()
+            return int(results[0]) > 0
+
+        return await self._conn.run(remove)
+
+    async def list_ids(self) -> list[str]:
+        members = await self._conn.run(lambda: self._conn.client.smembers(self._index))
+        return sorted(str(m) for m in members)
+
+
+class RedisPairStore(RedisRecordStore):
+    """Pair records plus their lock-out counters, ``<prefix>pairfail:{<id>}``."""
+
+    def __init__(self, conn: RedisConnection) -> None:
+        super().__init__(conn, "pair")
+
+    def _failures_key(self, pair_id: str) -> str:
+        return self._conn.key(f"pairfail:{hash_tag(pair_id)}")
+
+    def _companion_keys(self, record_id: str) -> list[str]:
+        return [self._failures_key(record_id)]
+
+    async def record_failure(self, pair_id: str) -> int:
+        count = await self._conn.run(lambda: self._conn.client.incr(self._failures_key(pair_id)))
+        return int(count)
+
+    async def reset_failures(self, pair_id: str) -> None:
+        await self._conn.run(lambda: self._conn.client.delete(self._failures_key(pair_id)))
+
+
+class RedisRateLimitStore:
+    """GCRA in one Lua script, with the arithmetic of :func:`authgate.stores.memory.gcra`."""
+
+    def __init__(self, conn: RedisConnection, clock: Clock) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    async def hit(self, key: str, *, limit: int, period_ms: int, cost: int = 1) -> RateLimitResult:
+        if limit < 1 or period_ms < 1:
+            raise ValueError("limit and period_ms must be positive")
+        redis_key = self._conn.key(f"rl:{hash_tag(key)}")
+        args = [self._clock.now_ms(), limit, period_ms, cost]
+        allowed, remaining, retry_after, reset_after = await self._conn.run(
+            lambda: self._conn.gcra_script(keys=[redis_key], args=args)
+        )
+        return RateLimitResult(
+            allowed=bool(allowed),
+            limit=limit,
+            remaining=int(remaining),
+            retry_after_ms=int(retry_after),
+            reset_after_ms=int(reset_after),
+        )
+
+
+class RedisAuditStore:
+    """Capped lists: ``LPUSH`` then ``LTRIM`` in one transaction (one key, so one slot)."""
+
+    def __init__(self, conn: RedisConnection) -> None:
+        self._conn = conn
+
+    def _key(self, stream: str) -> str:
+        return self._conn.key(f"audit:{stream}")
+
+    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+        value = json.dumps(dict(entry), separators=(",", ":"))
+        key = self._key(stream)
+
+        async def write() -> None:
+            async with self._conn.client.pipeline(transaction=True) as pipe:
+                if cap > 0:
+                    pipe.lpush(key, value)
+                    pipe.ltrim(key, 0, cap - 1)
+                else:
+                    pipe.delete(key)  # LTRIM 0 -1 would keep everything
+                await pipe.execute()
+
+        await self._conn.run(write)
+
+    async def recent(self, stream: str, limit: int) -> list[JSONRecord]:
+        if limit <= 0:
+            return []  # LRANGE 0 -1 would return everything
+        key = self._key(stream)
+        raw = await self._conn.run(lambda: self._conn.client.lrange(key, 0, limit - 1))
+        return [cast(JSONRecord, json.loads(item)) for item in raw]
+
+
+class RedisStores:
+    """Every store on one Redis deployment (standalone, Sentinel or Cluster)."""
+
+    backend = "redis"
+
+    def __init__(self, settings: RedisSettings, clock: Clock | None = None) -> None:
+        clock = clock or SystemClock()
+        self._conn = RedisConnection(settings)
+        self.nonces: NonceStore = RedisNonceStore(self._conn, clock)
+        self.revocations: RevocationStore = RedisRevocationStore(self._conn, clock)
+        self.pairs: PairStore = RedisPairStore(self._conn)
+        self.api_keys: RecordStore = RedisRecordStore(self._conn, "apikey")
+        self.signing_keys: RecordStore = RedisRecordStore(self._conn, "signingkey")
+        self.rate_limits: RateLimitStore = RedisRateLimitStore(self._conn, clock)
+        self.audit: AuditStore = RedisAuditStore(self._conn)
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless Redis answers within the deadline."""
+        await self._conn.run(self._conn.client.ping)
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self._conn.close()
+
+
+__all__ = [
+    "GCRA_SCRIPT",
+    "NONCE_CONSUME_SCRIPT",
+    "RedisAuditStore",
+    "RedisConnection",
+    "RedisNonceStore",
+    "RedisPairStore",
+    "RedisRateLimitStore",
+    "RedisRecordStore",
+    "RedisRevocationStore",
+    "RedisStores",
+    "hash_tag",
+]

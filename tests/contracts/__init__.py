@@ -1,0 +1,1 @@
+"""Store contract tests: one suite, run against every back end."""

@@ -1,0 +1,146 @@
+"""RateLimitStore contract: GCRA with burst = limit, identical numbers on every back end."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from authgate.stores.base import ManualClock, RateLimitResult, Stores, SystemClock
+from authgate.stores.memory import MemoryStores
+
+from .conftest import REDIS_ONLY, StoreFactory
+
+
+def result(
+    allowed: bool, remaining: int, retry_after: int, reset_after: int, limit: int
+) -> RateLimitResult:
+    """A RateLimitResult, positionally."""
+    return RateLimitResult(
+        allowed=allowed,
+        limit=limit,
+        remaining=remaining,
+        retry_after_ms=retry_after,
+        reset_after_ms=reset_after,
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "period_ms", "expected"),
+    [
+        (
+            5,
+            1000,
+            [
+                (True, 4, 0, 200),
+                (True, 3, 0, 400),
+                (True, 2, 0, 600),
+                (True, 1, 0, 800),
+                (True, 0, 0, 1000),
+                (False, 0, 200, 1000),
+                (False, 0, 200, 1000),
+            ],
+        ),
+        (
+            3,
+            1000,
+            [(True, 2, 0, 334), (True, 1, 0, 667), (True, 0, 0, 1000), (False, 0, 334, 1000)],
+        ),
+        (1, 60_000, [(True, 0, 0, 60_000), (False, 0, 60_000, 60_000)]),
+    ],
+    ids=["5-per-second", "fractional-interval", "1-per-minute"],
+)
+async def test_burst_of_limit_then_refusal(
+    stores: Stores,
+    limit: int,
+    period_ms: int,
+    expected: list[tuple[bool, int, int, int]],
+) -> None:
+    """At one instant, exactly ``limit`` hits pass; the rest are refused with a retry time."""
+    got = [
+        await stores.rate_limits.hit("client-1", limit=limit, period_ms=period_ms) for _ in expected
+    ]
+    assert got == [result(*row, limit=limit) for row in expected]
+
+
+async def test_refills_over_the_period(stores: Stores, clock: ManualClock) -> None:
+    """One slot returns per ``period / limit``; the whole burst after a full period."""
+    hit = stores.rate_limits.hit
+    for _ in range(5):
+        await hit("client-1", limit=5, period_ms=1000)
+    assert (await hit("client-1", limit=5, period_ms=1000)).allowed is False
+    clock.advance(200)
+    assert await hit("client-1", limit=5, period_ms=1000) == result(True, 0, 0, 1000, limit=5)
+    assert (await hit("client-1", limit=5, period_ms=1000)).allowed is False
+    clock.advance(1000)
+    allowed = [(await hit("client-1", limit=5, period_ms=1000)).allowed for _ in range(6)]
+    assert allowed == [True] * 5 + [False]
+
+
+async def test_cost_counts_several_units(stores: Stores) -> None:
+    """A hit of cost n uses n units; one that does not fit is refused and uses none."""
+    hit = stores.rate_limits.hit
+    assert await hit("c", limit=5, period_ms=1000, cost=3) == result(True, 2, 0, 600, limit=5)
+    assert await hit("c", limit=5, period_ms=1000, cost=3) == result(False, 2, 200, 600, limit=5)
+    assert await hit("c", limit=5, period_ms=1000, cost=2) == result(True, 0, 0, 1000, limit=5)
+
+
+async def test_keys_are_separate(stores: Stores) -> None:
+    """Exhausting one key leaves another untouched."""
+    for _ in range(2):
+        await stores.rate_limits.hit("a", limit=2, period_ms=1000)
+    assert (await stores.rate_limits.hit("a", limit=2, period_ms=1000)).allowed is False
+    assert (await stores.rate_limits.hit("b", limit=2, period_ms=1000)).allowed is True
+
+
+async def test_real_clock_burst_admits_limit(store_factory: StoreFactory) -> None:
+    """With the real clock, seven hits in quick succession admit exactly five."""
+    stores = store_factory(SystemClock())
+    results = [await stores.rate_limits.hit("c", limit=5, period_ms=10_000) for _ in range(7)]
+    assert [r.allowed for r in results] == [True] * 5 + [False] * 2
+    assert all(r.retry_after_ms > 0 for r in results[5:])
+
+
+async def test_real_clock_refill_after_period(store_factory: StoreFactory) -> None:
+    """With the real clock (and Redis expiry), a spent limit is whole again after its period."""
+    stores = store_factory(SystemClock())
+    for _ in range(3):
+        await stores.rate_limits.hit("c", limit=3, period_ms=300)
+    assert (await stores.rate_limits.hit("c", limit=3, period_ms=300)).allowed is False
+    await asyncio.sleep(0.4)
+    results = [await stores.rate_limits.hit("c", limit=3, period_ms=300) for _ in range(3)]
+    assert all(r.allowed for r in results)
+
+
+@REDIS_ONLY
+async def test_replicas_share_one_limit(store_factory: StoreFactory) -> None:
+    """Two replicas hitting one key concurrently admit ``limit`` in total, not each."""
+    clock = SystemClock()
+    replicas = [store_factory(clock), store_factory(clock)]
+    results = await asyncio.gather(
+        *(replicas[i % 2].rate_limits.hit("shared", limit=5, period_ms=60_000) for i in range(40))
+    )
+    assert sum(r.allowed for r in results) == 5
+
+
+@REDIS_ONLY
+async def test_redis_matches_memory_step_for_step(store_factory: StoreFactory) -> None:
+    """The Lua script gives exactly the in-memory numbers over a long mixed sequence."""
+    redis_clock, memory_clock = ManualClock(), ManualClock()
+    redis_stores = store_factory(redis_clock)
+    memory_stores = MemoryStores(memory_clock)
+    rng = random.Random(20240601)
+    for step in range(600):
+        limit = rng.choice([1, 3, 5, 7, 10])
+        period_ms = rng.choice([7, 999, 1000, 60_000])
+        cost = rng.choice([1, 1, 1, 2, 3])
+        key = f"k{rng.randrange(3)}:{limit}:{period_ms}"
+        expected = await memory_stores.rate_limits.hit(
+            key, limit=limit, period_ms=period_ms, cost=cost
+        )
+        got = await redis_stores.rate_limits.hit(key, limit=limit, period_ms=period_ms, cost=cost)
+        assert got == expected, f"step {step}"
+        advance = rng.choice([0, 0, 1, 13, 100, 333, 1000])
+        redis_clock.advance(advance)
+        memory_clock.advance(advance)
