@@ -8,7 +8,7 @@ imports ``redis`` or ``aiohttp``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -146,6 +146,41 @@ class AuditStore(Protocol):
         ...
 
 
+EventHandler = Callable[[str], None]
+ResyncHandler = Callable[[], Awaitable[None]]
+
+
+class EventBus(Protocol):
+    """Fan-out of small invalidation messages to every replica (Redis pub/sub).
+
+    Delivery is best effort: ``live`` is ``False`` whenever messages may have been missed
+    (not yet subscribed, connection lost), and consumers must then check the store on every
+    request instead of trusting local copies. After each (re)subscription the resync
+    handlers run before ``live`` turns ``True`` again.
+    """
+
+    @property
+    def live(self) -> bool:
+        """Whether every message published since the last resync has been delivered."""
+        ...
+
+    def subscribe(self, channel: str, handler: EventHandler) -> None:
+        """Call ``handler(message)`` for every message on ``channel`` (before ``start``)."""
+        ...
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        """Run ``handler`` after every (re)subscription, before ``live`` turns ``True``."""
+        ...
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Send ``message`` to every replica, this one included."""
+        ...
+
+    async def start(self) -> None:
+        """Begin listening (idempotent)."""
+        ...
+
+
 class Stores(Protocol):
     """One back end's set of stores, plus health and shutdown."""
 
@@ -182,6 +217,11 @@ class Stores(Protocol):
     @property
     def audit(self) -> AuditStore:
         """Capped audit trails."""
+        ...
+
+    @property
+    def events(self) -> EventBus:
+        """Cross-replica invalidation messages."""
         ...
 
     @property

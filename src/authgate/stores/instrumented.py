@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from authgate.errors import StoreUnavailable
 from authgate.metrics import Metrics
-from authgate.stores.base import Stores
+from authgate.stores.base import EventBus, Stores
 
 _STORE_NAMES = (
     "nonces",
@@ -60,6 +60,11 @@ class InstrumentedStores:
         for name in _STORE_NAMES:
             setattr(self, name, _Timed(getattr(inner, name), name, metrics))
         self._ping = _Timed(inner, "backend", metrics)
+
+    @property
+    def events(self) -> EventBus:
+        """Cross-replica messages (not timed: the listener runs in the background)."""
+        return self._inner.events
 
     @property
     def backend(self) -> str:

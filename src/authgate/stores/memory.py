@@ -16,9 +16,11 @@ from typing import Any
 
 from authgate.stores.base import (
     Clock,
+    EventHandler,
     JSONRecord,
     NonceOutcome,
     RateLimitResult,
+    ResyncHandler,
     SystemClock,
 )
 
@@ -241,6 +243,32 @@ class MemoryAuditStore:
         return [copy.deepcopy(e) for e in list(trail)[: max(0, limit)]]
 
 
+class MemoryEventBus:
+    """In-process delivery: one process has no other replica to tell."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self._resync: list[ResyncHandler] = []
+        self.live = False
+
+    def subscribe(self, channel: str, handler: EventHandler) -> None:
+        self._handlers.setdefault(channel, []).append(handler)
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        self._resync.append(handler)
+
+    async def publish(self, channel: str, message: str) -> None:
+        for handler in self._handlers.get(channel, ()):
+            handler(message)
+
+    async def start(self) -> None:
+        if self.live:
+            return
+        for handler in self._resync:
+            await handler()
+        self.live = True
+
+
 class MemoryStores:
     """Every store in one process. Refused by config when ``workers > 1``."""
 
@@ -255,6 +283,7 @@ class MemoryStores:
         self.signing_keys = MemoryRecordStore()
         self.rate_limits = MemoryRateLimitStore(clock)
         self.audit = MemoryAuditStore()
+        self.events = MemoryEventBus()
 
     async def ping(self) -> None:
         return None

@@ -48,7 +48,9 @@ leave an id listed whose record is gone, never a live record that is not listed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -65,6 +67,8 @@ from authgate.errors import StoreUnavailable
 from authgate.stores.base import (
     AuditStore,
     Clock,
+    EventBus,
+    EventHandler,
     JSONRecord,
     NonceOutcome,
     NonceStore,
@@ -72,6 +76,7 @@ from authgate.stores.base import (
     RateLimitResult,
     RateLimitStore,
     RecordStore,
+    ResyncHandler,
     RevocationStore,
     SystemClock,
 )
@@ -80,6 +85,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
     from authgate.config.model import RedisSettings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Client = Redis | RedisCluster
@@ -424,6 +431,107 @@ class RedisAuditStore:
         return [cast(JSONRecord, json.loads(item)) for item in raw]
 
 
+class RedisEventBus:
+    """Pub/sub on ``<p>events:<channel>`` with a watchdog.
+
+    A listener task subscribes, runs the resync handlers, then marks the bus ``live``. It
+    PINGs over the subscription every ``heartbeat_seconds``; when a PONG is late (a frozen
+    server never raises) or the connection drops, ``live`` turns ``False`` at once and the
+    task resubscribes with back-off. Consumers check the store per request while not live.
+    """
+
+    def __init__(self, conn: RedisConnection, *, heartbeat_seconds: float = 1.0) -> None:
+        self._conn = conn
+        self._heartbeat = heartbeat_seconds
+        self._handlers: dict[str, list[EventHandler]] = {}
+        self._resync: list[ResyncHandler] = []
+        self._live = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def subscribe(self, channel: str, handler: EventHandler) -> None:
+        self._handlers.setdefault(channel, []).append(handler)
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        self._resync.append(handler)
+
+    def _channel(self, name: str) -> str:
+        return self._conn.key(f"events:{name}")
+
+    async def publish(self, channel: str, message: str) -> None:
+        target = self._channel(channel)
+        await self._conn.run(lambda: self._conn.client.publish(target, message))
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen_forever(), name="authgate-events")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        self._live = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means: resubscribe
+                log.warning(
+                    "event subscription lost",
+                    extra={"event": "events_lost", "error": type(exc).__name__},
+                )
+            self._live = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _listen_once(self) -> None:
+        names = {self._channel(c): c for c in self._handlers}
+        pubsub = self._conn.client.pubsub()
+        try:
+            async with asyncio.timeout(self._heartbeat * 3):
+                if names:
+                    await pubsub.subscribe(*names)
+                else:
+                    await pubsub.subscribe(self._channel("_heartbeat"))
+                for handler in self._resync:
+                    await handler()
+            self._live = True
+            loop = asyncio.get_running_loop()
+            last_pong = next_ping = loop.time()
+            while True:
+                now = loop.time()
+                if now >= next_ping:
+                    await pubsub.ping()
+                    next_ping = now + self._heartbeat
+                if now - last_pong > self._heartbeat * 3:
+                    raise TimeoutError("event subscription heartbeat missed")
+                message = await pubsub.get_message(timeout=min(0.2, self._heartbeat))
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "pong" or (kind == "message" and message.get("data") == "PING"):
+                    last_pong = loop.time()
+                elif kind == "message":
+                    last_pong = loop.time()
+                    channel = names.get(str(message["channel"]), "")
+                    for deliver in self._handlers.get(channel, ()):
+                        deliver(str(message["data"]))
+        finally:
+            self._live = False
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
 class RedisStores:
     """Every store on one Redis deployment (standalone, Sentinel or Cluster)."""
 
@@ -439,13 +547,16 @@ class RedisStores:
         self.signing_keys: RecordStore = RedisRecordStore(self._conn, "signingkey")
         self.rate_limits: RateLimitStore = RedisRateLimitStore(self._conn, clock)
         self.audit: AuditStore = RedisAuditStore(self._conn)
+        self._events = RedisEventBus(self._conn)
+        self.events: EventBus = self._events
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless Redis answers within the deadline."""
         await self._conn.run(self._conn.client.ping)
 
     async def close(self) -> None:
-        """Close the client and its connection pool."""
+        """Stop the event listener; close the client and its connection pool."""
+        await self._events.close()
         await self._conn.close()
 
 
@@ -454,6 +565,7 @@ __all__ = [
     "NONCE_CONSUME_SCRIPT",
     "RedisAuditStore",
     "RedisConnection",
+    "RedisEventBus",
     "RedisNonceStore",
     "RedisPairStore",
     "RedisRateLimitStore",

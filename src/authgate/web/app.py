@@ -161,6 +161,7 @@ def create_app(
             metrics=metrics,
             access_log=settings.logging.access_log,
         )
+        await app[STORES].events.start()
         try:
             yield
         finally:
