@@ -24,12 +24,27 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── TokenAlgorithmNotAllowed    token_algorithm_not_allowed
     │   ├── TokenKeyUnknown             token_key_unknown
     │   ├── TokenRevoked                token_revoked
-    │   └── TokenTypeInvalid            token_type_invalid
+    │   ├── TokenTypeInvalid            token_type_invalid
+    │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
+    │       ├── BPCMissingHeaders       missing_headers
+    │       ├── UnsupportedVersion      unsupported_version
+    │       ├── InvalidSignedData       invalid_signed_data
+    │       ├── TimestampExpired        timestamp_expired
+    │       ├── MethodPathMismatch      method_path_mismatch
+    │       ├── BodyHashMismatch        body_hash_mismatch
+    │       ├── UnknownPair             unknown_pair
+    │       ├── PairPending             pair_pending
+    │       ├── PairRevoked             pair_revoked
+    │       ├── PairExpired             pair_expired
+    │       ├── PairLockedOut           pair_locked_out
+    │       ├── SignatureInvalid        signature_invalid
+    │       └── ReplayDetected          replay_detected
     ├── Forbidden (403)
     │   ├── NoMatchingRule              no_matching_rule
     │   ├── CredentialTypeNotAllowed    credential_type_not_allowed
     │   ├── ScopeDenied                 scope_denied
     │   └── UntrustedProxy              untrusted_proxy
+    ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
     │   ├── StoreUnavailable            store_unavailable
     │   └── IssuerUnavailable           issuer_unavailable
@@ -100,6 +115,7 @@ class Unauthenticated(AuthGateError):
     reason = "unauthenticated"
     status = 401
     default_message = "authentication required"
+    scheme: ClassVar[str] = "Bearer"
 
 
 class MissingCredential(Unauthenticated):
@@ -184,6 +200,126 @@ class TokenTypeInvalid(Unauthenticated):
 
     reason = "token_type_invalid"
     default_message = "token is not an access token"
+
+
+class BPCError(Unauthenticated):
+    """A BPC signed request was refused; ``reason`` is a BPC v1.0 error code."""
+
+    reason = "bpc_error"
+    scheme = "BPC"
+    default_message = "BPC verification failed"
+    # Whether the failure proves possession of the device key (counts toward lock-out).
+    proves_device_key: ClassVar[bool] = False
+
+
+class BPCMissingHeaders(BPCError):
+    """Some, not all, of the four X-BPC-* headers were sent."""
+
+    reason = "missing_headers"
+    default_message = "BPC headers missing"
+
+
+class UnsupportedVersion(BPCError):
+    """``X-BPC-Version`` or the payload's ``version`` is not ``1.0``."""
+
+    reason = "unsupported_version"
+    default_message = "unsupported BPC version"
+
+
+class InvalidSignedData(BPCError):
+    """``X-BPC-Signed-Data`` is not a strict canonical payload."""
+
+    reason = "invalid_signed_data"
+    default_message = "signed data is invalid"
+
+
+class TimestampExpired(BPCError):
+    """The signed timestamp is outside the window (or before the store epoch)."""
+
+    reason = "timestamp_expired"
+    default_message = "request timestamp outside the allowed window"
+
+
+class MethodPathMismatch(BPCError):
+    """The signed method or path is not the request's."""
+
+    reason = "method_path_mismatch"
+    default_message = "signed method or path does not match the request"
+
+
+class BodyHashMismatch(BPCError):
+    """The signed body hash is not the body's (or the body was not available)."""
+
+    reason = "body_hash_mismatch"
+    default_message = "body hash does not match"
+
+
+class UnknownPair(BPCError):
+    """No pair has this id."""
+
+    reason = "unknown_pair"
+    default_message = "unknown pair"
+
+
+class PairPending(BPCError):
+    """The pair awaits operator approval."""
+
+    reason = "pair_pending"
+    default_message = "pair is pending approval"
+
+
+class PairRevoked(BPCError):
+    """The pair was revoked."""
+
+    reason = "pair_revoked"
+    default_message = "pair has been revoked"
+
+
+class PairExpired(BPCError):
+    """The pair is past ``expires_at``."""
+
+    reason = "pair_expired"
+    default_message = "pair has expired"
+
+
+class PairLockedOut(BPCError):
+    """Too many requests signed with the device key carried a wrong secret."""
+
+    reason = "pair_locked_out"
+    default_message = "pair is locked out"
+
+
+class SignatureInvalid(BPCError):
+    """The device-key signature, or the secret proof inside it, does not verify."""
+
+    reason = "signature_invalid"
+    default_message = "signature is invalid"
+
+
+class SecretProofInvalid(SignatureInvalid):
+    """Valid device-key signature but wrong ``secret_hmac``: counts toward lock-out."""
+
+    default_message = "secret proof does not match"
+    proves_device_key = True
+
+
+class ReplayDetected(BPCError):
+    """The nonce was already used."""
+
+    reason = "replay_detected"
+    default_message = "nonce already used"
+
+
+class RateLimited(AuthGateError):
+    """Too many requests (or too many failures) from this client or credential."""
+
+    reason = "rate_limited"
+    status = 429
+    default_message = "rate limit exceeded"
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
 
 
 class Forbidden(AuthGateError):

@@ -106,10 +106,11 @@ def test_unreadable_files_are_refused(tmp_path: Path, text: str, fragment: str) 
         load_settings(write(tmp_path, text), environ={})
 
 
-def test_signing_key_files_leave_development_mode(tmp_path: Path) -> None:
-    """Configuring durable signing keys turns the development flag off."""
-    settings = load_settings(None, environ={"AUTHGATE_JWT__SIGNING_KEY_FILES": "[/k.pem]"})
-    assert not settings.development
+def test_any_configuration_leaves_development_mode(tmp_path: Path) -> None:
+    """Only true zero-config is development mode; a config file or variable is not."""
+    assert not load_settings(None, environ={"AUTHGATE_SERVER__PORT": "9000"}).development
+    assert not load_settings(write(tmp_path, "server: {port: 9000}\n"), environ={}).development
+    assert load_settings(None, environ={"AUTHGATE_DEVELOPMENT": "true"}).development
 
 
 def test_configuration_reference_matches_the_model() -> None:

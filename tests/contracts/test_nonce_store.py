@@ -118,3 +118,17 @@ async def test_nonce_is_forgotten_after_its_ttl(store_factory: StoreFactory) -> 
     assert await consume("pair-1", "n", ttl_ms=200, signed_at_ms=signed_at) is NonceOutcome.REPLAYED
     await asyncio.sleep(0.4)
     assert await consume("pair-1", "n", ttl_ms=200, signed_at_ms=signed_at) is NonceOutcome.FRESH
+
+
+async def test_audit_entry_rides_on_a_fresh_nonce_only(stores: Stores, clock: ManualClock) -> None:
+    """A fresh nonce appends its audit entry atomically; a replay appends nothing."""
+    now = clock.now_ms()
+    entry = {"ts": now, "method": "GET", "path": "/x", "outcome": "ok"}
+    first = await stores.nonces.consume(
+        "pair-a", "n-1", ttl_ms=60_000, signed_at_ms=now, audit=entry, audit_cap=5
+    )
+    again = await stores.nonces.consume(
+        "pair-a", "n-1", ttl_ms=60_000, signed_at_ms=now, audit=entry, audit_cap=5
+    )
+    assert (first, again) == (NonceOutcome.FRESH, NonceOutcome.REPLAYED)
+    assert await stores.audit.recent("pair-a", 10) == [entry]

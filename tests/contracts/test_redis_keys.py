@@ -61,7 +61,7 @@ async def test_every_key_is_under_the_prefix(
         "pair:{p}",
         "pair:index",
         "pairfail:{p}",
-        "audit:admin",
+        "audit:{admin}",
     }
 
 

@@ -21,7 +21,9 @@ from authgate.errors import ConfigError
 
 ENV_PREFIX = "AUTHGATE_"
 # Keys whose presence in a file makes the file secret-bearing.
-SECRET_KEYS = frozenset({"url"})
+SECRET_KEYS = frozenset(
+    {"url", "key_encryption_key", "previous_key_encryption_keys", "operator_token"}
+)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -150,15 +152,17 @@ def load_settings(
     if path is None and environ.get("AUTHGATE_CONFIG"):
         path = environ["AUTHGATE_CONFIG"]
     tree: dict[str, Any] = _read_file(Path(path)) if path is not None else {}
-    tree = _merge(tree, _env_overrides(environ))
-    explicit_dev = "development" in tree
+    overrides = _env_overrides(environ)
+    tree = _merge(tree, overrides)
+    if "development" not in tree:
+        # Development mode (ephemeral keys, auto-approved development pairs, a loud
+        # warning) only on true zero-config: no file and no AUTHGATE_* variable. A real
+        # deployment missing a key gets start-up warnings instead, never dev behaviour.
+        tree["development"] = path is None and not overrides
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
-    if not explicit_dev and not settings.jwt.signing_key_files:
-        # Nothing durable signs tokens: say so loudly (logged at start-up).
-        settings = settings.model_copy(update={"development": True})
     return settings
 
 

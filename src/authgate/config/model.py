@@ -253,6 +253,16 @@ class Rule(Section):
     upstream: str | None = Field(
         None, pattern=r"^https?://[^/?#]+/?$", description="Upstream origin for this route."
     )
+    allow_unsigned_query: bool = Field(
+        False,
+        description="BPC: accept a signed path without the request's query (the query is "
+        "then unauthenticated).",
+    )
+    allow_unverified_body: bool = Field(
+        False,
+        description="BPC in forward-auth without the body (nginx): accept a non-empty signed "
+        "body hash unchecked.",
+    )
 
     @model_validator(mode="after")
     def _one_path_matcher(self) -> Rule:
@@ -312,6 +322,82 @@ class ProxySettings(Section):
     websockets: bool = Field(True, description="Pass WebSocket upgrades after authentication.")
 
 
+class SecretsSettings(Section):
+    """Key material that protects secrets at rest."""
+
+    key_encryption_key: SecretStr | None = Field(
+        None,
+        description="Base64 of 32 random bytes (`openssl rand -base64 32`); seals BPC pair "
+        "secrets and generated signing keys. Unset: a random key per process (development).",
+    )
+    previous_key_encryption_keys: tuple[SecretStr, ...] = Field(
+        (), description="Older KEKs, still accepted for opening (KEK rotation)."
+    )
+
+    @field_validator("key_encryption_key", "previous_key_encryption_keys")
+    @classmethod
+    def _kek_shape(cls, value: SecretStr | tuple[SecretStr, ...] | None) -> object:
+        from authgate.crypto.envelope import parse_kek
+
+        items = value if isinstance(value, tuple) else (value,) if value is not None else ()
+        for item in items:
+            parse_kek(item.get_secret_value())
+        return value
+
+
+class BPCSettings(Section):
+    """BPC signed requests and the pair lifecycle."""
+
+    enabled: bool = Field(True, description="Verify X-BPC-* requests and serve /bpc/*.")
+    window_ms: int = Field(60_000, ge=1_000, le=600_000, description="Timestamp window (+/-).")
+    lockout_threshold: int = Field(
+        10, ge=1, le=1000, description="Wrong-secret requests (valid device key) before lock-out."
+    )
+    registration: Literal["open", "operator_token", "disabled"] = Field(
+        "open",
+        description="Who may call POST /bpc/register: anyone, holders of the operator token, "
+        "or nobody.",
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for operator actions (approve, revoke any pair, "
+        "registration when required). Unset: those actions are CLI-only.",
+    )
+    auto_approve_development_pairs: bool | None = Field(
+        None,
+        description="Approve pairs registered with mode development at once. Null: only "
+        "while authgate itself runs in development mode.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=0,
+        le=268_435_456,
+        description="Largest body buffered to check a BPC body hash (413 beyond).",
+    )
+    pair_cache_size: int = Field(
+        10_000, ge=0, le=1_000_000, description="Pairs cached per replica."
+    )
+    pair_cache_ttl_seconds: float = Field(
+        60, gt=0, le=3600, description="Longest a cached pair is trusted without a refetch."
+    )
+    audit_cap: int = Field(200, ge=1, le=100_000, description="Audit entries kept per pair.")
+    failures_per_minute: int = Field(
+        60,
+        ge=1,
+        le=100_000,
+        description="Failed BPC requests allowed per client address per minute (then 429).",
+    )
+    approval_ttl_seconds: int = Field(
+        86_400, ge=60, le=2_592_000, description="How long a pending pair waits for approval."
+    )
+
+    @model_validator(mode="after")
+    def _token_for_operator_registration(self) -> BPCSettings:
+        if self.registration == "operator_token" and self.operator_token is None:
+            raise ValueError("bpc.registration operator_token needs bpc.operator_token")
+        return self
+
+
 class LoggingSettings(Section):
     """Structured logs."""
 
@@ -324,7 +410,10 @@ class Settings(Section):
     """The whole configuration."""
 
     development: bool = Field(
-        False, description="Set automatically when nothing durable is configured; logs a warning."
+        False,
+        description="Development mode: ephemeral keys allowed silently, development pairs "
+        "auto-approved, a warning at start. Default: true only with no config file and no "
+        "AUTHGATE_* variable.",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     stores: StoreSettings = Field(default_factory=StoreSettings)
@@ -332,6 +421,8 @@ class Settings(Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    bpc: BPCSettings = Field(default_factory=BPCSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

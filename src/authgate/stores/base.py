@@ -55,7 +55,14 @@ class NonceStore(Protocol):
     """Single-use nonces, consumed atomically across every replica."""
 
     async def consume(
-        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
     ) -> NonceOutcome:
         """Mark ``nonce`` spent within ``scope`` for ``ttl_ms``.
 
@@ -63,6 +70,10 @@ class NonceStore(Protocol):
         ``REPLAYED`` after that, and ``BEFORE_EPOCH`` when ``signed_at_ms`` predates the
         store's current epoch (the store lost its data after the request was signed, so
         its nonce may have been forgotten).
+
+        When ``audit`` is given and the nonce is fresh, the entry is appended to the audit
+        stream named ``scope`` (capped at ``audit_cap``) in the same atomic operation, so
+        an accepted request costs one round trip.
         """
         ...
 

@@ -95,20 +95,30 @@ class ExpiringMap:
 class MemoryNonceStore:
     """Nonces in one process; the epoch is the store's creation time."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, audit: MemoryAuditStore) -> None:
         self._clock = clock
         self._spent = ExpiringMap(clock)
+        self._audit = audit
         self.epoch_ms = clock.now_ms()
 
     async def consume(
-        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
     ) -> NonceOutcome:
         if signed_at_ms < self.epoch_ms:
             return NonceOutcome.BEFORE_EPOCH
         key = f"{len(scope)}:{scope}:{nonce}"  # length prefix: no two (scope, nonce) collide
-        if self._spent.set_if_absent(key, True, self._clock.now_ms() + ttl_ms):
-            return NonceOutcome.FRESH
-        return NonceOutcome.REPLAYED
+        if not self._spent.set_if_absent(key, True, self._clock.now_ms() + max(1, ttl_ms)):
+            return NonceOutcome.REPLAYED
+        if audit is not None:
+            await self._audit.append(scope, audit, cap=audit_cap)
+        return NonceOutcome.FRESH
 
 
 class MemoryRevocationStore:
@@ -276,13 +286,13 @@ class MemoryStores:
 
     def __init__(self, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
-        self.nonces = MemoryNonceStore(clock)
+        self.audit = MemoryAuditStore()
+        self.nonces = MemoryNonceStore(clock, self.audit)
         self.revocations = MemoryRevocationStore(clock)
         self.pairs = MemoryPairStore()
         self.api_keys = MemoryRecordStore()
         self.signing_keys = MemoryRecordStore()
         self.rate_limits = MemoryRateLimitStore(clock)
-        self.audit = MemoryAuditStore()
         self.events = MemoryEventBus()
 
     async def ping(self) -> None:

@@ -21,7 +21,8 @@ mean it to and distinct values stay distinct keys)::
     <p>pair:{<id>}               JSON record; ids in the set <p>pair:index
     <p>pairfail:{<id>}           lock-out failure counter (INCR)
     <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
-    <p>audit:<stream>            capped list of JSON entries, newest first
+    <p>audit:{<stream>}          capped list of JSON entries, newest first (the nonce script
+                                 appends to the stream named by its scope)
 
 Store epoch. Redis may lose its data (a restart without persistence, a flush). The epoch
 marker records when the current data set began; a missing marker is rewritten with the
@@ -92,6 +93,8 @@ T = TypeVar("T")
 Client = Redis | RedisCluster
 
 # KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
+# Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[4]
+# the JSON entry and ARGV[5] the cap; appended only when the nonce is fresh.
 # Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent).
 NONCE_CONSUME_SCRIPT = """
 local epoch = redis.call('GET', KEYS[2])
@@ -103,6 +106,10 @@ if tonumber(ARGV[3]) < tonumber(epoch) then
   return 2
 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+  if KEYS[3] then
+    redis.call('LPUSH', KEYS[3], ARGV[4])
+    redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+  end
   return 0
 end
 return 1
@@ -226,6 +233,11 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def audit_key(conn: RedisConnection, stream: str) -> str:
+    """An audit list's key; hash-tagged so a nonce of the same scope shares its slot."""
+    return conn.key(f"audit:{hash_tag(stream)}")
+
+
 class RedisNonceStore:
     """Nonces consumed by one Lua script: epoch check and ``SET NX PX`` together."""
 
@@ -234,15 +246,24 @@ class RedisNonceStore:
         self._clock = clock
 
     async def consume(
-        self, scope: str, nonce: str, *, ttl_ms: int, signed_at_ms: int
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
     ) -> NonceOutcome:
         tag = hash_tag(scope)
         nonce_key = self._conn.key(f"nonce:{tag}:{nonce}")
         epoch_key = self._conn.key(f"epoch:{tag}" if self._conn.cluster else "epoch")
-        args = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms]
-        code = await self._conn.run(
-            lambda: self._conn.nonce_script(keys=[nonce_key, epoch_key], args=args)
-        )
+        keys = [nonce_key, epoch_key]
+        args: list[Any] = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms]
+        if audit is not None and audit_cap > 0:
+            keys.append(audit_key(self._conn, scope))
+            args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
+        code = await self._conn.run(lambda: self._conn.nonce_script(keys=keys, args=args))
         return _NONCE_OUTCOMES[int(code)]
 
 
@@ -406,7 +427,7 @@ class RedisAuditStore:
         self._conn = conn
 
     def _key(self, stream: str) -> str:
-        return self._conn.key(f"audit:{stream}")
+        return audit_key(self._conn, stream)
 
     async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
         value = json.dumps(dict(entry), separators=(",", ":"))

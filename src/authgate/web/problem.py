@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from authgate.errors import AuthGateError, DependencyUnavailable, Unauthenticated
+from authgate.errors import AuthGateError, DependencyUnavailable, RateLimited, Unauthenticated
 from authgate.web.context import request_id
 
 log = logging.getLogger("authgate.web")
@@ -29,12 +29,15 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     if isinstance(exc, Unauthenticated):
         description = exc.message.replace("\\", "").replace('"', "'")
         response.headers["WWW-Authenticate"] = (
-            f'Bearer realm="authgate", error="invalid_token", error_description="{description}"'
+            f'{exc.scheme} realm="authgate", error="invalid_token", '
+            f'error_description="{description}"'
             if exc.reason != "credential_missing"
             else 'Bearer realm="authgate"'
         )
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
     response.headers["Cache-Control"] = "no-store"
     if request_id:
         response.headers["X-Request-Id"] = request_id
