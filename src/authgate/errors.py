@@ -11,6 +11,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── InvalidTarget               invalid_target
     │   ├── MalformedHeader             malformed_header
     │   ├── MissingForwardedHeader      missing_forwarded_header
+    │   ├── InvalidRequest              invalid_request
     │   └── BodyTooLarge (413)          body_too_large
     ├── Unauthenticated (401)
     │   ├── MissingCredential           credential_missing
@@ -43,7 +44,10 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── NoMatchingRule              no_matching_rule
     │   ├── CredentialTypeNotAllowed    credential_type_not_allowed
     │   ├── ScopeDenied                 scope_denied
-    │   └── UntrustedProxy              untrusted_proxy
+    │   ├── UntrustedProxy              untrusted_proxy
+    │   ├── RegistrationClosed          registration_closed
+    │   └── OperatorRequired            operator_required
+    ├── NotFound (404)                  not_found
     ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
     │   ├── StoreUnavailable            store_unavailable
@@ -99,6 +103,13 @@ class MissingForwardedHeader(BadRequest):
 
     reason = "missing_forwarded_header"
     default_message = "forwarded request header missing"
+
+
+class InvalidRequest(BadRequest):
+    """An endpoint's request body or parameters are invalid; the message names the field."""
+
+    reason = "invalid_request"
+    default_message = "invalid request"
 
 
 class BodyTooLarge(BadRequest):
@@ -356,6 +367,28 @@ class UntrustedProxy(Forbidden):
 
     reason = "untrusted_proxy"
     default_message = "forward-auth requests are accepted from trusted proxies only"
+
+
+class RegistrationClosed(Forbidden):
+    """Pair registration is disabled, or needs the operator token."""
+
+    reason = "registration_closed"
+    default_message = "pair registration is closed"
+
+
+class OperatorRequired(Forbidden):
+    """The action needs the operator token (``bpc.operator_token``)."""
+
+    reason = "operator_required"
+    default_message = "operator token required"
+
+
+class NotFound(AuthGateError):
+    """The named object does not exist."""
+
+    reason = "not_found"
+    status = 404
+    default_message = "not found"
 
 
 class DependencyUnavailable(AuthGateError):

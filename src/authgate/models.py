@@ -24,7 +24,9 @@ class RequestContext:
     ``path`` is the canonical path (see ``policy.target``) and ``query`` the raw query
     string (without ``?``); ``path`` plus ``query`` is exactly what the upstream receives.
     ``headers`` maps lower-case names to values. ``read_body`` is ``None`` when the body is
-    not available (nginx ``auth_request``).
+    not available (nginx ``auth_request``). ``raw_target`` is the target exactly as the
+    client sent it (what a BPC client signs); it passed canonicalisation, so it is not
+    ambiguous, only possibly spelled differently from ``target``.
     """
 
     method: str
@@ -36,6 +38,7 @@ class RequestContext:
     client_ip: str
     request_id: str = ""
     read_body: Callable[[], Awaitable[bytes]] | None = None
+    raw_target: str = ""
 
     @property
     def target(self) -> str:

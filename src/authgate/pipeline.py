@@ -19,7 +19,7 @@ from authgate.errors import (
 )
 from authgate.metrics import Metrics
 from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
-from authgate.policy.rules import Policy
+from authgate.policy.rules import CompiledRule, Policy
 
 log = logging.getLogger("authgate.decision")
 
@@ -33,8 +33,10 @@ class Verifier(Protocol):
         """The credential, or ``None`` when the request does not carry this type."""
         ...
 
-    async def verify(self, credential: Any, context: RequestContext) -> Principal:
-        """A principal, or an :class:`AuthGateError` leaf."""
+    async def verify(
+        self, credential: Any, context: RequestContext, rule: CompiledRule | None = None
+    ) -> Principal:
+        """A principal, or an :class:`AuthGateError` leaf; ``rule`` carries route options."""
         ...
 
 
@@ -72,7 +74,7 @@ class Gate:
                     raise CredentialTypeNotAllowed(
                         f"credential type {credential_type!r} is not allowed on this route"
                     )
-                principal = await verifier.verify(credential, context)
+                principal = await verifier.verify(credential, context, rule)
                 break
             else:
                 if not rule.anonymous:

@@ -25,6 +25,11 @@ class CompiledRule:
     scopes: frozenset[str]
     anonymous: bool
     upstream: str | None
+    allow_unsigned_query: bool = False
+    allow_unverified_body: bool = False
+    # BPC: the pair's scope limits methods. authgate's own lifecycle endpoints turn this
+    # off so a read-only pair can still rotate or revoke itself.
+    enforce_pair_scope: bool = True
 
     def matches(self, method: str, host: str, path: str) -> bool:
         """Whether this rule applies to the request."""
@@ -90,6 +95,8 @@ def compile_rule(rule: Rule) -> CompiledRule:
         scopes=frozenset(rule.scopes),
         anonymous=rule.anonymous,
         upstream=rule.upstream.rstrip("/") if rule.upstream else None,
+        allow_unsigned_query=rule.allow_unsigned_query,
+        allow_unverified_body=rule.allow_unverified_body,
     )
 
 
@@ -102,6 +109,19 @@ _DEFAULT_AUTHENTICATE = CompiledRule(
     scopes=frozenset(),
     anonymous=False,
     upstream=None,
+)
+
+
+LIFECYCLE_RULE = CompiledRule(
+    id="bpc-lifecycle",
+    hosts=(),
+    path=None,
+    methods=frozenset(),
+    credentials=frozenset({CredentialType.BPC}),
+    scopes=frozenset(),
+    anonymous=False,
+    upstream=None,
+    enforce_pair_scope=False,
 )
 
 

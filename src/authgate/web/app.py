@@ -9,26 +9,32 @@ import aiohttp
 from aiohttp import web
 
 from authgate.config.model import Settings
+from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.metrics import Metrics
-from authgate.pipeline import Gate
+from authgate.pairs.directory import PairDirectory
+from authgate.pairs.service import PairService
+from authgate.pipeline import Gate, Verifier
 from authgate.policy.rules import Policy
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
+from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web import forward_auth, health, proxy
+from authgate.web import bpc, forward_auth, health, proxy
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import problem_middleware
 from authgate.web.state import (
+    BPC_VERIFIER,
     DRAINING,
     GATE,
     IDENTITY,
     JWKS_CACHES,
     KEY_RING,
     METRICS,
+    PAIRS,
     REQUEST_CONTEXTS,
     SETTINGS,
     STORES,
@@ -43,6 +49,24 @@ def load_key_ring(settings: Settings) -> KeyRing:
     if settings.jwt.signing_key_files:
         return KeyRing(SigningKey.from_file(p) for p in settings.jwt.signing_key_files)
     return KeyRing([SigningKey.generate("ES256")])
+
+
+def load_envelope(settings: Settings) -> Envelope:
+    """The configured key-encryption key, or a random one (secrets die with the process)."""
+    kek = settings.secrets.key_encryption_key
+    if kek is None:
+        if not settings.development and settings.bpc.enabled:
+            log.warning(
+                "secrets.key_encryption_key is not set: BPC pair secrets are sealed under a "
+                "random per-process key and cannot be opened after a restart or by another "
+                "replica",
+                extra={"event": "ephemeral_kek"},
+            )
+        return Envelope.ephemeral()
+    previous = tuple(
+        parse_kek(k.get_secret_value()) for k in settings.secrets.previous_key_encryption_keys
+    )
+    return Envelope(parse_kek(kek.get_secret_value()), previous=previous)
 
 
 def _jwks_fetcher(
@@ -94,8 +118,10 @@ def create_app(
     app[REQUEST_CONTEXTS] = ContextBuilder(
         trusted=TrustedProxies(settings.server.trusted_proxies),
         request_id_header=settings.server.request_id_header,
+        max_body_bytes=settings.bpc.max_body_bytes,
     )
     app[IDENTITY] = IdentityHeaders(settings.identity, key_ring=ring, issuer=settings.jwt.issuer)
+    envelope = load_envelope(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[STORES] = instrument(stores or build_stores(settings.stores, clock), metrics)
@@ -155,9 +181,37 @@ def create_app(
             cache_size=settings.jwt.cache_size,
             metrics=metrics,
         )
+        stores_ = app[STORES]
+        directory = PairDirectory(
+            store=stores_.pairs,
+            events=stores_.events,
+            envelope=envelope,
+            size=settings.bpc.pair_cache_size,
+            ttl_seconds=settings.bpc.pair_cache_ttl_seconds,
+        )
+        app[PAIRS] = PairService(
+            store=stores_.pairs,
+            audit=stores_.audit,
+            directory=directory,
+            envelope=envelope,
+            clock=clock,
+            settings=settings.bpc,
+            development=settings.development,
+        )
+        bpc_verifier = BPCVerifier(
+            settings=settings.bpc,
+            directory=directory,
+            pairs=app[PAIRS],
+            nonces=stores_.nonces,
+            rate_limits=stores_.rate_limits,
+            clock=clock,
+        )
+        app[BPC_VERIFIER] = bpc_verifier
+        verifiers: list[Verifier] = [bpc_verifier] if settings.bpc.enabled else []
+        verifiers.append(jwt_verifier)
         app[GATE] = Gate(
             policy=Policy.from_settings(settings.policy),
-            verifiers=[jwt_verifier],
+            verifiers=verifiers,
             metrics=metrics,
             access_log=settings.logging.access_log,
         )
@@ -175,6 +229,8 @@ def create_app(
     app.on_shutdown.append(on_shutdown)
     health.add_routes(app)
     forward_auth.add_routes(app)
+    if settings.bpc.enabled:
+        bpc.add_routes(app)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(app)
     return app

@@ -17,6 +17,7 @@ from aiohttp import web
 from authgate.errors import MalformedHeader, MissingForwardedHeader, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
+from authgate.web.body import body_reader
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -150,9 +151,12 @@ def _require(headers: Mapping[str, str], name: str) -> str:
 class ContextBuilder:
     """Builds contexts for each front door with one trusted-proxy policy."""
 
-    def __init__(self, *, trusted: TrustedProxies, request_id_header: str) -> None:
+    def __init__(
+        self, *, trusted: TrustedProxies, request_id_header: str, max_body_bytes: int
+    ) -> None:
         self.trusted = trusted
         self.request_id_header = request_id_header
+        self.max_body_bytes = max_body_bytes
 
     def _base(self, request: web.Request) -> tuple[dict[str, str], str, str]:
         headers = lower_headers(request)
@@ -177,7 +181,8 @@ class ContextBuilder:
             headers=headers,
             client_ip=client,
             request_id=rid,
-            read_body=request.read if request.can_read_body else None,
+            read_body=body_reader(request, limit=self.max_body_bytes),
+            raw_target=request.raw_path,
         )
 
     def _forwarded(
@@ -203,7 +208,8 @@ class ContextBuilder:
             headers=headers,
             client_ip=client,
             request_id=rid,
-            read_body=request.read if with_body and request.can_read_body else None,
+            read_body=body_reader(request, limit=self.max_body_bytes) if with_body else None,
+            raw_target=raw_target,
         )
 
     def _require_trusted(self, peer: str) -> None:

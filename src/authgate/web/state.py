@@ -8,8 +8,10 @@ from authgate.config.model import Settings
 from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.keys import KeyRing
 from authgate.metrics import Metrics
+from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
 from authgate.stores.base import Stores
+from authgate.verifiers.bpc import BPCVerifier
 from authgate.web.context import ContextBuilder
 from authgate.web.identity import IdentityHeaders
 
@@ -23,3 +25,5 @@ REQUEST_CONTEXTS = web.AppKey("request_contexts", ContextBuilder)
 UPSTREAM_SESSION = web.AppKey("upstream_session", ClientSession)
 JWKS_CACHES = web.AppKey("jwks_caches", tuple[JWKSCache, ...])
 DRAINING = web.AppKey("draining", list[bool])
+PAIRS = web.AppKey("pairs", PairService)
+BPC_VERIFIER = web.AppKey("bpc_verifier", BPCVerifier)

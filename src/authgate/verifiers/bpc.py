@@ -1,0 +1,298 @@
+"""BPC v1.0 signed-request verifier (PROTOCOLS.md §1, with the authgate rules).
+
+Order, cheapest first, and nothing unauthenticated touches shared state:
+
+1. the four ``X-BPC-*`` headers, the version, the strict canonical payload;
+2. the timestamp window; method and path against the request target *including its query*
+   (a route may opt out of the query with ``allow_unsigned_query``);
+3. the pair (local cache, invalidated over the event bus) and its status;
+4. the body hash (buffered only here, bounded by ``bpc.max_body_bytes``);
+5. the ECDSA P-256 signature (strict DER) over the exact signed bytes;
+6. ``secret_hmac`` against the pair's envelope-sealed secret, in constant time;
+7. the pair's scope against the method;
+8. one atomic nonce consumption, keyed ``(pair_id, nonce)``, which also appends the
+   audit entry: one store round trip for an accepted request.
+
+Lock-out counts only wrong-secret requests that carry a valid device-key signature
+(they prove possession of the key). Every other failure is charged to the client
+address's failure budget (``bpc.failures_per_minute``), then answered 429, so nobody can
+lock a victim's pair out by naming it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+
+from authgate.config.model import BPCSettings
+from authgate.crypto.bpc_wire import (
+    EMPTY_BODY_HASH,
+    PAIR_ID,
+    VERSION,
+    WireError,
+    b64url_decode,
+    body_hash,
+    parse_signed_data,
+    secret_hmac,
+)
+from authgate.crypto.keys import verify_p256_der
+from authgate.errors import (
+    AuthGateError,
+    BodyHashMismatch,
+    BPCError,
+    BPCMissingHeaders,
+    InvalidSignedData,
+    MethodPathMismatch,
+    PairExpired,
+    PairLockedOut,
+    PairPending,
+    PairRevoked,
+    RateLimited,
+    ReplayDetected,
+    ScopeDenied,
+    SecretProofInvalid,
+    SignatureInvalid,
+    TimestampExpired,
+    UnknownPair,
+    UnsupportedVersion,
+)
+from authgate.models import CredentialType, Principal, RequestContext
+from authgate.pairs.directory import LoadedPair, PairDirectory
+from authgate.pairs.records import PairRecordError, PairStatus
+from authgate.pairs.service import PairService
+from authgate.policy.rules import CompiledRule
+from authgate.stores.base import Clock, NonceOutcome, NonceStore, RateLimitStore
+
+log = logging.getLogger(__name__)
+
+HEADERS = ("x-bpc-pair-id", "x-bpc-signed-data", "x-bpc-signature", "x-bpc-version")
+_HEADER_NAMES = dict(
+    zip(
+        HEADERS,
+        ("X-BPC-Pair-ID", "X-BPC-Signed-Data", "X-BPC-Signature", "X-BPC-Version"),
+        strict=True,
+    )
+)
+MAX_SIGNATURE_CHARS = 128  # DER P-256 is at most 72 bytes (96 base64url characters)
+
+
+@dataclass(frozen=True, slots=True)
+class BPCCredential:
+    """The raw BPC headers (some may be missing: ``verify`` names which)."""
+
+    pair_id: str | None
+    signed_data: str | None
+    signature: str | None
+    version: str | None
+
+
+class BPCVerifier:
+    """Verifies BPC signed requests."""
+
+    credential_type = CredentialType.BPC
+
+    def __init__(
+        self,
+        *,
+        settings: BPCSettings,
+        directory: PairDirectory,
+        pairs: PairService,
+        nonces: NonceStore,
+        rate_limits: RateLimitStore,
+        clock: Clock,
+    ) -> None:
+        self._s = settings
+        self._directory = directory
+        self._pairs = pairs
+        self._nonces = nonces
+        self._rate_limits = rate_limits
+        self._clock = clock
+        self._nonce_ttl_ms = 2 * settings.window_ms + 10_000
+
+    def extract(self, context: RequestContext) -> BPCCredential | None:
+        """The BPC headers when any is present; ``None`` when the request is not BPC."""
+        h = context.headers
+        values = [h.get(name) for name in HEADERS]
+        if all(v is None for v in values):
+            return None
+        return BPCCredential(*values)
+
+    async def verify(
+        self, credential: BPCCredential, context: RequestContext, rule: CompiledRule | None = None
+    ) -> Principal:
+        """A principal for the pair, or a :class:`BPCError` leaf (or 429)."""
+        pair: LoadedPair | None = None
+        try:
+            pair = await self._pair_for(credential)
+            return await self._verify(credential, context, rule, pair)
+        except (BPCError, ScopeDenied) as exc:
+            if pair is not None:
+                await self._audit_failure(pair, context, exc.reason)
+            if isinstance(exc, BPCError) and not exc.proves_device_key:
+                await self._charge_failure(context.client_ip)
+            raise
+
+    async def _pair_for(self, credential: BPCCredential) -> LoadedPair | None:
+        """Look the named pair up early only to attribute failures to its trail."""
+        pair_id = credential.pair_id
+        if pair_id is None or PAIR_ID.fullmatch(pair_id) is None:
+            return None
+        try:
+            return await self._directory.get(pair_id)
+        except PairRecordError:
+            log.exception("stored pair unreadable", extra={"event": "pair_unreadable"})
+            return None
+
+    async def _verify(
+        self,
+        credential: BPCCredential,
+        context: RequestContext,
+        rule: CompiledRule | None,
+        pair: LoadedPair | None,
+    ) -> Principal:
+        missing = [
+            _HEADER_NAMES[name]
+            for name, value in zip(
+                HEADERS,
+                (
+                    credential.pair_id,
+                    credential.signed_data,
+                    credential.signature,
+                    credential.version,
+                ),
+                strict=True,
+            )
+            if not value
+        ]
+        if missing or not (credential.pair_id and credential.signed_data and credential.signature):
+            raise BPCMissingHeaders(f"missing {', '.join(missing)}")
+        if credential.version != VERSION:
+            raise UnsupportedVersion(f"X-BPC-Version must be {VERSION}")
+        try:
+            payload = parse_signed_data(credential.signed_data)
+        except WireError as exc:
+            raise InvalidSignedData(str(exc)) from None
+        if payload.version != VERSION:
+            raise UnsupportedVersion(f"signed version must be {VERSION}")
+        if not hmac.compare_digest(payload.pair_id, credential.pair_id):
+            raise InvalidSignedData("signed pair_id differs from X-BPC-Pair-ID")
+
+        now = self._clock.now_ms()
+        if abs(now - payload.timestamp) > self._s.window_ms:
+            raise TimestampExpired()
+        if payload.method != context.method:
+            raise MethodPathMismatch("signed method differs from the request's")
+        if payload.path != context.raw_target:
+            unsigned_query_ok = (
+                rule is not None
+                and rule.allow_unsigned_query
+                and payload.path == context.raw_target.partition("?")[0]
+            )
+            if not unsigned_query_ok:
+                raise MethodPathMismatch(
+                    "signed path differs from the request target (path and query)"
+                )
+
+        if pair is None:
+            raise UnknownPair()
+        record = pair.record
+        if record.status is PairStatus.PENDING:
+            raise PairPending()
+        if record.status is PairStatus.REVOKED:
+            raise PairRevoked()
+        if record.status is PairStatus.LOCKED:
+            raise PairLockedOut()
+        if record.expires_at is not None and record.expires_at <= now:
+            raise PairExpired()
+
+        await self._check_body(payload.body_hash, context, rule)
+
+        try:
+            signature = b64url_decode(credential.signature, what="X-BPC-Signature")
+            if len(credential.signature) > MAX_SIGNATURE_CHARS:
+                raise SignatureInvalid("signature too long")
+            verify_p256_der(pair.public_key, payload.raw, signature)
+        except (WireError, InvalidSignature):
+            raise SignatureInvalid() from None
+
+        if pair.secret is not None:
+            expected = secret_hmac(pair.secret, payload.nonce, payload.timestamp)
+            if not hmac.compare_digest(expected, payload.secret_hmac):
+                if await self._pairs.record_wrong_secret(record):
+                    raise PairLockedOut("too many requests with a wrong secret")
+                raise SecretProofInvalid()
+
+        if (rule is None or rule.enforce_pair_scope) and not record.allows_method(context.method):
+            raise ScopeDenied(f"pair scope {record.scope!r} does not allow {context.method}")
+
+        outcome = await self._nonces.consume(
+            record.pair_id,
+            payload.nonce,
+            ttl_ms=self._nonce_ttl_ms,
+            signed_at_ms=payload.timestamp,
+            audit=self._entry(context, "ok", now),
+            audit_cap=self._s.audit_cap,
+        )
+        if outcome is NonceOutcome.REPLAYED:
+            raise ReplayDetected()
+        if outcome is NonceOutcome.BEFORE_EPOCH:
+            raise TimestampExpired("signed before the nonce store's epoch; sign the request again")
+
+        return Principal(
+            subject=record.pair_id,
+            credential_type=CredentialType.BPC,
+            scopes=record.scopes,
+            credential_id=record.pair_id,
+            claims={
+                "name": record.name,
+                "scope": record.scope,
+                "fingerprint": record.fingerprint,
+                "device_key_only": record.device_key_only,
+            },
+        )
+
+    async def _check_body(
+        self, signed_hash: str, context: RequestContext, rule: CompiledRule | None
+    ) -> None:
+        if context.read_body is None:
+            if signed_hash == EMPTY_BODY_HASH or (rule is not None and rule.allow_unverified_body):
+                return
+            raise BodyHashMismatch(
+                "the proxy did not forward the request body, so its signed hash cannot be "
+                "checked (nginx auth_request never does; use the sidecar, Traefik forwardBody "
+                "or Envoy with_request_body, or set allow_unverified_body on the route)"
+            )
+        body = await context.read_body()
+        if not hmac.compare_digest(body_hash(body), signed_hash):
+            raise BodyHashMismatch()
+
+    def _entry(self, context: RequestContext, outcome: str, now: int) -> dict[str, object]:
+        return {
+            "ts": now,
+            "method": context.method,
+            "path": context.raw_target[:512],
+            "outcome": outcome,
+            "client_ip": context.client_ip,
+        }
+
+    async def _audit_failure(self, pair: LoadedPair, context: RequestContext, reason: str) -> None:
+        try:
+            await self._pairs.audit(
+                pair.record.pair_id,
+                **self._entry(context, reason, self._clock.now_ms()),
+            )
+        except AuthGateError:
+            log.warning("audit write failed", extra={"event": "audit_failed", "reason": reason})
+
+    async def _charge_failure(self, client_ip: str) -> None:
+        result = await self._rate_limits.hit(
+            f"bpc-fail:{client_ip}", limit=self._s.failures_per_minute, period_ms=60_000
+        )
+        if not result.allowed:
+            raise RateLimited(
+                "too many failed BPC requests from this address",
+                retry_after_seconds=-(-result.retry_after_ms // 1000),
+            )

@@ -1,0 +1,41 @@
+"""Bounded, memoised request-body reading for body-hash checks.
+
+Only a verifier that must hash the body calls the reader; everything else streams. The
+bytes read are kept on the request, so the proxy forwards exactly what was hashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from authgate.errors import BodyTooLarge
+
+BUFFERED_BODY: web.RequestKey[bytes] = web.RequestKey("buffered_body", bytes)
+
+
+def body_reader(request: web.Request, *, limit: int) -> Callable[[], Awaitable[bytes]] | None:
+    """A reader of at most ``limit`` bytes, or ``None`` when the request has no body."""
+    if not request.can_read_body:
+        return None
+
+    async def read() -> bytes:
+        cached: bytes | None = request.get(BUFFERED_BODY)
+        if cached is not None:
+            return cached
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        request[BUFFERED_BODY] = body
+        return body
+
+    return read

@@ -1,0 +1,195 @@
+"""BPC pair lifecycle endpoints, compatible with ``bpc-client`` 1.0.0.
+
+=====================  ==========================================  ======================
+``POST /bpc/register``  unsigned JSON ``{name,scope,mode,secret,pubJwk}``  201 ``{pairId}`` or
+                                                                    201 ``{approvalToken}``
+``POST /bpc/approve``   operator token; ``{approvalToken}`` or ``{pairId}``  200
+``POST /bpc/rotate``    BPC-signed ``{pairId,newPubJwk,newSecret}``   200
+``POST /bpc/revoke``    BPC-signed ``{pairId}``, or operator token     200
+``GET  /bpc/health``    —                                            200
+``GET  /bpc/audit``     BPC-signed, ``?limit=N`` inside the signed path  200 ``{entries}``
+=====================  ==========================================  ======================
+
+Signed requests are checked by the same :class:`BPCVerifier` as proxied traffic (one
+decision path); handlers only translate JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from authgate.errors import (
+    BPCMissingHeaders,
+    InvalidRequest,
+    NotFound,
+    OperatorRequired,
+    RegistrationClosed,
+)
+from authgate.models import Principal, RequestContext
+from authgate.pairs.service import PairNotFound, PairRequestError, PairService
+from authgate.policy.rules import LIFECYCLE_RULE
+from authgate.web.problem import REQUEST_ID
+from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS
+
+MAX_LIFECYCLE_BODY = 16_384
+
+
+async def _json_body(request: web.Request, context: RequestContext | None = None) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    if context is not None and context.read_body is not None:
+        raw = await context.read_body()  # the same bytes the verifier hashed
+    else:
+        if request.content_length is not None and request.content_length > MAX_LIFECYCLE_BODY:
+            raise InvalidRequest("request body too large")
+        raw = await request.content.read(MAX_LIFECYCLE_BODY + 1)
+    if len(raw) > MAX_LIFECYCLE_BODY:
+        raise InvalidRequest("request body too large")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("request body is not UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+def _operator(request: web.Request) -> bool:
+    """Whether the request carries the configured operator token."""
+    token = request.app[SETTINGS].bpc.operator_token
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if token is None or scheme.lower() != "bearer" or not value:
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+
+
+async def _signed(request: web.Request) -> tuple[RequestContext, Principal]:
+    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    verifier = request.app[BPC_VERIFIER]
+    credential = verifier.extract(context)
+    if credential is None:
+        raise BPCMissingHeaders("this endpoint needs a BPC-signed request")
+    return context, await verifier.verify(credential, context, LIFECYCLE_RULE)
+
+
+def _pairs(request: web.Request) -> PairService:
+    return request.app[PAIRS]
+
+
+def _request_error(exc: PairRequestError) -> InvalidRequest:
+    return InvalidRequest(str(exc))
+
+
+async def register(request: web.Request) -> web.Response:
+    """Register a pair; active at once only for auto-approved development pairs."""
+    policy = request.app[SETTINGS].bpc.registration
+    if policy == "disabled":
+        raise RegistrationClosed("pair registration is disabled")
+    if policy == "operator_token" and not _operator(request):
+        raise RegistrationClosed("pair registration needs the operator token")
+    data = await _json_body(request)
+    try:
+        result = await _pairs(request).register(data)
+    except PairRequestError as exc:
+        raise _request_error(exc) from None
+    pair = result.pair
+    if result.approval_token is None:
+        body = {"pairId": pair.pair_id, "status": "active", "fingerprint": pair.fingerprint}
+    else:
+        # No pairId here: the published client reads a pairId as "approved".
+        body = {
+            "approvalToken": result.approval_token,
+            "status": "pending",
+            "fingerprint": pair.fingerprint,
+        }
+    return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def approve(request: web.Request) -> web.Response:
+    """Operator: activate a pending pair."""
+    if not _operator(request):
+        raise OperatorRequired()
+    data = await _json_body(request)
+    token = data.get("approvalToken")
+    pair_id = data.get("pairId")
+    if (
+        not isinstance(token, str | None)
+        or not isinstance(pair_id, str | None)
+        or not (token or pair_id)
+    ):
+        raise InvalidRequest("approvalToken or pairId (string) is required")
+    try:
+        pair = await _pairs(request).approve(
+            approval_token=token, pair_id=None if token else pair_id
+        )
+    except PairNotFound as exc:
+        raise NotFound(str(exc.args[0]) if exc.args else "pair not found") from None
+    except PairRequestError as exc:
+        raise _request_error(exc) from None
+    return web.json_response({"pairId": pair.pair_id, "status": pair.status.value})
+
+
+async def rotate(request: web.Request) -> web.Response:
+    """Replace the device key and secret; signed with the current key."""
+    context, principal = await _signed(request)
+    data = await _json_body(request, context)
+    try:
+        pair = await _pairs(request).rotate(principal.credential_id, data)
+    except PairRequestError as exc:
+        raise _request_error(exc) from None
+    return web.json_response({"pairId": pair.pair_id, "fingerprint": pair.fingerprint})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """Revoke a pair: signed by the pair itself, or by the operator for any pair."""
+    if _operator(request):
+        data = await _json_body(request)
+        pair_id = data.get("pairId")
+        by = "operator"
+    else:
+        context, principal = await _signed(request)
+        data = await _json_body(request, context)
+        pair_id = data.get("pairId")
+        by = "pair"
+        if pair_id != principal.credential_id:
+            raise InvalidRequest("pairId: a pair may revoke only itself")
+    if not isinstance(pair_id, str):
+        raise InvalidRequest("pairId: must be a string")
+    try:
+        pair = await _pairs(request).revoke(pair_id, by=by)
+    except PairNotFound:
+        raise NotFound("pair not found") from None
+    return web.json_response({"pairId": pair.pair_id, "status": pair.status.value})
+
+
+async def health(request: web.Request) -> web.Response:
+    """BPC endpoint health."""
+    return web.json_response({"status": "ok", "version": "1.0"})
+
+
+async def audit(request: web.Request) -> web.Response:
+    """The signing pair's newest audit entries (``?limit=N``, default 50)."""
+    _, principal = await _signed(request)
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= 10_000:
+        raise InvalidRequest("limit: must be an integer from 1 to 10000")
+    entries = await _pairs(request).trail(principal.credential_id, int(raw_limit))
+    return web.json_response(
+        {"pairId": principal.credential_id, "entries": entries},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the lifecycle endpoints."""
+    app.router.add_post("/bpc/register", register)
+    app.router.add_post("/bpc/approve", approve)
+    app.router.add_post("/bpc/rotate", rotate)
+    app.router.add_post("/bpc/revoke", revoke)
+    app.router.add_get("/bpc/health", health)
+    app.router.add_get("/bpc/audit", audit)
