@@ -93,12 +93,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # Wait on whichever worker ends first: joining them in order would not notice a later
+    # worker's crash while an earlier one still runs, leaving the service half up.
     status = 0
-    for p in procs:
-        p.join()
-        if p.exitcode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
-            status = 1
-            forward(signal.SIGTERM, None)
+    running = {p.sentinel: p for p in procs}
+    while running:
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            p = running.pop(cast(int, sentinel))
+            p.join()
+            if p.exitcode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
+                status = 1
+                forward(signal.SIGTERM, None)
     return status
 
 

@@ -9,14 +9,12 @@ import aiohttp
 from aiohttp import web
 
 from authgate.config.model import Settings
-from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.metrics import Metrics
-from authgate.pairs.directory import PairDirectory
-from authgate.pairs.service import PairService
 from authgate.pipeline import Gate, Verifier
 from authgate.policy.rules import Policy
+from authgate.services import build_pair_services, load_envelope
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
@@ -49,24 +47,6 @@ def load_key_ring(settings: Settings) -> KeyRing:
     if settings.jwt.signing_key_files:
         return KeyRing(SigningKey.from_file(p) for p in settings.jwt.signing_key_files)
     return KeyRing([SigningKey.generate("ES256")])
-
-
-def load_envelope(settings: Settings) -> Envelope:
-    """The configured key-encryption key, or a random one (secrets die with the process)."""
-    kek = settings.secrets.key_encryption_key
-    if kek is None:
-        if not settings.development and settings.bpc.enabled:
-            log.warning(
-                "secrets.key_encryption_key is not set: BPC pair secrets are sealed under a "
-                "random per-process key and cannot be opened after a restart or by another "
-                "replica",
-                extra={"event": "ephemeral_kek"},
-            )
-        return Envelope.ephemeral()
-    previous = tuple(
-        parse_kek(k.get_secret_value()) for k in settings.secrets.previous_key_encryption_keys
-    )
-    return Envelope(parse_kek(kek.get_secret_value()), previous=previous)
 
 
 def _jwks_fetcher(
@@ -182,25 +162,11 @@ def create_app(
             metrics=metrics,
         )
         stores_ = app[STORES]
-        directory = PairDirectory(
-            store=stores_.pairs,
-            events=stores_.events,
-            envelope=envelope,
-            size=settings.bpc.pair_cache_size,
-            ttl_seconds=settings.bpc.pair_cache_ttl_seconds,
-        )
-        app[PAIRS] = PairService(
-            store=stores_.pairs,
-            audit=stores_.audit,
-            directory=directory,
-            envelope=envelope,
-            clock=clock,
-            settings=settings.bpc,
-            development=settings.development,
-        )
+        pair_services = build_pair_services(settings, stores_, envelope, clock)
+        app[PAIRS] = pair_services.service
         bpc_verifier = BPCVerifier(
             settings=settings.bpc,
-            directory=directory,
+            directory=pair_services.directory,
             pairs=app[PAIRS],
             nonces=stores_.nonces,
             rate_limits=stores_.rate_limits,
