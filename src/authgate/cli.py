@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import cast
 
 from aiohttp import web
 
+from authgate import admin_cli
 from authgate.config.loader import effective_config, load_settings
 from authgate.config.model import Settings
 from authgate.errors import ConfigError
@@ -134,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", help="YAML config file (default: $AUTHGATE_CONFIG or none)"
     )
     check.set_defaults(func=_check_config)
+    admin_cli.add_commands(sub)
     return parser
 
 
