@@ -20,7 +20,7 @@ from authgate.config.model import Settings
 from authgate.errors import AuthGateError, ConfigError
 from authgate.pairs.records import PairRecordError
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
-from authgate.services import build_pair_services, load_envelope
+from authgate.services import build_api_keys, build_pair_services, load_envelope
 from authgate.stores import build_stores
 from authgate.stores.base import SystemClock
 
@@ -122,8 +122,109 @@ def run_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _apikeys(settings: Settings, args: argparse.Namespace) -> Any:
+    stores = build_stores(settings.stores, SystemClock())
+    try:
+        service = build_api_keys(settings, stores, load_envelope(settings), SystemClock())
+        if args.action == "create":
+            key, raw = await service.create(name=args.name, scopes=args.scope or ())
+            return {
+                **key.public_view(),
+                "api_key": raw,
+                "note": "shown once: authgate keeps only a hash and a sealed copy",
+            }
+        if args.action == "revoke":
+            return (await service.revoke(args.key_id)).public_view()
+        return [k.public_view() for k in await service.all_keys()]
+    finally:
+        await stores.close()
+
+
+def run_apikeys(args: argparse.Namespace) -> int:
+    """``authgate apikeys <action>``."""
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if settings.stores.backend != "redis":
+        print("authgate apikeys needs stores.backend: redis", file=sys.stderr)
+        return 2
+    if settings.secrets.key_encryption_key is None:
+        print(
+            "authgate apikeys needs secrets.key_encryption_key (keys are sealed under it)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        _print(asyncio.run(_apikeys(settings, args)))
+    except LookupError as exc:
+        print(f"not found: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    except AuthGateError as exc:
+        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _proof(args: argparse.Namespace) -> str:
+    import aiohttp
+    from yarl import URL
+
+    from authgate.client.hmac import fetch_proof_header
+
+    url = URL(args.url, encoded=True)
+    base = str(url.origin())
+    body = None
+    if args.bind_body:
+        body = sys.stdin.buffer.read() if args.data == "-" else (args.data or "").encode()
+    async with aiohttp.ClientSession() as session:
+        return await fetch_proof_header(
+            session, base, args.key, args.method.upper(), url.raw_path_qs, body=body
+        )
+
+
+def run_proof(args: argparse.Namespace) -> int:
+    """``authgate proof``: print an Authorization header for one request (for curl)."""
+    import os
+
+    args.key = args.key or os.environ.get("AUTHGATE_API_KEY", "")
+    if not args.key:
+        print("give --key or set AUTHGATE_API_KEY", file=sys.stderr)
+        return 2
+    try:
+        header = asyncio.run(_proof(args))
+    except (ValueError, OSError) as exc:
+        print(f"cannot build proof: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(f"Authorization: {header}\n")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
-    """Register ``pairs`` on the top-level parser's subcommands."""
+    """Register the operator commands on the top-level parser's subcommands."""
+    keys = sub.add_parser("apikeys", help="manage API keys in the shared store")
+    keys.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", help="a scope (repeat for several)")
+    key_actions.add_parser("list", help="every key (no secrets)")
+    revoke_key = key_actions.add_parser("revoke", help="revoke a key by id")
+    revoke_key.add_argument("key_id")
+    keys.set_defaults(func=run_apikeys)
+
+    proof_cmd = sub.add_parser("proof", help="print an AGProof Authorization header for curl")
+    proof_cmd.add_argument("url", help="the full URL of the request, query included")
+    proof_cmd.add_argument("--method", default="GET")
+    proof_cmd.add_argument("--key", help="the API key (default: $AUTHGATE_API_KEY)")
+    proof_cmd.add_argument("--bind-body", action="store_true", help="route binds the body")
+    proof_cmd.add_argument("--data", help="the body (with --bind-body; - reads stdin)")
+    proof_cmd.set_defaults(func=run_proof)
+
     pairs = sub.add_parser("pairs", help="manage BPC pairs in the shared store")
     pairs.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG)")
     actions = pairs.add_subparsers(dest="action", required=True)

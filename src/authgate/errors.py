@@ -26,6 +26,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── TokenKeyUnknown             token_key_unknown
     │   ├── TokenRevoked                token_revoked
     │   ├── TokenTypeInvalid            token_type_invalid
+    │   ├── ProofInvalid                invalid_proof (one body for every HMAC failure)
     │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
     │       ├── BPCMissingHeaders       missing_headers
     │       ├── UnsupportedVersion      unsupported_version
@@ -71,8 +72,10 @@ class AuthGateError(Exception):
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, detail: str = "") -> None:
         self.message = message or self.default_message
+        # For logs only, never sent to the client (uniform-answer errors hide it).
+        self.detail = detail
         super().__init__(self.message)
 
 
@@ -213,6 +216,14 @@ class TokenTypeInvalid(Unauthenticated):
     default_message = "token is not an access token"
 
 
+class ProofInvalid(Unauthenticated):
+    """Any HMAC challenge-proof failure: one identical answer, so there is no oracle."""
+
+    reason = "invalid_proof"
+    scheme = "AGProof"
+    default_message = "challenge proof rejected"
+
+
 class BPCError(Unauthenticated):
     """A BPC signed request was refused; ``reason`` is a BPC v1.0 error code."""
 
@@ -328,9 +339,25 @@ class RateLimited(AuthGateError):
     status = 429
     default_message = "rate limit exceeded"
 
-    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after_seconds: int = 1,
+        limit: int | None = None,
+        remaining: int = 0,
+        reset_seconds: int | None = None,
+        window_seconds: int | None = None,
+        detail: str = "",
+    ) -> None:
+        super().__init__(message, detail=detail)
         self.retry_after_seconds = max(1, retry_after_seconds)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_seconds = (
+            reset_seconds if reset_seconds is not None else self.retry_after_seconds
+        )
+        self.window_seconds = window_seconds
 
 
 class Forbidden(AuthGateError):

@@ -29,6 +29,7 @@ FIELDS = (
     "port",
     "workers",
     "backend",
+    "detail",
 )
 
 

@@ -56,6 +56,9 @@ class Principal:
     credential_id: str = ""
     issuer: str = ""
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # True when the verifier already applied the route's credential rate limits (inside
+    # its nonce round trip), so the gate does not charge them again.
+    limits_applied: bool = False
 
 
 ANONYMOUS = Principal(subject="", credential_type=CredentialType.ANONYMOUS)

@@ -19,7 +19,9 @@ from authgate.errors import (
 )
 from authgate.metrics import Metrics
 from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
+from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule, Policy
+from authgate.stores.base import RateLimitStore
 
 log = logging.getLogger("authgate.decision")
 
@@ -49,8 +51,10 @@ class Gate:
         policy: Policy,
         verifiers: Sequence[Verifier],
         metrics: Metrics,
+        rate_limits: RateLimitStore,
         access_log: bool = True,
     ) -> None:
+        self._rate_limits = rate_limits
         self._policy = policy
         self._verifiers = tuple(verifiers)
         self._metrics = metrics
@@ -64,6 +68,8 @@ class Gate:
         try:
             rule = self._policy.match(context.method, context.host, context.path)
             rule_id = rule.id
+            if rule.rate_limits:
+                await self._limit(rule, "client", f"client:{context.client_ip}")
             principal = ANONYMOUS
             for verifier in self._verifiers:
                 credential = verifier.extract(context)
@@ -80,6 +86,9 @@ class Gate:
                 if not rule.anonymous:
                     raise MissingCredential()
                 credential_type = CredentialType.ANONYMOUS.value
+            if rule.rate_limits and not principal.limits_applied:
+                identity = principal.credential_id or principal.subject or context.client_ip
+                await self._limit(rule, "credential", f"{credential_type}:{identity}")
             rule.check_scopes(principal)
         except AuthGateError as exc:
             self._record(
@@ -91,6 +100,12 @@ class Gate:
         )
         return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream)
 
+    async def _limit(self, rule: CompiledRule, by: str, tag: str) -> None:
+        checks = checks_for(rule, by)
+        if checks:
+            results = await self._rate_limits.hit_many(tag, checks)
+            raise_if_limited(results, checks, by=by)
+
     def _record(
         self,
         context: RequestContext,
@@ -101,6 +116,7 @@ class Gate:
         subject: str,
         *,
         started: float,
+        detail: str = "",
     ) -> None:
         self._metrics.decisions.labels(outcome, reason, credential).inc()
         self._metrics.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
@@ -117,5 +133,6 @@ class Gate:
                     "request_id": context.request_id,
                     "method": context.method,
                     "client_ip": context.client_ip,
+                    "detail": detail,
                 },
             )

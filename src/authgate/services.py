@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
+from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.pairs.directory import PairDirectory
@@ -30,6 +32,32 @@ def load_envelope(settings: Settings) -> Envelope:
         parse_kek(k.get_secret_value()) for k in settings.secrets.previous_key_encryption_keys
     )
     return Envelope(parse_kek(kek.get_secret_value()), previous=previous)
+
+
+def challenge_secrets(settings: Settings) -> tuple[bytes, ...]:
+    """Challenge secrets (signing one first), or one random secret per process."""
+    configured = settings.hmac.challenge_secret
+    if configured is None:
+        if not settings.development and settings.hmac.enabled:
+            log.warning(
+                "hmac.challenge_secret is not set: challenges are signed with a random "
+                "per-process secret, so other replicas reject them",
+                extra={"event": "ephemeral_challenge_secret"},
+            )
+        return (secrets.token_bytes(32),)
+    return tuple(
+        s.get_secret_value().encode()
+        for s in (configured, *settings.hmac.previous_challenge_secrets)
+    )
+
+
+def build_api_keys(
+    settings: Settings, stores: Stores, envelope: Envelope, clock: Clock
+) -> ApiKeyService:
+    """The API key service over ``stores``."""
+    return ApiKeyService(
+        store=stores.api_keys, events=stores.events, envelope=envelope, clock=clock
+    )
 
 
 @dataclass(frozen=True, slots=True)

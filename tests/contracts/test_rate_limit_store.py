@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from authgate.stores.base import ManualClock, RateLimitResult, Stores, SystemClock
+from authgate.stores.base import (
+    ManualClock,
+    NonceOutcome,
+    RateLimitCheck,
+    RateLimitResult,
+    Stores,
+    SystemClock,
+)
 from authgate.stores.memory import MemoryStores
 
 from .conftest import REDIS_ONLY, StoreFactory
@@ -144,3 +151,68 @@ async def test_redis_matches_memory_step_for_step(store_factory: StoreFactory) -
         advance = rng.choice([0, 0, 1, 13, 100, 333, 1000])
         redis_clock.advance(advance)
         memory_clock.advance(advance)
+
+
+async def test_hit_many_is_all_or_nothing(stores: Stores) -> None:
+    """When one limit refuses, no other limit of the same decision is charged."""
+    tight = RateLimitCheck("tight", limit=1, period_ms=60_000)
+    loose = RateLimitCheck("loose", limit=5, period_ms=60_000)
+    first = await stores.rate_limits.hit_many("client-1", [loose, tight])
+    assert [r.allowed for r in first] == [True, True]
+    assert first[0].remaining == 4
+    second = await stores.rate_limits.hit_many("client-1", [loose, tight])
+    assert [r.allowed for r in second] == [True, False]
+    assert second[1].retry_after_ms > 0
+    third = await stores.rate_limits.hit_many("client-1", [loose])
+    assert third[0].remaining == 3, "the refused decision must not have charged 'loose'"
+
+
+async def test_consume_limited_spends_nothing_when_limited(
+    stores: Stores, clock: ManualClock
+) -> None:
+    """A rate-limited request leaves its nonce unspent and charges nothing; fresh ones pass."""
+    now = clock.now_ms()
+    limit = [RateLimitCheck("cred", limit=1, period_ms=60_000)]
+    ok, results = await stores.nonces.consume_limited(
+        "pair-x", "n-1", ttl_ms=60_000, signed_at_ms=now, limits=limit
+    )
+    assert ok is NonceOutcome.FRESH
+    assert results[0].allowed
+    limited, results = await stores.nonces.consume_limited(
+        "pair-x", "n-2", ttl_ms=60_000, signed_at_ms=now, limits=limit
+    )
+    assert limited is NonceOutcome.RATE_LIMITED
+    assert not results[0].allowed
+    assert results[0].retry_after_ms > 0
+    replay, _ = await stores.nonces.consume_limited(
+        "pair-x", "n-1", ttl_ms=60_000, signed_at_ms=now, limits=limit
+    )
+    assert replay is NonceOutcome.REPLAYED
+    # n-2 was not spent: without limits it is still fresh.
+    assert (
+        await stores.nonces.consume("pair-x", "n-2", ttl_ms=60_000, signed_at_ms=now)
+        is NonceOutcome.FRESH
+    )
+
+
+async def test_concurrent_limited_consumes_admit_exactly_the_limit(
+    store_factory: StoreFactory, clock: ManualClock
+) -> None:
+    """Forty concurrent fresh requests against a limit of 7 (two replicas) admit exactly 7."""
+    a, b = store_factory(clock), store_factory(clock)
+    now = clock.now_ms()
+    limit = [RateLimitCheck("cred", limit=7, period_ms=60_000)]
+    outcomes = await asyncio.gather(
+        *(
+            (a if i % 2 else b).nonces.consume_limited(
+                "pair-y", f"n-{i}", ttl_ms=60_000, signed_at_ms=now, limits=limit
+            )
+            for i in range(40)
+        )
+    )
+    fresh = [o for o, _ in outcomes if o is NonceOutcome.FRESH]
+    if store_factory.backend == "memory":
+        # Two in-memory stores share nothing: each admits its own seven.
+        assert len(fresh) == 14
+    else:
+        assert len(fresh) == 7

@@ -1,5 +1,6 @@
-"""authgate SDK: sign BPC requests (``authgate.client.bpc``)."""
+"""authgate SDK: sign BPC requests and build HMAC challenge proofs."""
 
 from authgate.client.bpc import BPCSigner, httpx_auth, signed_request
+from authgate.client.hmac import fetch_proof_header, proof_header
 
-__all__ = ["BPCSigner", "httpx_auth", "signed_request"]
+__all__ = ["BPCSigner", "fetch_proof_header", "httpx_auth", "proof_header", "signed_request"]

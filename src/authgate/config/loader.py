@@ -22,7 +22,14 @@ from authgate.errors import ConfigError
 ENV_PREFIX = "AUTHGATE_"
 # Keys whose presence in a file makes the file secret-bearing.
 SECRET_KEYS = frozenset(
-    {"url", "key_encryption_key", "previous_key_encryption_keys", "operator_token"}
+    {
+        "url",
+        "key_encryption_key",
+        "previous_key_encryption_keys",
+        "operator_token",
+        "challenge_secret",
+        "previous_challenge_secrets",
+    }
 )
 
 

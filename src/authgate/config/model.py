@@ -228,6 +228,16 @@ class IdentitySettings(Section):
         )
 
 
+class RateLimit(Section):
+    """One GCRA limit: ``limit`` requests per ``period_seconds`` (bursts up to ``limit``)."""
+
+    by: Literal["client", "credential"] = Field(
+        ..., description="client: per client address; credential: per key, pair or subject."
+    )
+    limit: int = Field(..., ge=1, le=1_000_000, description="Requests per period.")
+    period_seconds: float = Field(..., gt=0, le=86_400, description="The period.")
+
+
 class Rule(Section):
     """One route rule; the first rule that matches decides."""
 
@@ -262,6 +272,12 @@ class Rule(Section):
         False,
         description="BPC in forward-auth without the body (nginx): accept a non-empty signed "
         "body hash unchecked.",
+    )
+    hmac_bind_body: bool = Field(
+        False, description="HMAC proofs on this route must also cover the body hash."
+    )
+    rate_limits: tuple[RateLimit, ...] = Field(
+        (), description="Limits applied on this route (all must admit the request)."
     )
 
     @model_validator(mode="after")
@@ -398,6 +414,36 @@ class BPCSettings(Section):
         return self
 
 
+class HMACSettings(Section):
+    """HMAC challenge proofs with API keys."""
+
+    enabled: bool = Field(True, description="Verify AGProof requests and serve GET /challenge.")
+    challenge_secret: SecretStr | None = Field(
+        None,
+        description="Signs challenges; every replica must share it (at least 32 characters). "
+        "Unset: random per process, so replicas reject each other's challenges.",
+    )
+    previous_challenge_secrets: tuple[SecretStr, ...] = Field(
+        (), description="Older secrets still accepted (rotation)."
+    )
+    ttl_seconds: int = Field(60, ge=5, le=3600, description="How long a challenge is valid.")
+    clock_skew_seconds: int = Field(
+        5, ge=0, le=300, description="How far in the future an issue_ts may be."
+    )
+    prefix: str = Field(
+        "authgate", pattern=r"^[a-z0-9-]{1,32}$", description="Domain-separation prefix."
+    )
+
+    @field_validator("challenge_secret", "previous_challenge_secrets")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | tuple[SecretStr, ...] | None) -> object:
+        items = value if isinstance(value, tuple) else (value,) if value is not None else ()
+        for item in items:
+            if len(item.get_secret_value()) < 32:
+                raise ValueError("challenge secrets must be at least 32 characters")
+        return value
+
+
 class LoggingSettings(Section):
     """Structured logs."""
 
@@ -423,6 +469,7 @@ class Settings(Section):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     bpc: BPCSettings = Field(default_factory=BPCSettings)
+    hmac: HMACSettings = Field(default_factory=HMACSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from authgate.config.model import PolicySettings, Rule
+from authgate.config.model import PolicySettings, RateLimit, Rule
 from authgate.errors import NoMatchingRule, ScopeDenied
 from authgate.models import CredentialType, Principal
 
@@ -27,6 +27,8 @@ class CompiledRule:
     upstream: str | None
     allow_unsigned_query: bool = False
     allow_unverified_body: bool = False
+    hmac_bind_body: bool = False
+    rate_limits: tuple[RateLimit, ...] = ()
     # BPC: the pair's scope limits methods. authgate's own lifecycle endpoints turn this
     # off so a read-only pair can still rotate or revoke itself.
     enforce_pair_scope: bool = True
@@ -97,6 +99,8 @@ def compile_rule(rule: Rule) -> CompiledRule:
         upstream=rule.upstream.rstrip("/") if rule.upstream else None,
         allow_unsigned_query=rule.allow_unsigned_query,
         allow_unverified_body=rule.allow_unverified_body,
+        hmac_bind_body=rule.hmac_bind_body,
+        rate_limits=rule.rate_limits,
     )
 
 

@@ -8,7 +8,7 @@ imports ``redis`` or ``aiohttp``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ class NonceOutcome(Enum):
     FRESH = "fresh"
     REPLAYED = "replayed"
     BEFORE_EPOCH = "before_epoch"
+    RATE_LIMITED = "rate_limited"
 
 
 class NonceStore(Protocol):
@@ -74,6 +75,24 @@ class NonceStore(Protocol):
         When ``audit`` is given and the nonce is fresh, the entry is appended to the audit
         stream named ``scope`` (capped at ``audit_cap``) in the same atomic operation, so
         an accepted request costs one round trip.
+        """
+        ...
+
+    async def consume_limited(
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        limits: Sequence[RateLimitCheck],
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
+    ) -> tuple[NonceOutcome, list[RateLimitResult]]:
+        """``consume`` plus the credential's rate limits (tag ``scope``) in one operation.
+
+        The limits are charged only when the nonce is fresh; when one refuses, the nonce
+        is left unspent (the client may retry it) and the outcome is ``RATE_LIMITED``.
         """
         ...
 
@@ -137,11 +156,27 @@ class RateLimitResult:
     reset_after_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimitCheck:
+    """One limit to apply: ``limit`` per ``period_ms`` on ``key``."""
+
+    key: str
+    limit: int
+    period_ms: int
+
+
 class RateLimitStore(Protocol):
     """Generic cell rate limiting; one atomic operation per decision."""
 
     async def hit(self, key: str, *, limit: int, period_ms: int, cost: int = 1) -> RateLimitResult:
         """Admit ``cost`` units against ``limit`` per ``period_ms`` (burst = ``limit``)."""
+        ...
+
+    async def hit_many(self, tag: str, checks: Sequence[RateLimitCheck]) -> list[RateLimitResult]:
+        """Apply every check atomically, all or nothing: if one refuses, none is charged.
+
+        Keys share ``tag`` (one Cluster slot). Results are in ``checks`` order.
+        """
         ...
 
 

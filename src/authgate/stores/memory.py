@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from authgate.stores.base import (
@@ -19,6 +19,7 @@ from authgate.stores.base import (
     EventHandler,
     JSONRecord,
     NonceOutcome,
+    RateLimitCheck,
     RateLimitResult,
     ResyncHandler,
     SystemClock,
@@ -95,11 +96,36 @@ class ExpiringMap:
 class MemoryNonceStore:
     """Nonces in one process; the epoch is the store's creation time."""
 
-    def __init__(self, clock: Clock, audit: MemoryAuditStore) -> None:
+    def __init__(self, clock: Clock, audit: MemoryAuditStore, limits: MemoryRateLimitStore) -> None:
         self._clock = clock
         self._spent = ExpiringMap(clock)
         self._audit = audit
+        self._limits = limits
         self.epoch_ms = clock.now_ms()
+
+    async def consume_limited(
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        limits: Sequence[RateLimitCheck],
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
+    ) -> tuple[NonceOutcome, list[RateLimitResult]]:
+        if signed_at_ms < self.epoch_ms:
+            return NonceOutcome.BEFORE_EPOCH, []
+        key = f"{len(scope)}:{scope}:{nonce}"
+        if self._spent.get(key) is not None:
+            return NonceOutcome.REPLAYED, []
+        results = self._limits.apply(scope, limits)
+        if not all(r.allowed for r in results):
+            return NonceOutcome.RATE_LIMITED, results
+        outcome = await self.consume(
+            scope, nonce, ttl_ms=ttl_ms, signed_at_ms=signed_at_ms, audit=audit, audit_cap=audit_cap
+        )
+        return outcome, results
 
     async def consume(
         self,
@@ -183,6 +209,30 @@ class MemoryRateLimitStore:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._tats = ExpiringMap(clock)
+
+    async def hit_many(self, tag: str, checks: Sequence[RateLimitCheck]) -> list[RateLimitResult]:
+        return self.apply(tag, checks)
+
+    def apply(self, tag: str, checks: Sequence[RateLimitCheck]) -> list[RateLimitResult]:
+        """All-or-nothing GCRA over ``checks`` (synchronous: no await between read and write)."""
+        now = self._clock.now_ms()
+        decided = [
+            (
+                f"{tag}\x00{c.key}",
+                *gcra(
+                    now_ms=now,
+                    tat_ms=self._tats.get(f"{tag}\x00{c.key}"),
+                    limit=c.limit,
+                    period_ms=c.period_ms,
+                    cost=1,
+                ),
+            )
+            for c in checks
+        ]
+        if all(result.allowed for _, result, _ in decided):
+            for key, _, new_tat in decided:
+                self._tats.set(key, new_tat, math.ceil(new_tat) + 1)
+        return [result for _, result, _ in decided]
 
     async def hit(self, key: str, *, limit: int, period_ms: int, cost: int = 1) -> RateLimitResult:
         now = self._clock.now_ms()
@@ -287,12 +337,12 @@ class MemoryStores:
     def __init__(self, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
         self.audit = MemoryAuditStore()
-        self.nonces = MemoryNonceStore(clock, self.audit)
+        self.rate_limits = MemoryRateLimitStore(clock)
+        self.nonces = MemoryNonceStore(clock, self.audit, self.rate_limits)
         self.revocations = MemoryRevocationStore(clock)
         self.pairs = MemoryPairStore()
         self.api_keys = MemoryRecordStore()
         self.signing_keys = MemoryRecordStore()
-        self.rate_limits = MemoryRateLimitStore(clock)
         self.events = MemoryEventBus()
 
     async def ping(self) -> None:

@@ -52,7 +52,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -74,6 +74,7 @@ from authgate.stores.base import (
     NonceOutcome,
     NonceStore,
     PairStore,
+    RateLimitCheck,
     RateLimitResult,
     RateLimitStore,
     RecordStore,
@@ -142,9 +143,108 @@ redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format(
 return {1, remaining, 0, math.ceil(new_tat - now)}
 """
 
+# Shared Lua: GCRA over a run of KEYS, all or nothing, with gcra()'s arithmetic. Each
+# decision is {allowed, remaining, retry_after_ms, reset_after_ms, new_tat, key}.
+_GCRA_MANY_LUA = """
+local function gcra_many(now, first, count, argbase)
+  local decided = {}
+  local ok = true
+  for i = 0, count - 1 do
+    local key = KEYS[first + i]
+    local limit = tonumber(ARGV[argbase + 2 * i])
+    local period = tonumber(ARGV[argbase + 2 * i + 1])
+    local interval = period / limit
+    local tat = now
+    local stored = redis.call('GET', key)
+    if stored then
+      tat = math.max(tonumber(stored), now)
+    end
+    local new_tat = tat + interval
+    local allow_at = new_tat - period
+    if allow_at > now + 1e-6 then
+      ok = false
+      local remaining = math.max(0, math.floor((period - (tat - now)) / interval + 1e-9))
+      decided[i + 1] = {0, remaining, math.ceil(allow_at - now), math.ceil(tat - now), new_tat, key}
+    else
+      local remaining = math.max(0, math.floor((period - (new_tat - now)) / interval + 1e-9))
+      decided[i + 1] = {1, remaining, 0, math.ceil(new_tat - now), new_tat, key}
+    end
+  end
+  return ok, decided
+end
+local function commit(now, decided)
+  for _, d in ipairs(decided) do
+    local ttl = math.max(1, math.ceil(d[5]) - now + 1)
+    redis.call('SET', d[6], string.format('%.17g', d[5]), 'PX', string.format('%d', ttl))
+  end
+end
+local function flatten(code, decided)
+  local out = {code}
+  for _, d in ipairs(decided) do
+    table.insert(out, d[1])
+    table.insert(out, d[2])
+    table.insert(out, d[3])
+    table.insert(out, d[4])
+  end
+  return out
+end
+"""
+
+# KEYS: rate-limit keys (one slot); ARGV[1] now_ms, then limit, period_ms per key.
+# Returns {1 if all admitted else 0, then allowed, remaining, retry, reset per key}.
+GCRA_MANY_SCRIPT = (
+    _GCRA_MANY_LUA
+    + """
+local now = tonumber(ARGV[1])
+local ok, decided = gcra_many(now, 1, #KEYS, 2)
+if ok then
+  commit(now, decided)
+  return flatten(1, decided)
+end
+return flatten(0, decided)
+"""
+)
+
+# KEYS[1] nonce, KEYS[2] epoch, KEYS[3] audit list, KEYS[4..] rate-limit keys (one slot).
+# ARGV[1] now_ms, [2] ttl_ms, [3] signed_at_ms, [4] audit JSON, [5] audit cap (0: none),
+# then limit, period_ms per rate-limit key. The limits are charged, and the nonce spent,
+# only when the nonce is fresh and every limit admits the request.
+# Returns {code, then allowed, remaining, retry, reset per key}; code 0 fresh,
+# 1 replayed, 2 before the epoch, 3 rate limited (nonce left unspent).
+NONCE_LIMIT_SCRIPT = (
+    _GCRA_MANY_LUA
+    + """
+local now = tonumber(ARGV[1])
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[1])
+  epoch = ARGV[1]
+end
+if tonumber(ARGV[3]) < tonumber(epoch) then
+  return {2}
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {1}
+end
+local ok, decided = gcra_many(now, 4, #KEYS - 3, 6)
+if not ok then
+  return flatten(3, decided)
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+commit(now, decided)
+local cap = tonumber(ARGV[5])
+if cap > 0 then
+  redis.call('LPUSH', KEYS[3], ARGV[4])
+  redis.call('LTRIM', KEYS[3], 0, cap - 1)
+end
+return flatten(0, decided)
+"""
+)
+
 _NONCE_OUTCOMES = {
     0: NonceOutcome.FRESH,
     1: NonceOutcome.REPLAYED,
+    3: NonceOutcome.RATE_LIMITED,
     2: NonceOutcome.BEFORE_EPOCH,
 }
 
@@ -165,6 +265,8 @@ class RedisConnection:
         self.client: Client = self._build(settings)
         self.nonce_script: AsyncScript = self.client.register_script(NONCE_CONSUME_SCRIPT)
         self.gcra_script: AsyncScript = self.client.register_script(GCRA_SCRIPT)
+        self.gcra_many_script: AsyncScript = self.client.register_script(GCRA_MANY_SCRIPT)
+        self.nonce_limit_script: AsyncScript = self.client.register_script(NONCE_LIMIT_SCRIPT)
 
     def _build(self, settings: RedisSettings) -> Client:
         url = settings.url.get_secret_value()
@@ -265,6 +367,51 @@ class RedisNonceStore:
             args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
         code = await self._conn.run(lambda: self._conn.nonce_script(keys=keys, args=args))
         return _NONCE_OUTCOMES[int(code)]
+
+    async def consume_limited(
+        self,
+        scope: str,
+        nonce: str,
+        *,
+        ttl_ms: int,
+        signed_at_ms: int,
+        limits: Sequence[RateLimitCheck],
+        audit: Mapping[str, Any] | None = None,
+        audit_cap: int = 0,
+    ) -> tuple[NonceOutcome, list[RateLimitResult]]:
+        tag = hash_tag(scope)
+        keys = [
+            self._conn.key(f"nonce:{tag}:{nonce}"),
+            self._conn.key(f"epoch:{tag}" if self._conn.cluster else "epoch"),
+            audit_key(self._conn, scope),
+            *(self._conn.key(f"rl:{tag}:{c.key}") for c in limits),
+        ]
+        cap = audit_cap if audit is not None else 0
+        args: list[Any] = [
+            self._clock.now_ms(),
+            max(1, ttl_ms),
+            signed_at_ms,
+            json.dumps(dict(audit or {}), separators=(",", ":")),
+            cap,
+        ]
+        for check in limits:
+            args += [check.limit, check.period_ms]
+        reply = await self._conn.run(lambda: self._conn.nonce_limit_script(keys=keys, args=args))
+        return _NONCE_OUTCOMES[int(reply[0])], _limit_results(reply[1:], limits)
+
+
+def _limit_results(flat: Sequence[Any], checks: Sequence[RateLimitCheck]) -> list[RateLimitResult]:
+    return [
+        RateLimitResult(
+            allowed=bool(int(flat[4 * i])),
+            limit=check.limit,
+            remaining=int(flat[4 * i + 1]),
+            retry_after_ms=int(flat[4 * i + 2]),
+            reset_after_ms=int(flat[4 * i + 3]),
+        )
+        for i, check in enumerate(checks)
+        if 4 * i + 3 < len(flat)
+    ]
 
 
 class RedisRevocationStore:
@@ -418,6 +565,20 @@ class RedisRateLimitStore:
             retry_after_ms=int(retry_after),
             reset_after_ms=int(reset_after),
         )
+
+    async def hit_many(self, tag: str, checks: Sequence[RateLimitCheck]) -> list[RateLimitResult]:
+        if not checks:
+            return []
+        for check in checks:
+            if check.limit < 1 or check.period_ms < 1:
+                raise ValueError("limit and period_ms must be positive")
+        htag = hash_tag(tag)
+        keys = [self._conn.key(f"rl:{htag}:{c.key}") for c in checks]
+        args: list[Any] = [self._clock.now_ms()]
+        for check in checks:
+            args += [check.limit, check.period_ms]
+        reply = await self._conn.run(lambda: self._conn.gcra_many_script(keys=keys, args=args))
+        return _limit_results(reply[1:], checks)
 
 
 class RedisAuditStore:
@@ -582,8 +743,10 @@ class RedisStores:
 
 
 __all__ = [
+    "GCRA_MANY_SCRIPT",
     "GCRA_SCRIPT",
     "NONCE_CONSUME_SCRIPT",
+    "NONCE_LIMIT_SCRIPT",
     "RedisAuditStore",
     "RedisConnection",
     "RedisEventBus",

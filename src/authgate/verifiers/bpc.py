@@ -63,6 +63,7 @@ from authgate.models import CredentialType, Principal, RequestContext
 from authgate.pairs.directory import LoadedPair, PairDirectory
 from authgate.pairs.records import PairRecordError, PairStatus
 from authgate.pairs.service import PairService
+from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule
 from authgate.stores.base import Clock, NonceOutcome, NonceStore, RateLimitStore
 
@@ -228,14 +229,18 @@ class BPCVerifier:
         if (rule is None or rule.enforce_pair_scope) and not record.allows_method(context.method):
             raise ScopeDenied(f"pair scope {record.scope!r} does not allow {context.method}")
 
-        outcome = await self._nonces.consume(
+        checks = checks_for(rule, "credential") if rule is not None else []
+        outcome, results = await self._nonces.consume_limited(
             record.pair_id,
             payload.nonce,
             ttl_ms=self._nonce_ttl_ms,
             signed_at_ms=payload.timestamp,
+            limits=checks,
             audit=self._entry(context, "ok", now),
             audit_cap=self._s.audit_cap,
         )
+        if outcome is NonceOutcome.RATE_LIMITED:
+            raise_if_limited(results, checks, by="credential")
         if outcome is NonceOutcome.REPLAYED:
             raise ReplayDetected()
         if outcome is NonceOutcome.BEFORE_EPOCH:
@@ -252,6 +257,7 @@ class BPCVerifier:
                 "fingerprint": record.fingerprint,
                 "device_key_only": record.device_key_only,
             },
+            limits_applied=True,
         )
 
     async def _check_body(

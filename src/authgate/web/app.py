@@ -14,20 +14,28 @@ from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.metrics import Metrics
 from authgate.pipeline import Gate, Verifier
 from authgate.policy.rules import Policy
-from authgate.services import build_pair_services, load_envelope
+from authgate.services import (
+    build_api_keys,
+    build_pair_services,
+    challenge_secrets,
+    load_envelope,
+)
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
 from authgate.verifiers.bpc import BPCVerifier
+from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web import bpc, forward_auth, health, proxy
+from authgate.web import bpc, challenge, forward_auth, health, proxy
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import problem_middleware
 from authgate.web.state import (
+    API_KEYS,
     BPC_VERIFIER,
     DRAINING,
     GATE,
+    HMAC_VERIFIER,
     IDENTITY,
     JWKS_CACHES,
     KEY_RING,
@@ -102,6 +110,7 @@ def create_app(
     )
     app[IDENTITY] = IdentityHeaders(settings.identity, key_ring=ring, issuer=settings.jwt.issuer)
     envelope = load_envelope(settings)
+    challenge_keys = challenge_secrets(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[STORES] = instrument(stores or build_stores(settings.stores, clock), metrics)
@@ -173,11 +182,23 @@ def create_app(
             clock=clock,
         )
         app[BPC_VERIFIER] = bpc_verifier
+        app[API_KEYS] = build_api_keys(settings, stores_, envelope, clock)
+        hmac_verifier = HMACProofVerifier(
+            settings=settings.hmac,
+            secrets=challenge_keys,
+            api_keys=app[API_KEYS],
+            nonces=stores_.nonces,
+            clock=clock,
+        )
+        app[HMAC_VERIFIER] = hmac_verifier
         verifiers: list[Verifier] = [bpc_verifier] if settings.bpc.enabled else []
+        if settings.hmac.enabled:
+            verifiers.append(hmac_verifier)
         verifiers.append(jwt_verifier)
         app[GATE] = Gate(
             policy=Policy.from_settings(settings.policy),
             verifiers=verifiers,
+            rate_limits=stores_.rate_limits,
             metrics=metrics,
             access_log=settings.logging.access_log,
         )
@@ -197,6 +218,8 @@ def create_app(
     forward_auth.add_routes(app)
     if settings.bpc.enabled:
         bpc.add_routes(app)
+    if settings.hmac.enabled:
+        challenge.add_routes(app)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(app)
     return app

@@ -38,6 +38,13 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         response.headers["Retry-After"] = "1"
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        if exc.limit is not None:
+            # IETF draft-ietf-httpapi-ratelimit-headers fields.
+            response.headers["RateLimit-Limit"] = str(exc.limit)
+            response.headers["RateLimit-Remaining"] = str(exc.remaining)
+            response.headers["RateLimit-Reset"] = str(exc.reset_seconds)
+            if exc.window_seconds is not None:
+                response.headers["RateLimit-Policy"] = f"{exc.limit};w={exc.window_seconds}"
     response.headers["Cache-Control"] = "no-store"
     if request_id:
         response.headers["X-Request-Id"] = request_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
+from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.keys import KeyRing
@@ -12,6 +13,7 @@ from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
 from authgate.stores.base import Stores
 from authgate.verifiers.bpc import BPCVerifier
+from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.web.context import ContextBuilder
 from authgate.web.identity import IdentityHeaders
 
@@ -27,3 +29,5 @@ JWKS_CACHES = web.AppKey("jwks_caches", tuple[JWKSCache, ...])
 DRAINING = web.AppKey("draining", list[bool])
 PAIRS = web.AppKey("pairs", PairService)
 BPC_VERIFIER = web.AppKey("bpc_verifier", BPCVerifier)
+HMAC_VERIFIER = web.AppKey("hmac_verifier", HMACProofVerifier)
+API_KEYS = web.AppKey("api_keys", ApiKeyService)

@@ -1,0 +1,36 @@
+"""Route rate limits as store checks, and the refusal they produce."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from authgate.errors import RateLimited
+from authgate.policy.rules import CompiledRule
+from authgate.stores.base import RateLimitCheck, RateLimitResult
+
+
+def checks_for(rule: CompiledRule, by: str) -> list[RateLimitCheck]:
+    """The rule's limits of one kind (``client`` or ``credential``), keyed by rule."""
+    return [
+        RateLimitCheck(
+            key=f"{rule.id}:{index}", limit=limit.limit, period_ms=int(limit.period_seconds * 1000)
+        )
+        for index, limit in enumerate(rule.rate_limits)
+        if limit.by == by
+    ]
+
+
+def raise_if_limited(
+    results: Sequence[RateLimitResult], checks: Sequence[RateLimitCheck], *, by: str
+) -> None:
+    """Raise :class:`RateLimited` (with the IETF fields) when any check refused."""
+    for result, check in zip(results, checks, strict=False):
+        if not result.allowed:
+            raise RateLimited(
+                f"rate limit exceeded ({by})",
+                retry_after_seconds=-(-result.retry_after_ms // 1000),
+                limit=result.limit,
+                remaining=result.remaining,
+                reset_seconds=-(-result.reset_after_ms // 1000),
+                window_seconds=max(1, check.period_ms // 1000),
+            )

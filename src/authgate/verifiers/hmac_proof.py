@@ -1,0 +1,144 @@
+"""HMAC challenge-proof verifier (``Authorization: AGProof v1....``).
+
+Checks, in order: the challenge signature (constant time, current then previous secrets),
+freshness (``now - issue_ts <= ttl``, ``issue_ts <= now + skew``), the API key by public
+id (O(1), cached), the proof over method, target with query, nonce, timestamp, key id,
+optional client X25519 key and (on routes that bind it) the body hash; then the nonce is
+spent atomically until the challenge expires. Every failure raises the same
+:class:`ProofInvalid` (same status, same body); only the log says which check failed.
+"""
+
+from __future__ import annotations
+
+from authgate.apikeys import ApiKeyService
+from authgate.config.model import HMACSettings
+from authgate.crypto.bpc_wire import body_hash
+from authgate.crypto.hmac_proof import (
+    SCHEME,
+    ProofFormatError,
+    challenge_signature,
+    check_client_pubkey,
+    equal,
+    parse_credentials,
+    proof,
+    proof_message,
+)
+from authgate.errors import ProofInvalid
+from authgate.models import CredentialType, Principal, RequestContext
+from authgate.policy.limits import checks_for, raise_if_limited
+from authgate.policy.rules import CompiledRule
+from authgate.stores.base import Clock, NonceOutcome, NonceStore
+
+
+class HMACProofVerifier:
+    """Verifies ``AGProof`` challenge proofs made with API keys."""
+
+    credential_type = CredentialType.HMAC
+
+    def __init__(
+        self,
+        *,
+        settings: HMACSettings,
+        secrets: tuple[bytes, ...],
+        api_keys: ApiKeyService,
+        nonces: NonceStore,
+        clock: Clock,
+    ) -> None:
+        if not secrets:
+            raise ValueError("at least one challenge secret is needed")
+        self._s = settings
+        self._secrets = secrets
+        self._keys = api_keys
+        self._nonces = nonces
+        self._clock = clock
+
+    @property
+    def signing_secret(self) -> bytes:
+        """The secret that signs new challenges."""
+        return self._secrets[0]
+
+    def extract(self, context: RequestContext) -> str | None:
+        """The credentials after ``AGProof``, or ``None`` for other schemes."""
+        header = context.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, rest = header.partition(" ")
+        if scheme.lower() != SCHEME.lower():
+            return None
+        return rest.strip(" ")
+
+    async def verify(
+        self, credential: str, context: RequestContext, rule: CompiledRule | None = None
+    ) -> Principal:
+        """A principal for the API key, or :class:`ProofInvalid`."""
+        try:
+            header = parse_credentials(credential)
+        except ProofFormatError as exc:
+            raise ProofInvalid(detail=f"malformed: {exc}") from None
+        prefix = self._s.prefix
+        if not any(
+            equal(
+                challenge_signature(secret, header.nonce, header.issue_ts, prefix=prefix),
+                header.sig,
+            )
+            for secret in self._secrets
+        ):
+            raise ProofInvalid(detail="challenge signature")
+        now_ms = self._clock.now_ms()
+        now_s = now_ms // 1000
+        if now_s - header.issue_ts > self._s.ttl_seconds:
+            raise ProofInvalid(detail="challenge expired")
+        if header.issue_ts > now_s + self._s.clock_skew_seconds:
+            raise ProofInvalid(detail="challenge from the future")
+
+        key = await self._keys.get(header.key_id)
+        if key is None or not key.active:
+            raise ProofInvalid(detail="unknown or revoked key")
+
+        client_pubkey = context.headers.get("x-client-pubkey", "")
+        if client_pubkey:
+            try:
+                check_client_pubkey(client_pubkey)
+            except ProofFormatError:
+                raise ProofInvalid(detail="X-Client-Pubkey malformed") from None
+        bound_hash: str | None = None
+        if rule is not None and rule.hmac_bind_body:
+            if context.read_body is None:
+                raise ProofInvalid(detail="route binds the body but it was not forwarded")
+            bound_hash = body_hash(await context.read_body())
+        message = proof_message(
+            method=context.method,
+            target=context.raw_target,
+            nonce=header.nonce,
+            issue_ts=header.issue_ts,
+            key_id=header.key_id,
+            client_pubkey=client_pubkey,
+            body_hash=bound_hash,
+            prefix=prefix,
+        )
+        if not equal(proof(key.raw_key, message), header.proof):
+            raise ProofInvalid(detail="proof")
+
+        expires_ms = (header.issue_ts + self._s.ttl_seconds + self._s.clock_skew_seconds) * 1000
+        checks = checks_for(rule, "credential") if rule is not None else []
+        outcome, results = await self._nonces.consume_limited(
+            f"hmac:{header.key_id}",
+            header.nonce,
+            ttl_ms=max(1, expires_ms - now_ms),
+            # issue_ts has one-second resolution: the challenge was issued within
+            # [issue_ts, issue_ts + 1) s, so compare the epoch with the end of that second.
+            signed_at_ms=header.issue_ts * 1000 + 999,
+            limits=checks,
+        )
+        if outcome is NonceOutcome.RATE_LIMITED:
+            raise_if_limited(results, checks, by="credential")
+        if outcome is not NonceOutcome.FRESH:
+            raise ProofInvalid(detail=f"nonce {outcome.value}")
+        return Principal(
+            subject=f"apikey:{key.key_id}",
+            credential_type=CredentialType.HMAC,
+            scopes=key.scopes,
+            credential_id=key.key_id,
+            claims={"name": key.name},
+            limits_applied=True,
+        )
