@@ -112,13 +112,13 @@ class AuthgateProcess:
     def start(self, *, timeout: float = 15.0) -> AuthgateProcess:
         """Start and wait until ``/healthz`` answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHGATE_")}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "authgate", "serve", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "authgate", "serve", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -147,6 +147,12 @@ class AuthgateProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        assert self.proc is not None
+        return self.proc.pid
 
     def logs(self) -> str:
         """Everything the process printed so far."""

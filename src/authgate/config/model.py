@@ -126,7 +126,11 @@ class ExternalIssuer(Section):
     )
     jwks_ttl_seconds: float = Field(300, gt=0, le=86400, description="How long a JWKS is fresh.")
     min_refresh_interval_seconds: float = Field(
-        30, ge=0, le=3600, description="At most one refetch per interval on an unknown kid."
+        30,
+        ge=1,
+        le=3600,
+        description="At most one refetch per interval on an unknown kid (>= 1, so a flood "
+        "of unknown kids cannot turn into a flood of fetches).",
     )
     require_jti: bool = Field(False, description="Refuse this issuer's tokens without `jti`.")
 

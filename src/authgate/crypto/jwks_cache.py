@@ -82,11 +82,13 @@ class JWKSCache:
         Waiters share one in-flight fetch; the interval also bounds retries while the
         issuer is down, so a burst of tokens with unknown ``kid`` costs one fetch.
         """
-        if self._inflight is None:
+        task = self._inflight
+        # A finished task left behind (every waiter was cancelled before it ended) is not
+        # in flight: treat it as absent, or it would swallow the next allowed fetch.
+        if task is None or task.done():
             if self._monotonic() - self._attempted_at < self._min_interval:
                 return
-            self._inflight = asyncio.ensure_future(self._do_refresh())
-        task = self._inflight
+            task = self._inflight = asyncio.ensure_future(self._do_refresh())
         try:
             await asyncio.shield(task)
         finally:
@@ -108,16 +110,28 @@ class JWKSCache:
 
 
 def parse_jwks(body: bytes, algorithms: Iterable[str]) -> dict[str, VerificationKey]:
-    """Usable keys of a JWKS document by ``kid``; raises ``ValueError`` on a bad document."""
+    """Usable keys of a JWKS document by ``kid``; raises ``ValueError`` on a bad document.
+
+    Entries that cannot serve an allowed algorithm are skipped. A ``kid`` shared by two
+    usable keys is ambiguous (which key would a token mean?), so every key with it is
+    dropped; keys without ``kid`` count as sharing the ``kid`` ``""``.
+    """
     doc = json.loads(body.decode("utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise ValueError("JWKS must be an object with a 'keys' list")  # noqa: TRY004
     allowed = tuple(algorithms)
     keys: dict[str, VerificationKey] = {}
+    ambiguous: set[str] = set()
     for entry in doc["keys"]:
         if not isinstance(entry, dict):
             continue
         key = VerificationKey.from_jwk(entry, allowed=allowed)
-        if key is not None and key.kid not in keys:
-            keys[key.kid] = key
+        if key is None:
+            continue
+        if key.kid in keys:
+            ambiguous.add(key.kid)
+        keys[key.kid] = key
+    for kid in ambiguous:
+        del keys[kid]
+        log.warning("jwks kid is ambiguous", extra={"event": "jwks_duplicate_kid"})
     return keys

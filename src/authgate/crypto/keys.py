@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -33,6 +38,40 @@ ALGORITHM_KEY_TYPES: Mapping[str, str] = {
     "EdDSA": "OKP",
 }
 _CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384"}
+MIN_RSA_BITS = 2048
+# JWK members that only a private or symmetric key has: a verification key never carries them.
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# ROCA (CVE-2017-15361): Infineon RSALib primes are k*M + (65537^a mod M) for a primorial M
+# that always includes the primes below 168, so n mod p lies in the subgroup that 65537
+# generates mod p for each of them. A random modulus passes all 38 tests with p ~ 4e-9.
+_ROCA_PRIMES = tuple(p for p in range(3, 168) if all(p % q for q in range(2, int(p**0.5) + 1)))
+_ROCA_SUBGROUPS = {p: frozenset(pow(65537, k, p) for k in range(p)) for p in _ROCA_PRIMES}
+
+
+def has_roca_fingerprint(modulus: int) -> bool:
+    """Whether an RSA modulus has the ROCA (CVE-2017-15361) structure: its key is weak."""
+    return all(modulus % p in _ROCA_SUBGROUPS[p] for p in _ROCA_PRIMES)
+
+
+def verify_p256_der(
+    public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes
+) -> None:
+    """Verify an ECDSA P-256/SHA-256 signature in strict DER; raises ``InvalidSignature``.
+
+    Only the one minimal DER encoding of ``(r, s)`` is accepted (no BER long-form lengths,
+    padded integers or trailing bytes), checked by re-encoding, so exactly one byte string
+    per ``(r, s)`` passes whatever the underlying library tolerates. ECDSA stays malleable:
+    ``(r, n - s)`` verifies too, so nothing may be keyed on signature bytes.
+    """
+    if not isinstance(public_key.curve, ec.SECP256R1):
+        raise InvalidSignature("not a P-256 key")
+    try:
+        r, s = decode_dss_signature(signature)
+    except ValueError:
+        raise InvalidSignature("signature is not DER") from None
+    if encode_dss_signature(r, s) != signature:
+        raise InvalidSignature("signature is not minimal DER")
+    public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
 
 
 def b64url(data: bytes) -> str:
@@ -86,8 +125,22 @@ class VerificationKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any], *, allowed: Iterable[str]) -> VerificationKey | None:
-        """Parse one JWKS entry; ``None`` when it cannot serve any allowed algorithm."""
+        """Parse one JWKS entry; ``None`` when it cannot serve any allowed algorithm.
+
+        Refused: ``use`` other than ``sig``; ``key_ops`` without ``verify``; private or
+        symmetric members; an ``alg`` or curve that does not fit; RSA moduli under 2048
+        bits or with the ROCA fingerprint; anything PyJWT cannot load.
+        """
         if jwk.get("use", "sig") != "sig":
+            return None
+        key_ops = jwk.get("key_ops")
+        if key_ops is not None and (
+            not isinstance(key_ops, list)
+            or not all(isinstance(op, str) for op in key_ops)
+            or "verify" not in key_ops
+        ):
+            return None
+        if any(member in jwk for member in _PRIVATE_MEMBERS):
             return None
         kty = jwk.get("kty")
         alg = jwk.get("alg")
@@ -107,6 +160,10 @@ class VerificationKey:
         try:
             pyjwk = jwt.PyJWK(dict(jwk), algorithm=candidates[0])
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            return None
+        if isinstance(pyjwk.key, rsa.RSAPublicKey) and (
+            pyjwk.key.key_size < MIN_RSA_BITS or has_roca_fingerprint(pyjwk.key.public_numbers().n)
+        ):
             return None
         kid = jwk.get("kid")
         return cls(kid=kid if isinstance(kid, str) else "", alg=candidates[0], key=pyjwk.key)

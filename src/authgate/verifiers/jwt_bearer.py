@@ -10,6 +10,10 @@ HMAC algorithm; the key is chosen by the issuer named in ``iss`` and the token's
 and must belong to that algorithm's family; ``exp`` is required; ``nbf``, ``iat``, ``aud``
 and ``iss`` are checked with a small leeway; ``jti`` is checked against the revocation
 store on every request, cached or not.
+
+The steps are public so the test vectors exercise exactly the path tokens take:
+:func:`parse_compact_jws` (strict decoding), :meth:`IssuerKeys.verify_jws` (algorithm,
+key, signature) and :func:`verify_signature` (the primitive).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import json
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from cryptography.exceptions import InvalidSignature
 from jwt.algorithms import get_default_algorithms
 
 from authgate.crypto.jwks_cache import JWKSCache
@@ -75,6 +79,32 @@ class IssuerKeys:
             return await self.jwks.get(kid)
         return None
 
+    async def verify_jws(self, jws: CompactJWS) -> VerificationKey:
+        """Check ``jws``'s algorithm, key and signature; returns the key that signed it.
+
+        The allowlist is checked before any key lookup, so a token naming ``none`` or an
+        HMAC algorithm never causes a JWKS fetch.
+        """
+        if jws.alg not in self.algorithms or jws.alg not in ALGORITHM_KEY_TYPES:
+            raise TokenAlgorithmNotAllowed(f"algorithm {jws.alg!r} is not allowed for this issuer")
+        key = await self.key(jws.kid)
+        if key is None:
+            raise TokenKeyUnknown()
+        verify_signature(jws.alg, key, jws.signing_input, jws.signature)
+        return key
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJWS:
+    """A compact JWS decoded strictly; nothing in it is verified yet."""
+
+    header: dict[str, Any]
+    alg: str
+    kid: str
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
@@ -84,7 +114,9 @@ class _Cached:
     iat: float | None
 
 
-def _b64decode(segment: str, what: str) -> bytes:
+def _b64decode(segment: str, what: str, *, allow_empty: bool = False) -> bytes:
+    if not segment and allow_empty:
+        return b""
     if not segment or _B64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
         raise TokenMalformed(f"token {what} is not base64url")
     try:
@@ -100,7 +132,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise TokenMalformed(f"duplicate JSON member {key!r}")
+            # The name is echoed to the client (body, WWW-Authenticate): keep it short.
+            raise TokenMalformed(f"duplicate JSON member {key[:64]!r}")
         out[key] = value
     return out
 
@@ -124,15 +157,73 @@ def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+def parse_compact_jws(token: str) -> CompactJWS:
+    """Split and decode ``token`` strictly, or raise :class:`TokenMalformed`.
+
+    ASCII only; exactly three canonical base64url segments (the payload may be empty, as
+    JWS allows; a JWT payload is then refused as not JSON); the header is strict UTF-8
+    JSON with a string ``alg``, an optional string ``kid`` and no ``crit``.
+    """
+    if not token.isascii():
+        raise TokenMalformed("bearer token is not ASCII")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenMalformed("bearer token is not a compact JWS (three segments)")
+    header = strict_json_object(_b64decode(parts[0], "header"), "header")
+    payload = _b64decode(parts[1], "payload", allow_empty=True)
+    signature = _b64decode(parts[2], "signature")
+    if "crit" in header:
+        raise TokenMalformed("token header 'crit' is not supported")
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise TokenMalformed("token header 'alg' is missing")
+    kid = header.get("kid", "")
+    if not isinstance(kid, str) or len(kid) > 256:
+        raise TokenMalformed("token header 'kid' must be a string")
+    return CompactJWS(
+        header=header,
+        alg=alg,
+        kid=kid,
+        payload=payload,
+        signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
+        signature=signature,
+    )
+
+
+def verify_signature(
+    alg: str, key: VerificationKey, signing_input: bytes, signature: bytes
+) -> None:
+    """Raise unless ``signature`` is a valid ``alg`` signature of ``signing_input`` by ``key``.
+
+    ``key`` must be bound to ``alg`` (else :class:`TokenAlgorithmNotAllowed`). ES256, ES384
+    and EdDSA signatures must have exactly their raw length (ES256: r||s, 64 bytes), so
+    DER, truncated or re-sized encodings never reach the primitive. Any other failure is
+    :class:`TokenSignatureInvalid`.
+    """
+    if key.alg != alg or alg not in ALGORITHM_KEY_TYPES:
+        raise TokenAlgorithmNotAllowed("token algorithm does not match its key")
+    expected = _SIGNATURE_BYTES.get(alg)
+    if expected is not None and len(signature) != expected:
+        raise TokenSignatureInvalid()
+    try:
+        valid = _PYJWT_ALGORITHMS[alg].verify(signing_input, key.key, signature)
+    except (ValueError, TypeError, InvalidSignature):
+        valid = False
+    if not valid:
+        raise TokenSignatureInvalid()
+
+
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
     value = claims.get(name)
     if value is None:
         if required or name in claims:
             raise TokenMalformed(f"claim {name!r} is required and must be a number")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TokenMalformed(f"claim {name!r} must be a number")
-    if not math.isfinite(value) or value < 0 or value > MAX_NUMERIC_DATE:
+    # Integers only (DESIGN.md, strict parsing): a float date has no legitimate use here and
+    # invites rounding disagreements between issuer and verifier.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenMalformed(f"claim {name!r} must be an integer NumericDate")
+    if value < 0 or value > MAX_NUMERIC_DATE:
         raise TokenMalformed(f"claim {name!r} is out of range")
     return float(value)
 
@@ -223,7 +314,9 @@ class JWTBearerVerifier:
             raise TokenMalformed("empty bearer token")
         return token
 
-    async def verify(self, token: str, context: RequestContext) -> Principal:
+    async def verify(
+        self, token: str, context: RequestContext, rule: object | None = None
+    ) -> Principal:
         """A principal for ``token``, or a :class:`~authgate.errors.Unauthenticated` leaf."""
         if len(token) > self._max_bytes:
             raise TokenTooLarge(f"bearer token exceeds {self._max_bytes} bytes")
@@ -263,48 +356,17 @@ class JWTBearerVerifier:
             raise TokenNotYetValid("token 'iat' is in the future")
 
     async def _verify_uncached(self, token: str, now: float) -> _Cached:
-        if not token.isascii():
-            raise TokenMalformed("bearer token is not ASCII")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise TokenMalformed("bearer token is not a compact JWS (three segments)")
-        header = strict_json_object(_b64decode(parts[0], "header"), "header")
-        payload = strict_json_object(_b64decode(parts[1], "payload"), "payload")
-        signature = _b64decode(parts[2], "signature")
-
-        if "crit" in header:
-            raise TokenMalformed("token header 'crit' is not supported")
-        typ = header.get("typ")
+        jws = parse_compact_jws(token)
+        typ = jws.header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ALLOWED_TYP):
             raise TokenTypeInvalid("token header 'typ' is not an access-token type")
-        alg = header.get("alg")
-        if not isinstance(alg, str):
-            raise TokenMalformed("token header 'alg' is missing")
-        kid = header.get("kid", "")
-        if not isinstance(kid, str) or len(kid) > 256:
-            raise TokenMalformed("token header 'kid' must be a string")
+        payload = strict_json_object(jws.payload, "payload")
 
         iss = _string_claim(payload, "iss")
         issuer = self._issuers.get(iss) if iss is not None else None
         if issuer is None:
             raise TokenIssuerInvalid()
-        if alg not in issuer.algorithms or alg not in ALGORITHM_KEY_TYPES:
-            raise TokenAlgorithmNotAllowed(f"algorithm {alg!r} is not allowed for this issuer")
-        key = await issuer.key(kid)
-        if key is None:
-            raise TokenKeyUnknown()
-        if key.alg != alg:
-            raise TokenAlgorithmNotAllowed("token algorithm does not match its key")
-        expected = _SIGNATURE_BYTES.get(alg)
-        if expected is not None and len(signature) != expected:
-            raise TokenSignatureInvalid()
-        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-        try:
-            valid = _PYJWT_ALGORITHMS[alg].verify(signing_input, key.key, signature)
-        except (ValueError, TypeError):
-            valid = False
-        if not valid:
-            raise TokenSignatureInvalid()
+        await issuer.verify_jws(jws)
 
         if payload.get("type") == "refresh" or payload.get("token_use") == "refresh":
             raise TokenTypeInvalid("a refresh token cannot be used as an access token")

@@ -29,8 +29,13 @@ class IdentityHeaders:
         self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
 
     def is_identity(self, name: str) -> bool:
-        """Whether a header of this name is one authgate alone may set."""
-        lower = name.lower()
+        """Whether a header of this name is one authgate alone may set.
+
+        SECURITY: underscore aliasing (cf. Django CVE-2015-0219). CGI-style upstreams
+        (WSGI, PHP-FPM, ...) read ``X_Authgate_Subject`` as ``X-Authgate-Subject``, so
+        names are compared with ``_`` read as ``-``.
+        """
+        lower = name.lower().replace("_", "-")
         return lower in self._names or lower.startswith(self._prefixes)
 
     def strip(self, headers: CIMultiDict[str]) -> None:

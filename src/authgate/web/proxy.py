@@ -19,6 +19,7 @@ from yarl import URL
 
 from authgate.errors import UpstreamTimeout, UpstreamUnreachable
 from authgate.models import Decision, RequestContext
+from authgate.web.body import BUFFERED_BODY
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     GATE,
@@ -66,7 +67,8 @@ def upstream_headers(
     )
     if request.can_read_body and request.content_length is not None:
         out["Content-Length"] = str(request.content_length)
-    app[IDENTITY].strip(out)
+    identity = app[IDENTITY]
+    identity.strip(out)  # also removes underscore aliases (see IdentityHeaders.is_identity)
     peer = request.remote or ""
     trusted = app[REQUEST_CONTEXTS].trusted.trusts(peer)
     for name in (
@@ -122,7 +124,10 @@ async def _proxy_http(
 ) -> web.StreamResponse:
     session = request.app[UPSTREAM_SESSION]
     metrics = request.app[METRICS]
-    data = _body(request) if request.can_read_body else None
+    # A verifier that hashed the body buffered it: forward exactly those bytes.
+    data: bytes | AsyncIterator[bytes] | None = request.get(BUFFERED_BODY)
+    if data is None and request.can_read_body:
+        data = _body(request)
     try:
         async with session.request(
             request.method,
