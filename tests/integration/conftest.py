@@ -28,6 +28,7 @@ from aiohttp import web
 
 from authgate.config.model import RedisSettings
 from authgate.stores.redis import RedisStores
+from authgate.tokens.revocation import RevocationList
 from tests.support import (
     AUDIENCE,
     ISSUER,
@@ -233,12 +234,13 @@ def key_prefix(redis_url: str) -> Iterator[str]:
 
 
 def revoke(url: str, key_prefix: str, jti: str, *, expires_at_ms: int) -> None:
-    """Revoke ``jti`` by writing to Redis directly, as another replica would."""
+    """Revoke ``jti`` as another replica would: in Redis, announced on the event bus."""
 
     async def write() -> None:
         stores = RedisStores(RedisSettings.model_validate({"url": url, "key_prefix": key_prefix}))
         try:
-            await stores.revocations.revoke(jti, expires_at_ms=expires_at_ms)
+            revocations = RevocationList(store=stores.revocations, events=stores.events)
+            await revocations.revoke(jti, expires_at_ms=expires_at_ms)
         finally:
             await stores.close()
 

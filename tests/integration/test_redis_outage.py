@@ -87,6 +87,15 @@ def test_redis_stopped_fails_closed_then_recovers(
     assert gate.proc.poll() is None
 
 
+def _wait_until_refused(gate: Authgate, token: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _auth(gate, token) == (503, "store_unavailable"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the frozen store was not noticed in time")
+
+
 def test_redis_frozen_fails_closed_within_the_deadline_then_recovers(
     gate: Authgate, redis_server: RedisServer, signing: Signing
 ) -> None:
@@ -95,6 +104,10 @@ def test_redis_frozen_fails_closed_within_the_deadline_then_recovers(
     assert _auth(gate, token) == (200, "")
 
     redis_server.freeze()
+    # The local denylist is trusted only while the event subscription answers its
+    # heartbeat (0.25 s, three misses); a frozen server can accept no revocation meanwhile.
+    # Once the subscription is known lost, every request checks Redis and fails closed.
+    _wait_until_refused(gate, token)
     for _ in range(3):
         # Answered at all: the client's 5 s socket timeout would fail a request that hung on
         # the frozen server instead of hitting deadline_seconds.

@@ -96,6 +96,13 @@ class RedisSettings(Section):
     )
     retries: int = Field(1, ge=0, le=1, description="Retries on a connection error (0 or 1).")
     max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size.")
+    event_heartbeat_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="PING interval on the event subscription; three missed answers mark it "
+        "lost, and replicas then check revocations and pairs in Redis per request.",
+    )
 
     @model_validator(mode="after")
     def _sentinels_needed(self) -> RedisSettings:

@@ -32,7 +32,8 @@ SCHEME = "AGProof"
 DEFAULT_PREFIX = "authgate"
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _KEY_ID = re.compile(r"[a-z0-9]{12}")
-_TS = re.compile(r"[0-9]{1,12}")
+# Canonical decimal only: a leading zero would give one timestamp two spellings.
+_TS = re.compile(r"0|[1-9][0-9]{0,11}")
 
 
 class ProofFormatError(ValueError):

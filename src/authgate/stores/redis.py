@@ -729,7 +729,7 @@ class RedisStores:
         self.signing_keys: RecordStore = RedisRecordStore(self._conn, "signingkey")
         self.rate_limits: RateLimitStore = RedisRateLimitStore(self._conn, clock)
         self.audit: AuditStore = RedisAuditStore(self._conn)
-        self._events = RedisEventBus(self._conn)
+        self._events = RedisEventBus(self._conn, heartbeat_seconds=settings.event_heartbeat_seconds)
         self.events: EventBus = self._events
 
     async def ping(self) -> None:

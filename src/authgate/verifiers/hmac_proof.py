@@ -19,6 +19,7 @@ from authgate.crypto.hmac_proof import (
     challenge_signature,
     check_client_pubkey,
     equal,
+    new_challenge,
     parse_credentials,
     proof,
     proof_message,
@@ -56,6 +57,15 @@ class HMACProofVerifier:
     def signing_secret(self) -> bytes:
         """The secret that signs new challenges."""
         return self._secrets[0]
+
+    def issue_challenge(self) -> dict[str, object]:
+        """A fresh challenge, stamped by the same clock its freshness is checked against."""
+        return new_challenge(
+            self.signing_secret,
+            self._clock.now_ms() // 1000,
+            self._s.ttl_seconds,
+            prefix=self._s.prefix,
+        )
 
     def extract(self, context: RequestContext) -> str | None:
         """The credentials after ``AGProof``, or ``None`` for other schemes."""
@@ -119,7 +129,10 @@ class HMACProofVerifier:
         if not equal(proof(key.raw_key, message), header.proof):
             raise ProofInvalid(detail="proof")
 
-        expires_ms = (header.issue_ts + self._s.ttl_seconds + self._s.clock_skew_seconds) * 1000
+        # The challenge stays fresh while now_s - issue_ts <= ttl, i.e. until the END of
+        # second issue_ts + ttl; keep the nonce spent past that (plus the skew, for replicas
+        # whose clocks lag), or a replay in that last second would find it already expired.
+        expires_ms = (header.issue_ts + self._s.ttl_seconds + 1 + self._s.clock_skew_seconds) * 1000
         checks = checks_for(rule, "credential") if rule is not None else []
         outcome, results = await self._nonces.consume_limited(
             f"hmac:{header.key_id}",

@@ -23,6 +23,7 @@ from authgate.services import (
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
+from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
@@ -42,6 +43,7 @@ from authgate.web.state import (
     METRICS,
     PAIRS,
     REQUEST_CONTEXTS,
+    REVOCATIONS,
     SETTINGS,
     STORES,
     UPSTREAM_SESSION,
@@ -161,9 +163,14 @@ def create_app(
                 for i, cache in zip(settings.jwt.external_issuers, caches, strict=True)
             ),
         ]
+        app[REVOCATIONS] = RevocationList(
+            store=app[STORES].revocations,
+            events=app[STORES].events,
+            store_is_local=app[STORES].backend == "memory",
+        )
         jwt_verifier = JWTBearerVerifier(
             issuers=issuers,
-            revocations=app[STORES].revocations,
+            revocations=app[REVOCATIONS],
             clock=clock,
             leeway_seconds=settings.jwt.leeway_seconds,
             max_token_bytes=settings.jwt.max_token_bytes,

@@ -12,6 +12,7 @@ from authgate.metrics import Metrics
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
 from authgate.stores.base import Stores
+from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.web.context import ContextBuilder
@@ -31,3 +32,4 @@ PAIRS = web.AppKey("pairs", PairService)
 BPC_VERIFIER = web.AppKey("bpc_verifier", BPCVerifier)
 HMAC_VERIFIER = web.AppKey("hmac_verifier", HMACProofVerifier)
 API_KEYS = web.AppKey("api_keys", ApiKeyService)
+REVOCATIONS = web.AppKey("revocations", RevocationList)
