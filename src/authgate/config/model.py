@@ -455,6 +455,54 @@ class HMACSettings(Section):
         return value
 
 
+class TokenSettings(Section):
+    """The token service: issuance, refresh, revocation, keys."""
+
+    enabled: bool = Field(True, description="Serve /token, /revoke, /introspect and discovery.")
+    algorithm: Literal["ES256", "RS256", "EdDSA"] = Field(
+        "ES256", description="Algorithm of generated signing keys (RS256 for pico clients)."
+    )
+    access_ttl_seconds: int = Field(900, ge=30, le=86_400, description="Access token lifetime.")
+    refresh_ttl_seconds: int = Field(
+        2_592_000, ge=300, le=31_536_000, description="Refresh token (family) lifetime."
+    )
+    bpc_exchange_ttl_seconds: int = Field(
+        300, ge=30, le=3600, description="Lifetime of tokens minted by the BPC exchange grant."
+    )
+    max_mint_ttl_seconds: int = Field(
+        31_536_000, ge=60, le=315_360_000, description="Longest token `authgate token mint` makes."
+    )
+    password_grant: bool = Field(
+        False, description="Allow grant_type=password (operator bootstrap against users)."
+    )
+    admin_scope: str = Field(
+        "authgate:admin", min_length=1, description="Scope that opens /admin/ and operator actions."
+    )
+    introspect_scope: str = Field(
+        "authgate:introspect", min_length=1, description="Scope a client needs to introspect."
+    )
+    rotation_interval_days: float = Field(
+        0, ge=0, le=3650, description="Rotate store-managed signing keys this often (0: never)."
+    )
+    key_publish_lead_seconds: int = Field(
+        600,
+        ge=0,
+        le=604_800,
+        description="A next key is published at least this long before it may sign "
+        "(longer than verifiers' JWKS cache).",
+    )
+    mint_audit_min_ttl_seconds: int = Field(
+        300, ge=0, le=31_536_000, description="Tokens living at least this long are audited."
+    )
+    mint_audit_cap: int = Field(1000, ge=1, le=1_000_000, description="Mint audit entries kept.")
+    pico_enabled: bool = Field(True, description="Serve the pico-compatible /api/v1/auth/ surface.")
+    pico_operator_role: str = Field("operator", description="Role of password-login tokens.")
+    pico_service_role: str = Field("service", description="Role allowed to read revoked-jtis.")
+    pico_wallet_algorithms: tuple[Literal["Ed25519", "secp256k1", "ML-DSA-65"], ...] = Field(
+        ("Ed25519", "secp256k1", "ML-DSA-65"), description="Wallet sign-in algorithms."
+    )
+
+
 class LoggingSettings(Section):
     """Structured logs."""
 
@@ -481,6 +529,7 @@ class Settings(Section):
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     bpc: BPCSettings = Field(default_factory=BPCSettings)
     hmac: HMACSettings = Field(default_factory=HMACSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

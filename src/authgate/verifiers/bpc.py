@@ -14,9 +14,10 @@ Order, cheapest first, and nothing unauthenticated touches shared state:
    audit entry: one store round trip for an accepted request.
 
 Lock-out counts only wrong-secret requests that carry a valid device-key signature
-(they prove possession of the key). Every other failure is charged to the client
-address's failure budget (``bpc.failures_per_minute``), then answered 429, so nobody can
-lock a victim's pair out by naming it.
+(they prove possession of the key) and a fresh nonce: such a request spends its nonce,
+so a captured one replayed is ``replay_detected``, never counted twice. Every other
+failure is charged to the client address's failure budget (``bpc.failures_per_minute``),
+then answered 429, so nobody can lock a victim's pair out by naming it.
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ class BPCVerifier:
             pair = await self._pair_for(credential)
             return await self._verify(credential, context, rule, pair)
         except (BPCError, ScopeDenied) as exc:
+            if isinstance(exc, BPCError) and not exc.proves_device_key:
+                # Charged before the audit write: an address over its budget gets 429 and
+                # writes nothing, so it cannot flush a victim's capped trail.
+                await self._charge_failure(context.client_ip)
             if pair is not None:
                 await self._audit_failure(pair, context, exc.reason)
-            if isinstance(exc, BPCError) and not exc.proves_device_key:
-                await self._charge_failure(context.client_ip)
             raise
 
     async def _pair_for(self, credential: BPCCredential) -> LoadedPair | None:
@@ -178,7 +181,11 @@ class BPCVerifier:
             raise InvalidSignedData(str(exc)) from None
         if payload.version != VERSION:
             raise UnsupportedVersion(f"signed version must be {VERSION}")
-        if not hmac.compare_digest(payload.pair_id, credential.pair_id):
+        # The header is checked for shape first: compare_digest refuses non-ASCII text
+        # with TypeError, which would turn a hostile header into a 500.
+        if PAIR_ID.fullmatch(credential.pair_id) is None or not hmac.compare_digest(
+            payload.pair_id, credential.pair_id
+        ):
             raise InvalidSignedData("signed pair_id differs from X-BPC-Pair-ID")
 
         now = self._clock.now_ms()
@@ -222,6 +229,11 @@ class BPCVerifier:
         if pair.secret is not None:
             expected = secret_hmac(pair.secret, payload.nonce, payload.timestamp)
             if not hmac.compare_digest(expected, payload.secret_hmac):
+                # Only a fresh signature proves the device key: spend the nonce first, so a
+                # captured wrong-secret request replayed ten times cannot lock the pair out.
+                await self._spend_wrong_secret_nonce(
+                    record.pair_id, payload.nonce, payload.timestamp
+                )
                 if await self._pairs.record_wrong_secret(record):
                     raise PairLockedOut("too many requests with a wrong secret")
                 raise SecretProofInvalid()
@@ -259,6 +271,16 @@ class BPCVerifier:
             },
             limits_applied=True,
         )
+
+    async def _spend_wrong_secret_nonce(self, pair_id: str, nonce: str, signed_at: int) -> None:
+        """Consume the nonce of a wrong-secret request; a replay of one is not counted."""
+        outcome = await self._nonces.consume(
+            pair_id, nonce, ttl_ms=self._nonce_ttl_ms, signed_at_ms=signed_at
+        )
+        if outcome is NonceOutcome.REPLAYED:
+            raise ReplayDetected()
+        if outcome is NonceOutcome.BEFORE_EPOCH:
+            raise TimestampExpired("signed before the nonce store's epoch; sign the request again")
 
     async def _check_body(
         self, signed_hash: str, context: RequestContext, rule: CompiledRule | None

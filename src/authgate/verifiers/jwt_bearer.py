@@ -26,14 +26,14 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidSignature
 from jwt.algorithms import get_default_algorithms
 
 from authgate.crypto.jwks_cache import JWKSCache
-from authgate.crypto.keys import ALGORITHM_KEY_TYPES, KeyRing, VerificationKey
+from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey
 from authgate.errors import (
     TokenAlgorithmNotAllowed,
     TokenAudienceInvalid,
@@ -60,6 +60,18 @@ _SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "EdDSA": 64}
 _PYJWT_ALGORITHMS = get_default_algorithms()
 
 
+class LocalKeys(Protocol):
+    """authgate's own keys (a fixed ring or the reloadable key manager)."""
+
+    def verification_key(self, kid: str) -> VerificationKey | None:
+        """The public key for ``kid``."""
+        ...
+
+    def only_key(self) -> VerificationKey | None:
+        """The single key, when there is exactly one."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
     """How tokens of one issuer are checked."""
@@ -68,7 +80,7 @@ class IssuerKeys:
     audiences: frozenset[str]
     algorithms: frozenset[str]
     require_jti: bool
-    key_ring: KeyRing | None = None
+    key_ring: LocalKeys | None = None
     jwks: JWKSCache | None = None
 
     async def key(self, kid: str) -> VerificationKey | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,7 +12,8 @@ from aiohttp import web
 
 from authgate.config.model import Settings
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
-from authgate.crypto.keys import KeyRing, SigningKey
+from authgate.crypto.keys import KeyRing
+from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
 from authgate.pipeline import Gate, Verifier
 from authgate.policy.rules import Policy
@@ -23,6 +26,7 @@ from authgate.services import (
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
+from authgate.tokens.keys import KeyManager, RotationRefused, build_key_manager
 from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
@@ -52,11 +56,29 @@ from authgate.web.state import (
 log = logging.getLogger("authgate")
 
 
-def load_key_ring(settings: Settings) -> KeyRing:
-    """Keys from files, or one ephemeral ES256 key in development."""
-    if settings.jwt.signing_key_files:
-        return KeyRing(SigningKey.from_file(p) for p in settings.jwt.signing_key_files)
-    return KeyRing([SigningKey.generate("ES256")])
+async def _maintain_keys(keys: KeyManager, settings: Settings, stores: Stores) -> None:
+    """Reload on change announcements, refresh every minute, rotate on schedule."""
+    interval_ms = int(settings.tokens.rotation_interval_days * 86_400_000)
+    ticks = 0
+    while True:
+        await asyncio.sleep(1)
+        ticks += 1
+        try:
+            await keys.reload_if_changed()
+            if ticks % 60 == 0:
+                await keys.load()
+                if await keys.due_for_rotation(interval_ms):
+                    # One replica a minute may rotate: the rate limiter doubles as a lock.
+                    lock = await stores.rate_limits.hit(
+                        "key-rotation-lock", limit=1, period_ms=60_000
+                    )
+                    if lock.allowed:
+                        await keys.rotate()
+        except (AuthGateError, RotationRefused) as exc:
+            log.warning(
+                "signing key maintenance skipped",
+                extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},
+            )
 
 
 def _jwks_fetcher(
@@ -95,7 +117,6 @@ def create_app(
     """The authgate application. ``stores`` and ``key_ring`` may be injected (tests)."""
     clock = clock or SystemClock()
     metrics = Metrics()
-    ring = key_ring or load_key_ring(settings)
     app = web.Application(
         middlewares=[problem_middleware(request_id_header=settings.server.request_id_header)],
         handler_args={"max_field_size": settings.server.max_header_bytes},
@@ -103,19 +124,33 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[KEY_RING] = ring
     app[DRAINING] = [False]
     app[REQUEST_CONTEXTS] = ContextBuilder(
         trusted=TrustedProxies(settings.server.trusted_proxies),
         request_id_header=settings.server.request_id_header,
         max_body_bytes=settings.bpc.max_body_bytes,
     )
-    app[IDENTITY] = IdentityHeaders(settings.identity, key_ring=ring, issuer=settings.jwt.issuer)
     envelope = load_envelope(settings)
     challenge_keys = challenge_secrets(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[STORES] = instrument(stores or build_stores(settings.stores, clock), metrics)
+        if key_ring is not None:
+            keys = KeyManager(ring=key_ring)
+        else:
+            keys = build_key_manager(
+                settings,
+                store=app[STORES].signing_keys,
+                events=app[STORES].events,
+                envelope=envelope,
+                clock=clock,
+                kek_configured=settings.secrets.key_encryption_key is not None,
+            )
+        await keys.load()
+        app[KEY_RING] = keys
+        app[IDENTITY] = IdentityHeaders(
+            settings.identity, key_ring=keys, issuer=settings.jwt.issuer
+        )
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.proxy.pool_size),
             timeout=aiohttp.ClientTimeout(
@@ -150,7 +185,7 @@ def create_app(
                 audiences=frozenset(settings.jwt.audiences),
                 algorithms=frozenset(settings.jwt.algorithms),
                 require_jti=True,
-                key_ring=ring,
+                key_ring=keys,
             ),
             *(
                 IssuerKeys(
@@ -210,9 +245,18 @@ def create_app(
             access_log=settings.logging.access_log,
         )
         await app[STORES].events.start()
+        maintenance = (
+            asyncio.create_task(_maintain_keys(keys, settings, app[STORES]))
+            if keys.managed
+            else None
+        )
         try:
             yield
         finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
             await session.close()
             await app[STORES].close()
 

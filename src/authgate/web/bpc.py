@@ -46,7 +46,7 @@ async def _json_body(request: web.Request, context: RequestContext | None = None
     else:
         if request.content_length is not None and request.content_length > MAX_LIFECYCLE_BODY:
             raise InvalidRequest("request body too large")
-        raw = await request.content.read(MAX_LIFECYCLE_BODY + 1)
+        raw = await _read_bounded(request, MAX_LIFECYCLE_BODY)
     if len(raw) > MAX_LIFECYCLE_BODY:
         raise InvalidRequest("request body too large")
     try:
@@ -58,6 +58,23 @@ async def _json_body(request: web.Request, context: RequestContext | None = None
     return data
 
 
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """The whole body, or the first ``limit + 1`` bytes when it is longer.
+
+    ``StreamReader.read(n)`` answers as soon as *some* bytes arrived, so one call can cut a
+    body that came in several pieces (chunked, slow clients): read until EOF instead.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _operator(request: web.Request) -> bool:
     """Whether the request carries the configured operator token."""
     token = request.app[SETTINGS].bpc.operator_token
@@ -65,7 +82,9 @@ def _operator(request: web.Request) -> bool:
     scheme, _, value = header.partition(" ")
     if token is None or scheme.lower() != "bearer" or not value:
         return False
-    return hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+    # surrogateescape: header bytes that are not UTF-8 compare as themselves (no 500).
+    presented = value.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented, token.get_secret_value().encode())
 
 
 async def _signed(request: web.Request) -> tuple[RequestContext, Principal]:
@@ -176,7 +195,8 @@ async def audit(request: web.Request) -> web.Response:
     """The signing pair's newest audit entries (``?limit=N``, default 50)."""
     _, principal = await _signed(request)
     raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 0 < int(raw_limit) <= 10_000:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 0 < int(raw_limit) <= 10_000:
         raise InvalidRequest("limit: must be an integer from 1 to 10000")
     entries = await _pairs(request).trail(principal.credential_id, int(raw_limit))
     return web.json_response(

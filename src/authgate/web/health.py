@@ -29,7 +29,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["stores"] = "ok"
     except (AuthGateError, TimeoutError) as exc:
         checks["stores"] = getattr(exc, "reason", "store_unavailable")
-    checks["signing_keys"] = "ok" if app[KEY_RING].keys else "missing"
+    checks["signing_keys"] = "ok" if app[KEY_RING].loaded else "missing"
     for cache in app[JWKS_CACHES]:
         if not cache.loaded:
             with contextlib.suppress(AuthGateError):

@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from multidict import CIMultiDict
 
 from authgate.config.model import IdentitySettings
-from authgate.crypto.keys import KeyRing
 from authgate.models import Decision
+from authgate.tokens.keys import KeyManager
 from authgate.verifiers.jwt_bearer import header_safe
 
 
 class IdentityHeaders:
     """Builds identity headers for a decision and strips client copies."""
 
-    def __init__(self, settings: IdentitySettings, *, key_ring: KeyRing, issuer: str) -> None:
+    def __init__(self, settings: IdentitySettings, *, key_ring: KeyManager, issuer: str) -> None:
         self._s = settings
         self._key_ring = key_ring
         self._issuer = issuer

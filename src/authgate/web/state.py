@@ -7,11 +7,11 @@ from aiohttp import ClientSession, web
 from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.crypto.jwks_cache import JWKSCache
-from authgate.crypto.keys import KeyRing
 from authgate.metrics import Metrics
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
 from authgate.stores.base import Stores
+from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
@@ -20,7 +20,7 @@ from authgate.web.identity import IdentityHeaders
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-KEY_RING = web.AppKey("key_ring", KeyRing)
+KEY_RING = web.AppKey("key_ring", KeyManager)
 STORES = web.AppKey("stores", Stores)
 GATE = web.AppKey("gate", Gate)
 IDENTITY = web.AppKey("identity", IdentityHeaders)
