@@ -49,6 +49,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── RegistrationClosed          registration_closed
     │   └── OperatorRequired            operator_required
     ├── NotFound (404)                  not_found
+    ├── OAuthError (400/401)            RFC 6749 codes, answered {"error","error_description"}
     ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
     │   ├── StoreUnavailable            store_unavailable
@@ -330,6 +331,29 @@ class ReplayDetected(BPCError):
 
     reason = "replay_detected"
     default_message = "nonce already used"
+
+
+class OAuthError(AuthGateError):
+    """An RFC 6749 / 7009 / 7662 error: its ``reason`` is the OAuth ``error`` code.
+
+    ``web/problem.py`` answers these in the OAuth shape
+    (``{"error": ..., "error_description": ...}``) rather than authgate's own.
+    """
+
+    reason = "invalid_request"
+    status = 400
+    default_message = "invalid request"
+
+    def __init__(self, code: str, description: str, *, status: int | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.http_status = status or (401 if code == "invalid_client" else 400)
+        self.basic_challenge = False
+
+    @property
+    def oauth_reason(self) -> str:
+        """The OAuth error code (used as the metrics reason)."""
+        return self.code
 
 
 class RateLimited(AuthGateError):

@@ -47,9 +47,12 @@ async def gateway() -> AsyncIterator[tuple[str, BPCSigner]]:
 async def test_aiohttp_helper_signs_path_query_and_body(gateway: tuple[str, BPCSigner]) -> None:
     """signed_request signs the target as sent, so a query is authenticated by default."""
     base, signer = gateway
-    async with aiohttp.ClientSession() as session, await signed_request(
-        session, signer, "POST", f"{base}/api/items?page=2", json={"a": 1}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        await signed_request(
+            session, signer, "POST", f"{base}/api/items?page=2", json={"a": 1}
+        ) as resp,
+    ):
         assert resp.status == 200
         seen = await resp.json()
     assert seen["target"] == "/api/items?page=2"

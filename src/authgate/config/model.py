@@ -414,6 +414,12 @@ class BPCSettings(Section):
         le=100_000,
         description="Failed BPC requests allowed per client address per minute (then 429).",
     )
+    registrations_per_hour: int = Field(
+        30,
+        ge=1,
+        le=100_000,
+        description="POST /bpc/register calls allowed per client address per hour.",
+    )
     approval_ttl_seconds: int = Field(
         86_400, ge=60, le=2_592_000, description="How long a pending pair waits for approval."
     )

@@ -11,9 +11,13 @@ from authgate.stores.base import RateLimitCheck, RateLimitResult
 
 def checks_for(rule: CompiledRule, by: str) -> list[RateLimitCheck]:
     """The rule's limits of one kind (``client`` or ``credential``), keyed by rule."""
+    # At least 1 ms: the config allows any period > 0, and a sub-millisecond one rounded
+    # to 0 would make the Redis store raise (a 500) and the memory store admit everything.
     return [
         RateLimitCheck(
-            key=f"{rule.id}:{index}", limit=limit.limit, period_ms=int(limit.period_seconds * 1000)
+            key=f"{rule.id}:{index}",
+            limit=limit.limit,
+            period_ms=max(1, int(limit.period_seconds * 1000)),
         )
         for index, limit in enumerate(rule.rate_limits)
         if limit.by == by

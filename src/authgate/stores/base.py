@@ -78,6 +78,11 @@ class NonceStore(Protocol):
         """
         ...
 
+    async def prime(self) -> None:
+        """Write the epoch marker if it is missing (at start-up), so requests signed just
+        before the first nonce is ever consumed are not refused as pre-epoch."""
+        ...
+
     async def consume_limited(
         self,
         scope: str,
@@ -253,6 +258,11 @@ class Stores(Protocol):
     @property
     def signing_keys(self) -> RecordStore:
         """Signing key records (encrypted)."""
+        ...
+
+    @property
+    def users(self) -> RecordStore:
+        """Operator users (argon2id password hashes)."""
         ...
 
     @property

@@ -17,6 +17,7 @@ _STORE_NAMES = (
     "pairs",
     "api_keys",
     "signing_keys",
+    "users",
     "rate_limits",
     "audit",
 )

@@ -103,6 +103,9 @@ class MemoryNonceStore:
         self._limits = limits
         self.epoch_ms = clock.now_ms()
 
+    async def prime(self) -> None:
+        return None
+
     async def consume_limited(
         self,
         scope: str,
@@ -343,6 +346,7 @@ class MemoryStores:
         self.pairs = MemoryPairStore()
         self.api_keys = MemoryRecordStore()
         self.signing_keys = MemoryRecordStore()
+        self.users = MemoryRecordStore()
         self.events = MemoryEventBus()
 
     async def ping(self) -> None:

@@ -18,6 +18,7 @@ mean it to and distinct values stay distinct keys)::
     <p>revoked-index             sorted set jti -> expiry ms, pruned on each revoke / list
     <p>apikey:{<id>}             JSON record; ids in the set <p>apikey:index
     <p>signingkey:{<id>}         JSON record; ids in the set <p>signingkey:index
+    <p>user:{<name>}             JSON record (argon2id hash); ids in the set <p>user:index
     <p>pair:{<id>}               JSON record; ids in the set <p>pair:index
     <p>pairfail:{<id>}           lock-out failure counter (INCR)
     <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
@@ -367,6 +368,13 @@ class RedisNonceStore:
             args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
         code = await self._conn.run(lambda: self._conn.nonce_script(keys=keys, args=args))
         return _NONCE_OUTCOMES[int(code)]
+
+    async def prime(self) -> None:
+        if self._conn.cluster:
+            return  # per-scope markers are created at first use (see the module docstring)
+        epoch_key = self._conn.key("epoch")
+        now = self._clock.now_ms()
+        await self._conn.run(lambda: self._conn.client.set(epoch_key, now, nx=True))
 
     async def consume_limited(
         self,
@@ -727,6 +735,7 @@ class RedisStores:
         self.pairs: PairStore = RedisPairStore(self._conn)
         self.api_keys: RecordStore = RedisRecordStore(self._conn, "apikey")
         self.signing_keys: RecordStore = RedisRecordStore(self._conn, "signingkey")
+        self.users: RecordStore = RedisRecordStore(self._conn, "user")
         self.rate_limits: RateLimitStore = RedisRateLimitStore(self._conn, clock)
         self.audit: AuditStore = RedisAuditStore(self._conn)
         self._events = RedisEventBus(self._conn, heartbeat_seconds=settings.event_heartbeat_seconds)

@@ -339,12 +339,12 @@ class JWTBearerVerifier:
             self._count_cache("hit")
             self._cache.move_to_end(digest)
             self._check_times(cached.exp, cached.nbf, cached.iat, now)
-            await self._check_revoked(cached.principal.credential_id)
+            await self._check_revoked(cached.principal)
             return cached.principal
         if self._cache_size:
             self._count_cache("miss")
         entry = await self._verify_uncached(token, now)
-        await self._check_revoked(entry.principal.credential_id)
+        await self._check_revoked(entry.principal)
         if self._cache_size:
             self._cache[digest] = entry
             if len(self._cache) > self._cache_size:
@@ -355,9 +355,14 @@ class JWTBearerVerifier:
         if self._metrics is not None:
             self._metrics.cache_lookups.labels("jwt", result).inc()
 
-    async def _check_revoked(self, jti: str) -> None:
+    async def _check_revoked(self, principal: Principal) -> None:
+        jti = principal.credential_id
         if jti and await self._revocations.is_revoked(jti):
             raise TokenRevoked()
+        # A token from a refresh family dies with its family (refresh-token reuse).
+        family = principal.claims.get("fam")
+        if isinstance(family, str) and await self._revocations.is_revoked(f"fam:{family}"):
+            raise TokenRevoked("token family has been revoked")
 
     def _check_times(self, exp: float, nbf: float | None, iat: float | None, now: float) -> None:
         if exp + self._leeway <= now:

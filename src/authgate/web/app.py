@@ -26,12 +26,14 @@ from authgate.services import (
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
+from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager, RotationRefused, build_key_manager
 from authgate.tokens.revocation import RevocationList
+from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web import bpc, challenge, forward_auth, health, proxy
+from authgate.web import bpc, challenge, forward_auth, health, proxy, token
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import problem_middleware
@@ -42,7 +44,9 @@ from authgate.web.state import (
     GATE,
     HMAC_VERIFIER,
     IDENTITY,
+    ISSUER,
     JWKS_CACHES,
+    JWT_VERIFIER,
     KEY_RING,
     METRICS,
     PAIRS,
@@ -51,6 +55,7 @@ from authgate.web.state import (
     SETTINGS,
     STORES,
     UPSTREAM_SESSION,
+    USERS,
 )
 
 log = logging.getLogger("authgate")
@@ -135,6 +140,10 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[STORES] = instrument(stores or build_stores(settings.stores, clock), metrics)
+        try:
+            await app[STORES].nonces.prime()
+        except AuthGateError:
+            log.warning("store not reachable at start-up", extra={"event": "store_unavailable"})
         if key_ring is not None:
             keys = KeyManager(ring=key_ring)
         else:
@@ -212,7 +221,17 @@ def create_app(
             cache_size=settings.jwt.cache_size,
             metrics=metrics,
         )
+        app[JWT_VERIFIER] = jwt_verifier
         stores_ = app[STORES]
+        app[USERS] = UserService(store=stores_.users, clock=clock)
+        app[ISSUER] = TokenIssuer(
+            keys=keys,
+            settings=settings,
+            clock=clock,
+            revocations=app[REVOCATIONS],
+            nonces=stores_.nonces,
+            audit=stores_.audit,
+        )
         pair_services = build_pair_services(settings, stores_, envelope, clock)
         app[PAIRS] = pair_services.service
         bpc_verifier = BPCVerifier(
@@ -271,6 +290,8 @@ def create_app(
         bpc.add_routes(app)
     if settings.hmac.enabled:
         challenge.add_routes(app)
+    if settings.tokens.enabled:
+        token.add_routes(app)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(app)
     return app

@@ -27,13 +27,14 @@ from authgate.errors import (
     InvalidRequest,
     NotFound,
     OperatorRequired,
+    RateLimited,
     RegistrationClosed,
 )
 from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.problem import REQUEST_ID
-from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS
+from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS, STORES
 
 MAX_LIFECYCLE_BODY = 16_384
 
@@ -111,6 +112,21 @@ async def register(request: web.Request) -> web.Response:
         raise RegistrationClosed("pair registration is disabled")
     if policy == "operator_token" and not _operator(request):
         raise RegistrationClosed("pair registration needs the operator token")
+    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    limit = await request.app[STORES].rate_limits.hit(
+        f"bpc-register:{context.client_ip}",
+        limit=request.app[SETTINGS].bpc.registrations_per_hour,
+        period_ms=3_600_000,
+    )
+    if not limit.allowed:
+        raise RateLimited(
+            "too many registrations from this address",
+            retry_after_seconds=-(-limit.retry_after_ms // 1000),
+            limit=limit.limit,
+            remaining=limit.remaining,
+            reset_seconds=-(-limit.reset_after_ms // 1000),
+            window_seconds=3600,
+        )
     data = await _json_body(request)
     try:
         result = await _pairs(request).register(data)

@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from authgate.errors import AuthGateError, DependencyUnavailable, RateLimited, Unauthenticated
+from authgate.errors import (
+    AuthGateError,
+    DependencyUnavailable,
+    OAuthError,
+    RateLimited,
+    Unauthenticated,
+)
 from authgate.web.context import request_id
 
 log = logging.getLogger("authgate.web")
@@ -23,6 +29,17 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Response:
     """The JSON error response for ``exc``."""
+    if isinstance(exc, OAuthError):
+        response = web.json_response(
+            {"error": exc.code, "error_description": exc.message}, status=exc.http_status
+        )
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        if exc.basic_challenge:
+            response.headers["WWW-Authenticate"] = 'Basic realm="authgate"'
+        if request_id:
+            response.headers["X-Request-Id"] = request_id
+        return response
     response = web.json_response(
         {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status
     )

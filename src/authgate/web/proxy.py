@@ -69,6 +69,10 @@ def upstream_headers(
         out["Content-Length"] = str(request.content_length)
     identity = app[IDENTITY]
     identity.strip(out)  # also removes underscore aliases (see IdentityHeaders.is_identity)
+    # The BPC signed data carries secret_hmac, an offline guessing oracle for the pair's
+    # secret to anyone who can read upstream traffic or logs: it never leaves authgate.
+    for name in [k for k in out if k.lower().startswith("x-bpc-")]:
+        out.popall(name, None)
     peer = request.remote or ""
     trusted = app[REQUEST_CONTEXTS].trusted.trusts(peer)
     for name in (

@@ -11,10 +11,13 @@ from authgate.metrics import Metrics
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
 from authgate.stores.base import Stores
+from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
+from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
+from authgate.verifiers.jwt_bearer import JWTBearerVerifier
 from authgate.web.context import ContextBuilder
 from authgate.web.identity import IdentityHeaders
 
@@ -33,3 +36,6 @@ BPC_VERIFIER = web.AppKey("bpc_verifier", BPCVerifier)
 HMAC_VERIFIER = web.AppKey("hmac_verifier", HMACProofVerifier)
 API_KEYS = web.AppKey("api_keys", ApiKeyService)
 REVOCATIONS = web.AppKey("revocations", RevocationList)
+ISSUER = web.AppKey("issuer", TokenIssuer)
+USERS = web.AppKey("users", UserService)
+JWT_VERIFIER = web.AppKey("jwt_verifier", JWTBearerVerifier)

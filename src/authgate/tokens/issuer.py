@@ -1,0 +1,296 @@
+"""Issue, refresh, revoke and introspect authgate's own tokens (no HTTP here).
+
+Access tokens (``typ: at+jwt``) carry ``iss, sub, aud, iat, exp, jti, scope`` and, when
+they come from a refresh family, ``fam``. Refresh tokens are JWTs too (``typ:
+refresh+jwt``, ``type: refresh``, ``aud`` = the issuer itself), so the bearer verifier
+refuses them as access tokens by type and by audience.
+
+Refresh rotation and reuse detection: each refresh token's ``jti`` is spent in the nonce
+store (scope ``refresh:<family>``) when it is redeemed, one atomic operation. Presenting a
+spent one again means it was copied: the whole family is revoked (the pseudo id
+``fam:<family>`` goes on the revocation list, and the bearer verifier checks ``fam`` as
+well as ``jti``), so the thief's and the victim's tokens all stop working.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authgate.config.model import Settings
+from authgate.errors import AuthGateError, OAuthError
+from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
+from authgate.tokens.keys import KeyManager
+from authgate.tokens.revocation import RevocationList
+from authgate.verifiers.jwt_bearer import IssuerKeys, parse_compact_jws, strict_json_object
+
+MINT_STREAM = "mints"
+# Claims a refresh token carries over to the tokens it is exchanged for.
+_CARRIED = ("role", "pair_id", "client_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """One token response."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    claims: dict[str, Any]
+    refresh_token: str | None = None
+
+    def response(self) -> dict[str, Any]:
+        """The RFC 6749 §5.1 body."""
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+        return body
+
+
+def family_id(family: str) -> str:
+    """The revocation-list id of a refresh family."""
+    return f"fam:{family}"
+
+
+class TokenIssuer:
+    """authgate's token service core."""
+
+    def __init__(
+        self,
+        *,
+        keys: KeyManager,
+        settings: Settings,
+        clock: Clock,
+        revocations: RevocationList,
+        nonces: NonceStore,
+        audit: AuditStore,
+    ) -> None:
+        self._keys = keys
+        self._s = settings
+        self._clock = clock
+        self._revocations = revocations
+        self._nonces = nonces
+        self._audit = audit
+        self.issuer = settings.jwt.issuer
+        self._own = IssuerKeys(
+            issuer=self.issuer,
+            audiences=frozenset(settings.jwt.audiences),
+            algorithms=frozenset(settings.jwt.algorithms),
+            require_jti=True,
+            key_ring=keys,
+        )
+
+    def _now(self) -> int:
+        return self._clock.now_ms() // 1000
+
+    def audience(self, requested: str | None) -> str:
+        """The ``aud`` to issue: a configured audience (the first by default)."""
+        if requested is None:
+            return self._s.jwt.audiences[0]
+        if requested not in self._s.jwt.audiences:
+            raise OAuthError("invalid_target", f"audience {requested!r} is not served here")
+        return requested
+
+    async def issue(
+        self,
+        *,
+        subject: str,
+        scopes: Iterable[str],
+        audience: str | None = None,
+        ttl_seconds: int | None = None,
+        refresh: bool = False,
+        family: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        minted_by: str = "token-endpoint",
+    ) -> Issued:
+        """Mint an access token (and, with ``refresh``, a refresh token of a family)."""
+        now = self._now()
+        ttl = ttl_seconds or self._s.tokens.access_ttl_seconds
+        scope = " ".join(sorted(set(scopes)))
+        fam = family or (uuid.uuid4().hex if refresh else None)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.audience(audience),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            "scope": scope,
+            **dict(extra or {}),
+        }
+        if fam is not None:
+            claims["fam"] = fam
+        token = self._keys.current.sign(claims, typ="at+jwt")
+        await self._audit_mint(claims, kind="access", minted_by=minted_by, ttl=ttl)
+        refresh_token = None
+        if refresh and fam is not None:
+            refresh_claims = {
+                "iss": self.issuer,
+                "sub": subject,
+                "aud": self.issuer,
+                "iat": now,
+                "exp": now + self._s.tokens.refresh_ttl_seconds,
+                "jti": uuid.uuid4().hex,
+                "scope": scope,
+                "fam": fam,
+                "type": "refresh",
+                **{k: v for k, v in (extra or {}).items() if k in _CARRIED},
+            }
+            refresh_token = self._keys.current.sign(refresh_claims, typ="refresh+jwt")
+        return Issued(
+            access_token=token,
+            expires_in=ttl,
+            scope=scope,
+            claims=claims,
+            refresh_token=refresh_token,
+        )
+
+    async def decode(self, token: str, *, kind: str) -> dict[str, Any]:
+        """Claims of one of our own tokens (``kind``: ``access`` or ``refresh``).
+
+        Signature, issuer, type and expiry are checked; revocation is not (callers
+        decide what revocation means for them). Raises an ``AuthGateError`` leaf.
+        """
+        jws = parse_compact_jws(token)
+        claims = strict_json_object(jws.payload, "payload")
+        await self._own.verify_jws(jws)
+        if claims.get("iss") != self.issuer:
+            raise OAuthError("invalid_grant", "token was not issued here")
+        is_refresh = (
+            claims.get("type") == "refresh"
+            or str(jws.header.get("typ", "")).lower() == "refresh+jwt"
+        )
+        if is_refresh != (kind == "refresh"):
+            raise OAuthError("invalid_grant", f"not a {kind} token")
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, int) or exp <= self._now():
+            raise OAuthError("invalid_grant", "token has expired")
+        if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("sub"), str):
+            raise OAuthError("invalid_grant", "token lacks jti or sub")
+        return claims
+
+    async def is_revoked(self, claims: Mapping[str, Any]) -> bool:
+        """Whether the token or its family is revoked."""
+        if await self._revocations.is_revoked(str(claims["jti"])):
+            return True
+        fam = claims.get("fam")
+        return isinstance(fam, str) and await self._revocations.is_revoked(family_id(fam))
+
+    async def redeem_refresh(
+        self, token: str, *, scopes: Iterable[str] | None, client_id: str | None
+    ) -> Issued:
+        """Rotate a refresh token; a reused one revokes its whole family."""
+        try:
+            claims = await self.decode(token, kind="refresh")
+        except OAuthError:
+            raise
+        except AuthGateError:
+            raise OAuthError("invalid_grant", "refresh token is invalid") from None
+        fam = claims.get("fam")
+        if not isinstance(fam, str):
+            raise OAuthError("invalid_grant", "refresh token has no family")
+        if claims.get("client_id") is not None and claims.get("client_id") != client_id:
+            raise OAuthError("invalid_grant", "refresh token was issued to another client")
+        if await self.is_revoked(claims):
+            raise OAuthError("invalid_grant", "refresh token has been revoked")
+        outcome = await self._nonces.consume(
+            f"refresh:{fam}",
+            str(claims["jti"]),
+            ttl_ms=max(1, (int(claims["exp"]) - self._now()) * 1000),
+            signed_at_ms=int(claims["iat"]) * 1000 + 999,
+        )
+        if outcome is not NonceOutcome.FRESH:
+            await self.revoke_family(fam)
+            raise OAuthError(
+                "invalid_grant", "refresh token reuse detected: the whole token family is revoked"
+            )
+        granted = set(str(claims.get("scope", "")).split()) - {""}
+        requested = set(scopes) if scopes is not None else granted
+        if not requested <= granted:
+            raise OAuthError("invalid_scope", "requested scope exceeds the original grant")
+        carried = {k: claims[k] for k in _CARRIED if k in claims}
+        return await self.issue(
+            subject=str(claims["sub"]),
+            scopes=requested,
+            refresh=True,
+            family=fam,
+            extra=carried,
+            minted_by="refresh",
+        )
+
+    async def revoke_family(self, fam: str) -> None:
+        """Revoke every token of a refresh family (access tokens carry ``fam`` too)."""
+        until = (
+            self._now() + self._s.tokens.refresh_ttl_seconds + self._s.jwt.leeway_seconds
+        ) * 1000
+        await self._revocations.revoke(family_id(fam), expires_at_ms=until)
+
+    async def revoke_claims(self, claims: Mapping[str, Any]) -> None:
+        """Revoke one token (a refresh token takes its family with it)."""
+        exp_ms = (int(claims["exp"]) + self._s.jwt.leeway_seconds) * 1000
+        await self._revocations.revoke(str(claims["jti"]), expires_at_ms=exp_ms)
+        if claims.get("type") == "refresh" and isinstance(claims.get("fam"), str):
+            await self.revoke_family(str(claims["fam"]))
+
+    async def revoke_jti(self, jti: str) -> None:
+        """Revoke by id alone (pico ``/revoke``): kept for the longest token lifetime."""
+        longest = max(self._s.tokens.refresh_ttl_seconds, self._s.tokens.max_mint_ttl_seconds)
+        until = (self._now() + longest + self._s.jwt.leeway_seconds) * 1000
+        await self._revocations.revoke(jti, expires_at_ms=until)
+
+    async def _audit_mint(
+        self, claims: Mapping[str, Any], *, kind: str, minted_by: str, ttl: int
+    ) -> None:
+        if ttl < self._s.tokens.mint_audit_min_ttl_seconds:
+            return
+        entry = {
+            "jti": claims["jti"],
+            "sub": claims["sub"],
+            "kind": kind,
+            "scope": claims.get("scope", ""),
+            "iat": claims["iat"],
+            "exp": claims["exp"],
+            "minted_by": minted_by,
+        }
+        await self._audit.append(MINT_STREAM, entry, cap=self._s.tokens.mint_audit_cap)
+
+    async def mints(self, limit: int) -> list[dict[str, Any]]:
+        """Long-lived tokens minted, newest first, each with its revocation state."""
+        now = int(time.time())
+        out = []
+        for entry in await self._audit.recent(MINT_STREAM, limit):
+            revoked = await self._revocations.is_revoked(str(entry.get("jti", "")))
+            out.append({**entry, "revoked": revoked, "expired": int(entry.get("exp", 0)) <= now})
+        return out
+
+
+def scopes_from(value: str | None) -> set[str] | None:
+    """Parse an OAuth ``scope`` parameter; ``None`` when absent."""
+    if value is None:
+        return None
+    scopes = set(value.split(" ")) - {""}
+    for scope in scopes:
+        if not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in scope):
+            raise OAuthError("invalid_scope", "scope has an invalid character")
+    return scopes
+
+
+def introspection(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The RFC 7662 body for an active token."""
+    body = {
+        "active": True,
+        "token_type": "refresh_token" if claims.get("type") == "refresh" else "access_token",
+    }
+    for name in ("iss", "sub", "aud", "iat", "exp", "jti", "scope", "client_id"):
+        if name in claims:
+            body[name] = claims[name]
+    return json.loads(json.dumps(body))  # type: ignore[no-any-return]

@@ -1,0 +1,302 @@
+"""OAuth 2.0 endpoints: ``POST /token`` (RFC 6749), ``/revoke`` (RFC 7009), ``/introspect``
+(RFC 7662) and authorization-server metadata (RFC 8414).
+
+Clients are API keys: ``client_id`` is the key id and ``client_secret`` the key (the whole
+``agk_...`` string, or its secret part), by HTTP Basic or in the form, never both.
+Parameters may not repeat (RFC 6749 §3.2); bodies are form-encoded and bounded. Errors
+are RFC 6749 §5.2 bodies, and nothing is minted on any error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+
+from authgate.apikeys import ApiKey
+from authgate.errors import AuthGateError, OAuthError
+from authgate.models import CredentialType
+from authgate.policy.rules import LIFECYCLE_RULE
+from authgate.tokens.issuer import introspection, scopes_from
+from authgate.web.problem import REQUEST_ID
+from authgate.web.state import (
+    API_KEYS,
+    BPC_VERIFIER,
+    ISSUER,
+    KEY_RING,
+    REQUEST_CONTEXTS,
+    SETTINGS,
+    USERS,
+)
+
+MAX_FORM_BYTES = 16_384
+BPC_GRANT = "urn:authgate:grant-type:bpc"
+GRANTS = ("client_credentials", "refresh_token", "password", BPC_GRANT)
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def read_form(request: web.Request, raw: bytes | None = None) -> dict[str, str]:
+    """The form parameters; refuses other content types, oversize bodies and repeats."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise OAuthError(
+            "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
+        )
+    if raw is None:
+        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+            raise OAuthError("invalid_request", "request body too large")
+        raw = await request.content.read(MAX_FORM_BYTES + 1)
+    if len(raw) > MAX_FORM_BYTES:
+        raise OAuthError("invalid_request", "request body too large")
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=bool(raw))
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "request body is not a valid form") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
+        form[name] = value
+    return form
+
+
+def _basic(request: web.Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise _invalid_client("malformed Basic credentials", basic=True) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise _invalid_client("malformed Basic credentials", basic=True)
+    return unquote(client_id), unquote(secret)
+
+
+def _invalid_client(description: str, *, basic: bool) -> OAuthError:
+    error = OAuthError("invalid_client", description, status=401)
+    error.basic_challenge = basic
+    return error
+
+
+async def authenticate_client(
+    request: web.Request, form: dict[str, str], *, required: bool
+) -> ApiKey | None:
+    """The calling client (an API key), ``None`` when none was presented and none is required."""
+    basic = _basic(request)
+    in_form = "client_id" in form or "client_secret" in form
+    if basic is not None and in_form:
+        raise OAuthError("invalid_request", "use HTTP Basic or form credentials, not both")
+    if basic is None and not in_form:
+        if required:
+            raise _invalid_client("client authentication required", basic=True)
+        return None
+    client_id, secret = (
+        basic if basic is not None else (form.get("client_id", ""), form.get("client_secret", ""))
+    )
+    raw = secret if secret.startswith("agk_") else f"agk_{client_id}_{secret}"
+    key = await request.app[API_KEYS].authenticate(raw)
+    if key is None or key.key_id != client_id:
+        raise _invalid_client("unknown client or wrong secret", basic=basic is not None)
+    return key
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers=_NO_STORE)
+
+
+async def token(request: web.Request) -> web.Response:
+    """``POST /token``."""
+    app = request.app
+    settings = app[SETTINGS]
+    issuer = app[ISSUER]
+    bpc_context = None
+    raw_body: bytes | None = None
+    if "X-BPC-Pair-ID" in request.headers:
+        # The BPC exchange grant: the signed body hash covers the form, so read it once.
+        bpc_context = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+        if bpc_context.read_body is not None:
+            raw_body = await bpc_context.read_body()
+    form = await read_form(request, raw_body)
+    grant = form.get("grant_type")
+    if not grant:
+        raise OAuthError("invalid_request", "grant_type is required")
+    if grant not in GRANTS or (grant == "password" and not settings.tokens.password_grant):
+        raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported here")
+    requested = scopes_from(form.get("scope"))
+    audience = form.get("audience") or form.get("resource")
+
+    if grant == "client_credentials":
+        key = await authenticate_client(request, form, required=True)
+        assert key is not None
+        if requested is not None and not requested <= key.scopes:
+            raise OAuthError("invalid_scope", "requested scope exceeds the client's")
+        issued = await issuer.issue(
+            subject=f"apikey:{key.key_id}",
+            scopes=key.scopes if requested is None else requested,
+            audience=audience,
+            extra={"client_id": key.key_id},
+            minted_by=f"client_credentials:{key.key_id}",
+        )
+    elif grant == "refresh_token":
+        client = await authenticate_client(request, form, required=False)
+        refresh = form.get("refresh_token")
+        if not refresh:
+            raise OAuthError("invalid_request", "refresh_token is required")
+        issued = await issuer.redeem_refresh(
+            refresh, scopes=requested, client_id=client.key_id if client else None
+        )
+    elif grant == "password":
+        username, password = form.get("username"), form.get("password")
+        if not username or not password:
+            raise OAuthError("invalid_request", "username and password are required")
+        user = await app[USERS].authenticate(username, password)
+        if user is None:
+            raise OAuthError("invalid_grant", "wrong username or password")
+        if requested is not None and not requested <= user.scopes:
+            raise OAuthError("invalid_scope", "requested scope exceeds the user's")
+        issued = await issuer.issue(
+            subject=f"user:{user.username}",
+            scopes=user.scopes if requested is None else requested,
+            audience=audience,
+            refresh=True,
+            extra={"role": user.role} if user.role else None,
+            minted_by=f"password:{user.username}",
+        )
+    else:
+        if bpc_context is None:
+            raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
+        verifier = app[BPC_VERIFIER]
+        credential = verifier.extract(bpc_context)
+        if credential is None:
+            raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
+        try:
+            principal = await verifier.verify(credential, bpc_context, LIFECYCLE_RULE)
+        except AuthGateError as exc:
+            raise OAuthError("invalid_grant", f"BPC signature refused: {exc.reason}") from None
+        if principal.credential_type is not CredentialType.BPC:  # pragma: no cover
+            raise OAuthError("invalid_grant", "not a BPC principal")
+        if requested is not None and not requested <= principal.scopes:
+            raise OAuthError("invalid_scope", "requested scope exceeds the pair's")
+        issued = await issuer.issue(
+            subject=principal.subject,
+            scopes=principal.scopes if requested is None else requested,
+            audience=audience,
+            ttl_seconds=settings.tokens.bpc_exchange_ttl_seconds,
+            extra={
+                "pair_id": principal.credential_id,
+                "cnf": {"bpc": principal.claims.get("fingerprint")},
+            },
+            minted_by=f"bpc:{principal.credential_id}",
+        )
+    return _json(issued.response())
+
+
+async def _claims_of(
+    request: web.Request, token_value: str, hint: str | None
+) -> dict[str, Any] | None:
+    issuer = request.app[ISSUER]
+    kinds = ["refresh", "access"] if hint == "refresh_token" else ["access", "refresh"]
+    for kind in kinds:
+        try:
+            return await issuer.decode(token_value, kind=kind)
+        except AuthGateError:
+            continue
+    return None
+
+
+def _is_admin(request: web.Request, key: ApiKey) -> bool:
+    return request.app[SETTINGS].tokens.admin_scope in key.scopes
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """``POST /revoke`` (RFC 7009): a client revokes its own tokens; admins any."""
+    form = await read_form(request)
+    key = await authenticate_client(request, form, required=True)
+    assert key is not None
+    value = form.get("token")
+    if not value:
+        raise OAuthError("invalid_request", "token is required")
+    hint = form.get("token_type_hint")
+    if hint not in (None, "access_token", "refresh_token"):
+        raise OAuthError("unsupported_token_type", f"token_type_hint {hint!r} is not supported")
+    claims = await _claims_of(request, value, hint)
+    if claims is None:
+        return _json({})  # RFC 7009 §2.2: an invalid token is not an error
+    if claims.get("client_id") != key.key_id and not _is_admin(request, key):
+        raise OAuthError(
+            "unauthorized_client", "the token was not issued to this client", status=403
+        )
+    await request.app[ISSUER].revoke_claims(claims)
+    return _json({})
+
+
+async def introspect(request: web.Request) -> web.Response:
+    """``POST /introspect`` (RFC 7662), for clients holding the introspection scope."""
+    form = await read_form(request)
+    key = await authenticate_client(request, form, required=True)
+    assert key is not None
+    scopes = request.app[SETTINGS].tokens
+    if not ({scopes.introspect_scope, scopes.admin_scope} & key.scopes):
+        raise OAuthError(
+            "insufficient_scope", f"introspection needs scope {scopes.introspect_scope}", status=403
+        )
+    value = form.get("token")
+    if not value:
+        raise OAuthError("invalid_request", "token is required")
+    claims = await _claims_of(request, value, form.get("token_type_hint"))
+    if claims is None or await request.app[ISSUER].is_revoked(claims):
+        return _json({"active": False})
+    return _json(introspection(claims))
+
+
+def _metadata(request: web.Request) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    base = settings.jwt.issuer.rstrip("/")
+    grants = ["client_credentials", "refresh_token", BPC_GRANT]
+    if settings.tokens.password_grant:
+        grants.append("password")
+    auth_methods = ["client_secret_basic", "client_secret_post"]
+    return {
+        "issuer": settings.jwt.issuer,
+        "token_endpoint": f"{base}/token",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "revocation_endpoint": f"{base}/revoke",
+        "introspection_endpoint": f"{base}/introspect",
+        "grant_types_supported": grants,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": sorted(settings.jwt.algorithms),
+    }
+
+
+async def authorization_server_metadata(request: web.Request) -> web.Response:
+    """RFC 8414 metadata."""
+    return web.json_response(_metadata(request), headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    """The subset of OpenID discovery that applies (no authorization endpoint, no id tokens)."""
+    body = _metadata(request)
+    body["subject_types_supported"] = ["public"]
+    body["id_token_signing_alg_values_supported"] = sorted(
+        {k.alg for k in request.app[KEY_RING].keys}
+    )
+    return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the OAuth endpoints."""
+    app.router.add_post("/token", token)
+    app.router.add_post("/revoke", revoke)
+    app.router.add_post("/introspect", introspect)
+    app.router.add_get("/.well-known/oauth-authorization-server", authorization_server_metadata)
+    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
