@@ -204,8 +204,161 @@ def run_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    if settings.stores.backend != "redis":
+        print(f"authgate {args.command} needs stores.backend: redis", file=sys.stderr)
+        return None
+    if need_kek and settings.secrets.key_encryption_key is None:
+        print(f"authgate {args.command} needs secrets.key_encryption_key", file=sys.stderr)
+        return None
+    return settings
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("passwords differ")
+    return first
+
+
+async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> Any:
+    from authgate.tokens.issuer import TokenIssuer
+    from authgate.tokens.keys import build_key_manager
+    from authgate.tokens.revocation import RevocationList
+    from authgate.tokens.users import UserService
+
+    clock = SystemClock()
+    stores = build_stores(settings.stores, clock)
+    try:
+        if args.command == "users":
+            users = UserService(store=stores.users, clock=clock)
+            if args.action == "add":
+                return (
+                    await users.add(
+                        args.username, args.password, scopes=args.scope or (), role=args.role
+                    )
+                ).public_view()
+            if args.action == "passwd":
+                return (await users.set_password(args.username, args.password)).public_view()
+            if args.action == "remove":
+                if not await users.remove(args.username):
+                    raise LookupError(args.username)
+                return {"removed": args.username}
+            return [u.public_view() for u in await users.all_users()]
+        keys = build_key_manager(
+            settings,
+            store=stores.signing_keys,
+            events=stores.events,
+            envelope=load_envelope(settings),
+            clock=clock,
+            kek_configured=settings.secrets.key_encryption_key is not None,
+        )
+        if args.command == "keys":
+            if not keys.managed:
+                raise ValueError(
+                    "signing keys come from jwt.signing_key_files: rotate them by deployment"
+                )
+            await keys.load()
+            if args.action == "rotate":
+                return await keys.rotate(force=args.force)
+            return keys.states()
+        if not (keys.managed or settings.jwt.signing_key_files):
+            raise ValueError("no durable signing key: a minted token would match no server's key")
+        await keys.load()
+        issuer = TokenIssuer(
+            keys=keys,
+            settings=settings,
+            clock=clock,
+            revocations=RevocationList(store=stores.revocations, events=stores.events),
+            nonces=stores.nonces,
+            audit=stores.audit,
+        )
+        if not 30 <= args.ttl <= settings.tokens.max_mint_ttl_seconds:
+            raise ValueError(f"--ttl must be 30 to {settings.tokens.max_mint_ttl_seconds} seconds")
+        issued = await issuer.issue(
+            subject=args.sub,
+            scopes=args.scope or (),
+            audience=args.aud,
+            ttl_seconds=args.ttl,
+            minted_by="cli",
+        )
+        return {
+            "access_token": issued.access_token,
+            "expires_in": args.ttl,
+            "jti": issued.claims["jti"],
+        }
+    finally:
+        await stores.close()
+
+
+def run_keys_users_tokens(args: argparse.Namespace) -> int:
+    """``authgate keys|users|token ...``."""
+    from authgate.tokens.keys import KeysUnreadable, RotationRefused
+
+    settings = _load(args, need_kek=args.command == "keys")
+    if settings is None:
+        return 2
+    try:
+        if args.command == "users" and args.action in {"add", "passwd"}:
+            args.password = _read_password(args)
+        _print(asyncio.run(_keys_users_tokens(settings, args)))
+    except LookupError as exc:
+        print(f"not found: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, RotationRefused, KeysUnreadable) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except AuthGateError as exc:
+        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register the operator commands on the top-level parser's subcommands."""
+    keys_cmd = sub.add_parser("keys", help="store-managed signing keys")
+    keys_cmd.add_argument("--config")
+    keys_actions = keys_cmd.add_subparsers(dest="action", required=True)
+    keys_actions.add_parser("list", help="keys and their states")
+    rotate = keys_actions.add_parser("rotate", help="promote the next key (published first)")
+    rotate.add_argument("--force", action="store_true", help="skip the publication lead (incident)")
+    keys_cmd.set_defaults(func=run_keys_users_tokens)
+
+    users_cmd = sub.add_parser("users", help="operator users (argon2id)")
+    users_cmd.add_argument("--config")
+    user_actions = users_cmd.add_subparsers(dest="action", required=True)
+    add = user_actions.add_parser("add", help="add a user (password from a prompt or stdin)")
+    add.add_argument("username")
+    add.add_argument("--scope", action="append")
+    add.add_argument("--role", default="operator")
+    add.add_argument("--password-stdin", action="store_true")
+    passwd = user_actions.add_parser("passwd", help="change a password")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true")
+    remove = user_actions.add_parser("remove", help="remove a user")
+    remove.add_argument("username")
+    user_actions.add_parser("list", help="every user (no hashes)")
+    users_cmd.set_defaults(func=run_keys_users_tokens)
+
+    token_cmd = sub.add_parser("token", help="operator tokens")
+    token_cmd.add_argument("--config")
+    token_actions = token_cmd.add_subparsers(dest="action", required=True)
+    mint = token_actions.add_parser("mint", help="mint a token (audited when long-lived)")
+    mint.add_argument("--sub", required=True)
+    mint.add_argument("--scope", action="append")
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds")
+    mint.add_argument("--aud")
+    token_cmd.set_defaults(func=run_keys_users_tokens)
+
     keys = sub.add_parser("apikeys", help="manage API keys in the shared store")
     keys.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG)")
     key_actions = keys.add_subparsers(dest="action", required=True)

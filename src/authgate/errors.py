@@ -49,6 +49,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── RegistrationClosed          registration_closed
     │   └── OperatorRequired            operator_required
     ├── NotFound (404)                  not_found
+    ├── Conflict (409)                  conflict
     ├── OAuthError (400/401)            RFC 6749 codes, answered {"error","error_description"}
     ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
@@ -440,6 +441,14 @@ class NotFound(AuthGateError):
     reason = "not_found"
     status = 404
     default_message = "not found"
+
+
+class Conflict(AuthGateError):
+    """The action is refused in the current state (for example a rotation too early)."""
+
+    reason = "conflict"
+    status = 409
+    default_message = "conflict"
 
 
 class DependencyUnavailable(AuthGateError):

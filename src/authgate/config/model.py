@@ -501,6 +501,13 @@ class TokenSettings(Section):
         300, ge=0, le=31_536_000, description="Tokens living at least this long are audited."
     )
     mint_audit_cap: int = Field(1000, ge=1, le=1_000_000, description="Mint audit entries kept.")
+    admin_prefix: str = Field(
+        "/admin",
+        pattern=r"^/[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*$",
+        description="Path prefix of the admin API (needs the admin scope); move it when a "
+        "sidecar's app owns /admin.",
+    )
+    admin_api: bool = Field(True, description="Serve the admin API.")
     pico_enabled: bool = Field(True, description="Serve the pico-compatible /api/v1/auth/ surface.")
     pico_operator_role: str = Field("operator", description="Role of password-login tokens.")
     pico_service_role: str = Field("service", description="Role allowed to read revoked-jtis.")

@@ -1,0 +1,208 @@
+"""Admin API (under ``tokens.admin_prefix``, default ``/admin``): needs a bearer JWT with
+``tokens.admin_scope``.
+
+=====================================  =============================================
+``GET  {p}/mints?limit=N``             long-lived tokens minted, with revocation state
+``GET  {p}/keys``                      signing keys and their states
+``POST {p}/keys/rotate``               ``{"force": false}``; 409 when too early
+``POST {p}/tokens``                    ``{"sub","scope","ttl_seconds","aud"}`` mint
+``POST {p}/revoke``                    ``{"jti"}``
+``GET  {p}/apikeys`` / ``POST``        list / ``{"name","scopes"}`` create (shown once)
+``DELETE {p}/apikeys/{key_id}``        revoke an API key
+``GET  {p}/pairs``                     BPC pairs (no secrets)
+=====================================  =============================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from authgate.errors import (
+    Conflict,
+    InvalidRequest,
+    MissingCredential,
+    NotFound,
+    ScopeDenied,
+)
+from authgate.models import Principal
+from authgate.tokens.keys import RotationRefused
+from authgate.web.problem import REQUEST_ID
+from authgate.web.state import (
+    API_KEYS,
+    ISSUER,
+    JWT_VERIFIER,
+    KEY_RING,
+    PAIRS,
+    REQUEST_CONTEXTS,
+    SETTINGS,
+)
+
+MAX_BODY = 16_384
+
+
+async def _admin(request: web.Request) -> Principal:
+    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    verifier = request.app[JWT_VERIFIER]
+    token = verifier.extract(context)
+    if token is None:
+        raise MissingCredential("the admin API needs a bearer token")
+    principal = await verifier.verify(token, context)
+    scope = request.app[SETTINGS].tokens.admin_scope
+    if scope not in principal.scopes:
+        raise ScopeDenied(f"the admin API needs scope {scope}")
+    return principal
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest("request body too large")
+    try:
+        data = json.loads(raw.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("request body is not UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    raw = request.query.get("limit", str(default))
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 10_000:
+        raise InvalidRequest("limit: must be an integer from 1 to 10000")
+    return int(raw)
+
+
+async def mints(request: web.Request) -> web.Response:
+    """The mint audit trail."""
+    await _admin(request)
+    return _json({"items": await request.app[ISSUER].mints(_limit(request))})
+
+
+async def keys(request: web.Request) -> web.Response:
+    """Signing keys."""
+    await _admin(request)
+    manager = request.app[KEY_RING]
+    if manager.managed:
+        return _json({"managed": True, "keys": manager.states()})
+    return _json({"managed": False, "keys": [{"kid": k.kid, "alg": k.alg} for k in manager.keys]})
+
+
+async def rotate(request: web.Request) -> web.Response:
+    """Rotate store-managed signing keys."""
+    await _admin(request)
+    data = await _body(request)
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidRequest("force: must be a boolean")
+    try:
+        return _json(await request.app[KEY_RING].rotate(force=force))
+    except RotationRefused as exc:
+        raise Conflict(str(exc)) from None
+
+
+async def mint(request: web.Request) -> web.Response:
+    """Mint a token for an operator-chosen subject."""
+    principal = await _admin(request)
+    data = await _body(request)
+    settings = request.app[SETTINGS].tokens
+    sub, scope, ttl = (
+        data.get("sub"),
+        data.get("scope", ""),
+        data.get("ttl_seconds", settings.access_ttl_seconds),
+    )
+    if not isinstance(sub, str) or not sub or len(sub) > 256:
+        raise InvalidRequest("sub: must be a non-empty string")
+    if not isinstance(scope, str):
+        raise InvalidRequest("scope: must be a space-separated string")
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int)
+        or not 30 <= ttl <= settings.max_mint_ttl_seconds
+    ):
+        raise InvalidRequest(
+            f"ttl_seconds: must be an integer from 30 to {settings.max_mint_ttl_seconds}"
+        )
+    aud = data.get("aud")
+    if aud is not None and not isinstance(aud, str):
+        raise InvalidRequest("aud: must be a string")
+    issued = await request.app[ISSUER].issue(
+        subject=sub,
+        scopes=scope.split(),
+        audience=aud,
+        ttl_seconds=ttl,
+        minted_by=f"admin:{principal.subject}",
+    )
+    return _json(
+        {"access_token": issued.access_token, "expires_in": ttl, "jti": issued.claims["jti"]}, 201
+    )
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """Revoke a token by id."""
+    await _admin(request)
+    jti = (await _body(request)).get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+        raise InvalidRequest("jti: must be a non-empty string")
+    await request.app[ISSUER].revoke_jti(jti)
+    return _json({"revoked": jti})
+
+
+async def list_apikeys(request: web.Request) -> web.Response:
+    """API keys (no secrets)."""
+    await _admin(request)
+    return _json({"items": [k.public_view() for k in await request.app[API_KEYS].all_keys()]})
+
+
+async def create_apikey(request: web.Request) -> web.Response:
+    """Create an API key; the raw key is in this answer only."""
+    await _admin(request)
+    data = await _body(request)
+    name, scopes = data.get("name"), data.get("scopes", [])
+    if not isinstance(name, str):
+        raise InvalidRequest("name: must be a string")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidRequest("scopes: must be a list of strings")
+    try:
+        key, raw = await request.app[API_KEYS].create(name=name, scopes=scopes)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return _json({**key.public_view(), "api_key": raw}, 201)
+
+
+async def revoke_apikey(request: web.Request) -> web.Response:
+    """Revoke an API key."""
+    await _admin(request)
+    try:
+        key = await request.app[API_KEYS].revoke(request.match_info["key_id"])
+    except LookupError:
+        raise NotFound("no such API key") from None
+    return _json(key.public_view())
+
+
+async def pairs(request: web.Request) -> web.Response:
+    """BPC pairs."""
+    await _admin(request)
+    return _json({"items": [p.public_view() for p in await request.app[PAIRS].all_pairs()]})
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    """Register the admin API under ``prefix``."""
+    app.router.add_get(f"{prefix}/mints", mints)
+    app.router.add_get(f"{prefix}/keys", keys)
+    app.router.add_post(f"{prefix}/keys/rotate", rotate)
+    app.router.add_post(f"{prefix}/tokens", mint)
+    app.router.add_post(f"{prefix}/revoke", revoke)
+    app.router.add_get(f"{prefix}/apikeys", list_apikeys)
+    app.router.add_post(f"{prefix}/apikeys", create_apikey)
+    app.router.add_delete(f"{prefix}/apikeys/{{key_id}}", revoke_apikey)
+    app.router.add_get(f"{prefix}/pairs", pairs)
