@@ -195,3 +195,57 @@ async def test_discovery_documents(gw: Any) -> None:
     assert "client_credentials" in meta["grant_types_supported"]
     oidc = await (await client.get("/.well-known/openid-configuration")).json()
     assert oidc["jwks_uri"] == meta["jwks_uri"]
+
+
+async def test_bpc_exchange_mints_a_short_lived_token_bound_to_the_pair() -> None:
+    """A BPC-signed POST /token with the BPC grant returns a token for the pair and its scope."""
+    from urllib.parse import urlencode
+
+    from authgate.client import BPCSigner
+    from authgate.verifiers.jwt_bearer import parse_compact_jws, strict_json_object
+
+    settings = make_settings(
+        development=True, policy={"rules": [{"id": "api", "path_prefix": "/api"}]}
+    )
+    app = create_app(settings, stores=MemoryStores())
+    async with TestClient(TestServer(app)) as client:
+        key, jwk, fingerprint = BPCSigner.generate_key()
+        resp = await client.post(
+            "/bpc/register",
+            json={
+                "name": "dev",
+                "scope": "read",
+                "mode": "development",
+                "secret": "pair-secret-1",
+                "pubJwk": jwk,
+            },
+        )
+        signer = BPCSigner((await resp.json())["pairId"], "pair-secret-1", key)
+        body = urlencode({"grant_type": "urn:authgate:grant-type:bpc"}).encode()
+        headers = {"Content-Type": FORM, **signer.headers("POST", "/token", body)}
+        resp = await client.post("/token", data=body, headers=headers)
+        assert resp.status == 200, await resp.text()
+        issued = await resp.json()
+        claims = strict_json_object(parse_compact_jws(issued["access_token"]).payload, "payload")
+        assert claims["sub"] == signer.pair_id
+        assert claims["pair_id"] == signer.pair_id
+        assert claims["cnf"] == {"bpc": fingerprint}
+        assert claims["scope"] == "read"
+        assert claims["exp"] - claims["iat"] == 300
+        assert await access(client, issued["access_token"]) == 200
+        # The same signed request replayed mints nothing.
+        again = await client.post("/token", data=body, headers=headers)
+        assert again.status == 400
+        assert (await again.json())["error"] == "invalid_grant"
+
+
+async def test_token_from_another_issuer_is_refused_everywhere(gw: Any) -> None:
+    """A token signed by someone else is neither refreshable, revocable nor introspectable."""
+    from tests.support import TokenFactory
+
+    client, keys = gw
+    foreign = TokenFactory(issuer="https://evil.test").mint(type="refresh")
+    status, body = await post(client, "/token", f"grant_type=refresh_token&refresh_token={foreign}")
+    assert (status, body["error"]) == (400, "invalid_grant")
+    _, result = await post(client, "/introspect", f"token={foreign}", basic(keys["admin"]))
+    assert result == {"active": False}
