@@ -181,7 +181,7 @@ async def _proof(args: argparse.Namespace) -> str:
     body = None
     if args.bind_body:
         body = sys.stdin.buffer.read() if args.data == "-" else (args.data or "").encode()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         return await fetch_proof_header(
             session, base, args.key, args.method.upper(), url.raw_path_qs, body=body
         )
@@ -195,9 +195,11 @@ def run_proof(args: argparse.Namespace) -> int:
     if not args.key:
         print("give --key or set AUTHGATE_API_KEY", file=sys.stderr)
         return 2
+    import aiohttp
+
     try:
         header = asyncio.run(_proof(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, aiohttp.ClientError) as exc:
         print(f"cannot build proof: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(f"Authorization: {header}\n")

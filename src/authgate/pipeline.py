@@ -42,6 +42,15 @@ class Verifier(Protocol):
         ...
 
 
+def _credential_identity(principal: Principal, context: RequestContext) -> str:
+    """Whose budget a credential limit charges: a JWT's issuer and subject (every token of
+    one subject shares it, so refreshing gives no fresh budget), else the credential id."""
+    kind = principal.credential_type.value
+    if principal.credential_type is CredentialType.JWT:
+        return f"{kind}:{principal.issuer}:{principal.subject}"
+    return f"{kind}:{principal.credential_id or principal.subject or context.client_ip}"
+
+
 class Gate:
     """Decides who is calling and whether they may do this."""
 
@@ -87,8 +96,7 @@ class Gate:
                     raise MissingCredential()
                 credential_type = CredentialType.ANONYMOUS.value
             if rule.rate_limits and not principal.limits_applied:
-                identity = principal.credential_id or principal.subject or context.client_ip
-                await self._limit(rule, "credential", f"{credential_type}:{identity}")
+                await self._limit(rule, "credential", _credential_identity(principal, context))
             rule.check_scopes(principal)
         except AuthGateError as exc:
             self._record(

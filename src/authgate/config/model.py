@@ -246,7 +246,7 @@ class RateLimit(Section):
         ..., description="client: per client address; credential: per key, pair or subject."
     )
     limit: int = Field(..., ge=1, le=1_000_000, description="Requests per period.")
-    period_seconds: float = Field(..., gt=0, le=86_400, description="The period.")
+    period_seconds: float = Field(..., ge=0.001, le=86_400, description="The period.")
 
 
 class Rule(Section):

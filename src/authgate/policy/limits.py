@@ -36,5 +36,5 @@ def raise_if_limited(
                 limit=result.limit,
                 remaining=result.remaining,
                 reset_seconds=-(-result.reset_after_ms // 1000),
-                window_seconds=max(1, check.period_ms // 1000),
+                window_seconds=max(1, -(-check.period_ms // 1000)),
             )

@@ -33,7 +33,7 @@ from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web import admin, bpc, challenge, forward_auth, health, proxy, token
+from authgate.web import admin, bpc, challenge, forward_auth, health, pico, proxy, token
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import problem_middleware
@@ -292,6 +292,8 @@ def create_app(
         challenge.add_routes(app)
     if settings.tokens.enabled:
         token.add_routes(app)
+    if settings.tokens.enabled and settings.tokens.pico_enabled:
+        pico.add_routes(app, clock=clock)
     if settings.tokens.admin_api:
         admin.add_routes(app, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):

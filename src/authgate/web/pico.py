@@ -1,0 +1,470 @@
+"""The pico-compatible token surface under ``/api/v1/auth`` (PROTOCOLS.md §3).
+
+===========================  ===========================================================
+``GET  /jwks``               served by ``web/health.py`` (the same JWKS document)
+``POST /challenge``          ``{"address"}`` -> ``{"challenge": <80 hex>, "ttl": 60}``
+``POST /sign-in``            ``{"address","public_key","signature","challenge","algorithm"}``
+                             -> ``{"access_token","refresh_token","address","algorithm",...}``
+``POST /refresh``            ``{"refresh_token"}`` -> a rotated pair (reuse kills the family)
+``POST /login``              ``{"username","password"}`` -> tokens carrying the user's role
+``POST /revoke``             ``{"jti","reason"}``; bearer with the operator role or admin scope
+``GET  /revoked-jtis``       ``{"items": [{"jti","expires_at"}]}``; bearer with the service
+                             role (or operator role, or admin scope)
+===========================  ===========================================================
+
+Decisions, each deliberate:
+
+* **Stateless challenges.** A challenge is ``hex(issued_ms[8] || random[16] || mac[16])``,
+  ``mac`` = HMAC-SHA256 truncated to 16 bytes over a domain label, the two fields and the
+  address, so it authenticates itself and is bound to the address it was asked for. The
+  MAC key is derived from ``hmac.challenge_secret`` (and its ``previous_`` secrets, for
+  rotation) under a label of its own, so a pico challenge and an HMAC-proof challenge can
+  never stand in for each other; without a configured secret it is random per process and
+  replicas refuse each other's challenges. Valid for 60 s (plus ``hmac.clock_skew_seconds``
+  for a challenge stamped slightly in the future). Single use: sign-in spends it in the
+  nonce store (one atomic ``SET NX PX``) after the signature verifies, keyed per address.
+* **Identity is the key.** ``sub`` and the returned ``address`` are the lower-case hex of
+  the verified public key in one canonical encoding (Ed25519: 32 raw bytes; secp256k1: the
+  33-byte compressed point, whichever form was sent; ML-DSA-65: the 1952 raw bytes), never
+  the client-supplied address, which only scopes the challenge.
+* **Strict wallet keys.** Ed25519 keys with a non-canonical ``y`` or of small order are
+  refused (with the identity point as key, ``R = identity, S = 0`` "verifies" any message);
+  secp256k1 signatures must be minimal DER with ``s <= n/2`` (low-S).
+* **Roles.** Wallet tokens carry ``role: user`` (:data:`WALLET_ROLE`) and no scope. Password
+  tokens carry the user's own role (``authgate users add --role``, default ``operator``), so
+  an operator who gives a user another role is not overridden; users without a role get
+  none. ``/login`` is served only when ``tokens.password_grant`` is on: it is one switch for
+  password authentication whichever door it comes through. A ``role`` claim counts only on
+  authgate's own tokens (an external issuer's ``role`` means what that issuer meant); the
+  admin scope counts as it does on the admin API.
+* **revoked-jtis lists token ids only.** Refresh-family revocations (``fam:<id>``) are not
+  listed: pico validators compare the token's ``jti`` alone, so a family entry would mean
+  nothing to them. Those tokens are still refused by authgate itself.
+* **Bodies.** ``application/json``, at most 16 KB, strict UTF-8 JSON objects whose members
+  are all strings; duplicate and unknown members are refused. Every failure is a 4xx in
+  authgate's problem format (or 503 when a store cannot answer), never a 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from authgate.config.model import Settings
+from authgate.errors import (
+    ConfigError,
+    InvalidRequest,
+    MissingCredential,
+    NotFound,
+    OAuthError,
+    ScopeDenied,
+    Unauthenticated,
+)
+from authgate.models import Principal
+from authgate.stores.base import Clock, NonceOutcome
+from authgate.web.body import body_reader
+from authgate.web.problem import REQUEST_ID
+from authgate.web.state import (
+    ISSUER,
+    JWT_VERIFIER,
+    REQUEST_CONTEXTS,
+    REVOCATIONS,
+    SETTINGS,
+    STORES,
+    USERS,
+)
+
+try:  # ML-DSA arrived in cryptography 47; with an older one ML-DSA-65 sign-in is refused.
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+except ImportError:  # pragma: no cover - the pinned test environment has it
+    mldsa = None  # type: ignore[assignment]
+
+PREFIX = "/api/v1/auth"
+MAX_BODY_BYTES = 16_384
+CHALLENGE_TTL_SECONDS = 60
+WALLET_ROLE = "user"
+REVOCATION_AUDIT_STREAM = "pico-revocations"
+log = logging.getLogger("authgate.pico")
+
+_KEY_LABEL = b"authgate-pico-challenge-key-v1"
+_MAC_LABEL = b"authgate-pico-challenge-v1\x00"
+_RANDOM_BYTES = 16
+_MAC_BYTES = 16
+_CHALLENGE = re.compile(r"[0-9a-f]{80}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
+_VISIBLE = re.compile(r"[\x21-\x7e]+")
+_MAX_ADDRESS = 4096
+_MAX_JTI = 256
+_MAX_REASON = 256
+_MAX_PASSWORD = 1024
+_CHALLENGE_REFUSED = "challenge is invalid, expired or already used"
+
+# Ed25519: the field prime, and the y of every point of order 1, 2, 4 and 8 (both order-8
+# y values; x's sign bit is ignored, so these cover all eight small-order points).
+_P25519 = 2**255 - 19
+_Y_ORDER_8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = frozenset({0, 1, _P25519 - 1, _Y_ORDER_8, _P25519 - _Y_ORDER_8})
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+# Accepted byte lengths: (public keys, (shortest, longest) signature).
+_LENGTHS: Mapping[str, tuple[frozenset[int], tuple[int, int]]] = {
+    "Ed25519": (frozenset({32}), (64, 64)),
+    "secp256k1": (frozenset({33, 65}), (8, 72)),
+    "ML-DSA-65": (frozenset({1952}), (3309, 3309)),
+}
+
+
+# --- challenges -------------------------------------------------------------------------
+
+
+class ChallengeCodec:
+    """Issues and checks self-authenticating, address-bound challenges (no state kept)."""
+
+    def __init__(self, secrets_: Sequence[bytes], *, clock: Clock, skew_seconds: int) -> None:
+        if not secrets_:
+            raise ValueError("at least one challenge secret is needed")
+        self._keys = tuple(hmac.new(s, _KEY_LABEL, hashlib.sha256).digest() for s in secrets_)
+        self._clock = clock
+        self._skew_ms = skew_seconds * 1000
+
+    @staticmethod
+    def _mac(key: bytes, head: bytes, address: str) -> bytes:
+        message = _MAC_LABEL + head + address.encode("utf-8")
+        return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def issue(self, address: str) -> str:
+        """A fresh challenge for ``address``."""
+        head = self._clock.now_ms().to_bytes(8, "big") + secrets.token_bytes(_RANDOM_BYTES)
+        return (head + self._mac(self._keys[0], head, address)).hex()
+
+    def check(self, address: str, challenge: str) -> int:
+        """The challenge's issue time (ms) if it is ours, for ``address`` and fresh."""
+        if _CHALLENGE.fullmatch(challenge) is None:
+            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge malformed")
+        raw = bytes.fromhex(challenge)
+        head, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not any(hmac.compare_digest(self._mac(k, head, address), mac) for k in self._keys):
+            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge MAC or address")
+        issued_ms = int.from_bytes(head[:8], "big")
+        now = self._clock.now_ms()
+        if now - issued_ms > CHALLENGE_TTL_SECONDS * 1000 or issued_ms > now + self._skew_ms:
+            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge expired")
+        return issued_ms
+
+    def remaining_ms(self, issued_ms: int) -> int:
+        """How long a challenge issued at ``issued_ms`` may still be presented."""
+        return max(
+            1, issued_ms + CHALLENGE_TTL_SECONDS * 1000 + self._skew_ms - self._clock.now_ms()
+        )
+
+
+CHALLENGES = web.AppKey("pico_challenges", ChallengeCodec)
+
+
+# --- wallet signatures ------------------------------------------------------------------
+
+
+def _verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bytes:
+    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
+    if y >= _P25519 or y in _SMALL_ORDER_Y:
+        raise InvalidSignature("non-canonical or small-order Ed25519 key")
+    ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    return public_key
+
+
+def _verify_secp256k1(public_key: bytes, signature: bytes, message: bytes) -> bytes:
+    if public_key[0] not in ((2, 3) if len(public_key) == 33 else (4,)):
+        raise InvalidSignature("not a SEC1 compressed or uncompressed point")
+    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), public_key)
+    r, s = decode_dss_signature(signature)
+    if encode_dss_signature(r, s) != signature:
+        raise InvalidSignature("signature is not minimal DER")
+    if not 0 < s <= _SECP256K1_N // 2:
+        raise InvalidSignature("high-S signature")  # (r, n - s) is the same signature
+    point.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    return point.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+
+
+def _verify_mldsa65(public_key: bytes, signature: bytes, message: bytes) -> bytes:
+    if mldsa is None:  # pragma: no cover - see the import
+        raise UnsupportedAlgorithm("ML-DSA-65 needs cryptography >= 47")
+    mldsa.MLDSA65PublicKey.from_public_bytes(public_key).verify(signature, message)
+    return public_key
+
+
+_VERIFIERS: Mapping[str, Callable[[bytes, bytes, bytes], bytes]] = {
+    "Ed25519": _verify_ed25519,
+    "secp256k1": _verify_secp256k1,
+    "ML-DSA-65": _verify_mldsa65,
+}
+
+
+def wallet_identity(algorithm: str, public_key: bytes, signature: bytes, message: bytes) -> str:
+    """The identity (canonical key hex) once ``signature`` verifies; else 401."""
+    try:
+        return _VERIFIERS[algorithm](public_key, signature, message).hex()
+    except UnsupportedAlgorithm:
+        raise InvalidRequest(f"algorithm: {algorithm} is not available on this server") from None
+    except (InvalidSignature, ValueError) as exc:
+        raise Unauthenticated(
+            "wallet signature does not verify", detail=type(exc).__name__
+        ) from None
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidRequest(f"member {key[:64]!r} appears more than once")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidRequest(f"non-standard JSON constant {name}")
+
+
+async def read_fields(
+    request: web.Request, *, required: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, str]:
+    """The body's string members; anything else about the body is a 400 (or 413)."""
+    if request.content_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    reader = body_reader(request, limit=MAX_BODY_BYTES)
+    raw = await reader() if reader is not None else b""
+    try:
+        data = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("request body is not UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    unknown = sorted(set(data) - {*required, *optional})
+    if unknown:
+        raise InvalidRequest(f"unknown member {unknown[0][:64]!r}")
+    for name, value in data.items():
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{name}: must be a string")
+    for name in required:
+        if not data.get(name):
+            raise InvalidRequest(f"{name}: required")
+    return data
+
+
+def _hex(value: str, name: str, lengths: Callable[[int], bool]) -> bytes:
+    if len(value) % 2 or _HEX.fullmatch(value) is None or not lengths(len(value) // 2):
+        raise InvalidRequest(f"{name}: not hex of the right length for the algorithm")
+    return bytes.fromhex(value)
+
+
+def _visible(value: str, name: str, limit: int) -> str:
+    if len(value) > limit or _VISIBLE.fullmatch(value) is None:
+        raise InvalidRequest(f"{name}: 1-{limit} visible ASCII characters")
+    return value
+
+
+def _json(body: Mapping[str, Any]) -> web.Response:
+    return web.json_response(
+        dict(body), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+
+
+# --- callers with a bearer token --------------------------------------------------------
+
+
+async def _caller(request: web.Request) -> Principal:
+    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    verifier = request.app[JWT_VERIFIER]
+    token = verifier.extract(context)
+    if token is None:
+        raise MissingCredential("this endpoint needs a bearer token")
+    return await verifier.verify(token, context)
+
+
+def _require(principal: Principal, settings: Settings, roles: Sequence[str]) -> None:
+    if settings.tokens.admin_scope in principal.scopes:
+        return
+    own = principal.issuer == settings.jwt.issuer
+    role = principal.claims.get("role")
+    if not (own and isinstance(role, str) and role in roles):
+        raise ScopeDenied(f"needs role {' or '.join(roles)} or scope {settings.tokens.admin_scope}")
+
+
+# --- handlers ---------------------------------------------------------------------------
+
+
+async def challenge(request: web.Request) -> web.Response:
+    """``POST /challenge``."""
+    fields = await read_fields(request, required=("address",))
+    address = _visible(fields["address"], "address", _MAX_ADDRESS)
+    return _json(
+        {"challenge": request.app[CHALLENGES].issue(address), "ttl": CHALLENGE_TTL_SECONDS}
+    )
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    """``POST /sign-in``: a wallet signature over a challenge buys a token pair."""
+    app = request.app
+    fields = await read_fields(
+        request, required=("address", "public_key", "signature", "challenge", "algorithm")
+    )
+    algorithm = fields["algorithm"]
+    if algorithm not in app[SETTINGS].tokens.pico_wallet_algorithms:
+        raise InvalidRequest(f"algorithm: {algorithm[:32]!r} is not accepted here")
+    address = _visible(fields["address"], "address", _MAX_ADDRESS)
+    key_lengths, (shortest, longest) = _LENGTHS[algorithm]
+    public_key = _hex(fields["public_key"], "public_key", key_lengths.__contains__)
+    signature = _hex(fields["signature"], "signature", lambda n: shortest <= n <= longest)
+    codec = app[CHALLENGES]
+    issued_ms = codec.check(address, fields["challenge"])
+    identity = wallet_identity(algorithm, public_key, signature, fields["challenge"].encode())
+    scope = "pico:" + hashlib.sha256(address.encode()).hexdigest()[:32]
+    outcome = await app[STORES].nonces.consume(
+        scope, fields["challenge"], ttl_ms=codec.remaining_ms(issued_ms), signed_at_ms=issued_ms
+    )
+    if outcome is not NonceOutcome.FRESH:
+        raise Unauthenticated(_CHALLENGE_REFUSED, detail=f"challenge {outcome.value}")
+    issued = await app[ISSUER].issue(
+        subject=identity,
+        scopes=(),
+        refresh=True,
+        extra={"role": WALLET_ROLE},
+        minted_by=f"pico-wallet:{algorithm}",
+    )
+    return _json({**issued.response(), "address": identity, "algorithm": algorithm})
+
+
+async def refresh(request: web.Request) -> web.Response:
+    """``POST /refresh``: rotation through the one refresh path (``TokenIssuer``)."""
+    fields = await read_fields(request, required=("refresh_token",))
+    try:
+        issued = await request.app[ISSUER].redeem_refresh(
+            fields["refresh_token"], scopes=None, client_id=None
+        )
+    except OAuthError as exc:
+        raise Unauthenticated(f"refresh token refused: {exc.message}") from None
+    return _json(issued.response())
+
+
+async def login(request: web.Request) -> web.Response:
+    """``POST /login``: password login (operator bootstrap)."""
+    app = request.app
+    if not app[SETTINGS].tokens.password_grant:
+        raise NotFound("password login is disabled (tokens.password_grant)")
+    fields = await read_fields(request, required=("username", "password"))
+    if len(fields["username"]) > 64 or len(fields["password"]) > _MAX_PASSWORD:
+        raise InvalidRequest("username or password too long")
+    user = await app[USERS].authenticate(fields["username"], fields["password"])
+    if user is None:
+        raise Unauthenticated("wrong username or password")
+    issued = await app[ISSUER].issue(
+        subject=f"user:{user.username}",
+        scopes=user.scopes,
+        refresh=True,
+        extra={"role": user.role} if user.role else None,
+        minted_by=f"pico-login:{user.username}",
+    )
+    return _json(issued.response())
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """``POST /revoke``: an operator revokes a token by ``jti``."""
+    app = request.app
+    settings = app[SETTINGS]
+    principal = await _caller(request)
+    _require(principal, settings, (settings.tokens.pico_operator_role,))
+    fields = await read_fields(request, required=("jti",), optional=("reason",))
+    jti = _visible(fields["jti"], "jti", _MAX_JTI)
+    reason = fields.get("reason", "")
+    if len(reason) > _MAX_REASON or not reason.isprintable():
+        raise InvalidRequest(f"reason: at most {_MAX_REASON} printable characters")
+    await app[ISSUER].revoke_jti(jti)
+    await app[STORES].audit.append(
+        REVOCATION_AUDIT_STREAM,
+        {"jti": jti, "by": principal.subject, "reason": reason},
+        cap=settings.tokens.mint_audit_cap,
+    )
+    log.info(
+        "token revoked by id",
+        extra={
+            "event": "pico_revoke",
+            "subject": principal.subject,
+            "request_id": request[REQUEST_ID],
+        },
+    )
+    return _json({"revoked": jti})
+
+
+async def revoked_jtis(request: web.Request) -> web.Response:
+    """``GET /revoked-jtis``: the denylist pico validators poll."""
+    app = request.app
+    tokens = app[SETTINGS].tokens
+    _require(
+        await _caller(request), app[SETTINGS], (tokens.pico_service_role, tokens.pico_operator_role)
+    )
+    revoked = await app[REVOCATIONS].list_revoked()
+    items = [
+        {"jti": jti, "expires_at": expires_ms // 1000}
+        for jti, expires_ms in sorted(revoked.items())
+        if not jti.startswith("fam:")
+    ]
+    return _json({"items": items})
+
+
+def challenge_secrets_for(settings: Settings) -> tuple[bytes, ...]:
+    """The configured challenge secrets (signing one first), or one random per process."""
+    configured = settings.hmac.challenge_secret
+    if configured is None:
+        if settings.stores.backend == "redis":
+            log.warning(
+                "hmac.challenge_secret is not set: pico challenges are signed with a random "
+                "per-process secret, so other replicas refuse them",
+                extra={"event": "ephemeral_challenge_secret"},
+            )
+        return (secrets.token_bytes(32),)
+    return tuple(
+        s.get_secret_value().encode()
+        for s in (configured, *settings.hmac.previous_challenge_secrets)
+    )
+
+
+def add_routes(app: web.Application, *, clock: Clock) -> None:
+    """Register the pico endpoints (``GET /jwks`` is registered by ``web/health.py``)."""
+    settings = app[SETTINGS]
+    tokens = settings.tokens
+    if WALLET_ROLE in (tokens.pico_operator_role, tokens.pico_service_role):
+        raise ConfigError(
+            [("tokens.pico_operator_role", f"must not be {WALLET_ROLE!r}, the wallet role")]
+        )
+    app[CHALLENGES] = ChallengeCodec(
+        challenge_secrets_for(settings),
+        clock=clock,
+        skew_seconds=settings.hmac.clock_skew_seconds,
+    )
+    app.router.add_post(f"{PREFIX}/challenge", challenge)
+    app.router.add_post(f"{PREFIX}/sign-in", sign_in)
+    app.router.add_post(f"{PREFIX}/refresh", refresh)
+    app.router.add_post(f"{PREFIX}/login", login)
+    app.router.add_post(f"{PREFIX}/revoke", revoke)
+    app.router.add_get(f"{PREFIX}/revoked-jtis", revoked_jtis)
