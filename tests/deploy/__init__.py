@@ -1,0 +1,1 @@
+"""Deployment artefacts: Dockerfile, Helm chart, rendered manifests, proxy examples, docs."""
