@@ -256,6 +256,12 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
                     raise LookupError(args.username)
                 return {"removed": args.username}
             return [u.public_view() for u in await users.all_users()]
+        if args.command == "token" and args.action == "revoke":
+            longest = max(settings.tokens.refresh_ttl_seconds, settings.tokens.max_mint_ttl_seconds)
+            until = clock.now_ms() + (longest + settings.jwt.leeway_seconds) * 1000
+            revocations = RevocationList(store=stores.revocations, events=stores.events)
+            await revocations.revoke(args.jti, expires_at_ms=until)
+            return {"revoked": args.jti, "until_ms": until}
         keys = build_key_manager(
             settings,
             store=stores.signing_keys,
@@ -359,6 +365,8 @@ def add_commands(sub: Any) -> None:
     mint.add_argument("--scope", action="append")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds")
     mint.add_argument("--aud")
+    revoke_token = token_actions.add_parser("revoke", help="revoke a token by jti on every replica")
+    revoke_token.add_argument("jti")
     token_cmd.set_defaults(func=run_keys_users_tokens)
 
     keys = sub.add_parser("apikeys", help="manage API keys in the shared store")

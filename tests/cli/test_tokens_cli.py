@@ -88,6 +88,29 @@ async def test_minted_token_is_accepted_listed_and_revocable(
 
 
 @pytest.mark.redis
+async def test_token_revoke_reaches_a_running_replica(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    """authgate token revoke JTI is seen by a running gateway (Redis plus pub/sub)."""
+    path = write(tmp_path, config)
+    with running(config, tmp_path) as gw:
+        minted = json.loads(cli(path, "token", "mint", "--sub", "svc", "--ttl", "600").stdout)
+        headers = {
+            "Authorization": f"Bearer {minted['access_token']}",
+            "X-Original-URI": "/api/x",
+            "X-Original-Method": "GET",
+        }
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gw.url}/auth", headers=headers) as resp:
+                assert resp.status == 200
+            revoked = cli(path, "token", "revoke", minted["jti"])
+            assert revoked.returncode == 0, revoked.stderr
+            async with session.get(f"{gw.url}/auth", headers=headers) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["error"]["code"] == "token_revoked"
+
+
+@pytest.mark.redis
 async def test_key_rotation_refuses_early_and_forced_rotation_keeps_old_tokens_valid(
     tmp_path: Path, config: dict[str, Any]
 ) -> None:

@@ -453,10 +453,17 @@ def add_routes(app: web.Application, *, clock: Clock) -> None:
     """Register the pico endpoints (``GET /jwks`` is registered by ``web/health.py``)."""
     settings = app[SETTINGS]
     tokens = settings.tokens
-    if WALLET_ROLE in (tokens.pico_operator_role, tokens.pico_service_role):
-        raise ConfigError(
-            [("tokens.pico_operator_role", f"must not be {WALLET_ROLE!r}, the wallet role")]
-        )
+    privileged = (
+        ("pico_operator_role", tokens.pico_operator_role),
+        ("pico_service_role", tokens.pico_service_role),
+    )
+    clashes = [
+        (f"tokens.{name}", f"must not be {WALLET_ROLE!r}: every wallet token carries it")
+        for name, role in privileged
+        if role == WALLET_ROLE
+    ]
+    if clashes:
+        raise ConfigError(clashes)
     app[CHALLENGES] = ChallengeCodec(
         challenge_secrets_for(settings),
         clock=clock,

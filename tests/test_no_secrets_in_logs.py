@@ -1,0 +1,71 @@
+"""Tokens, signatures, API keys, pair secrets and proofs never reach a log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from authgate.client import BPCSigner, proof_header
+from authgate.crypto.keys import KeyRing
+from authgate.log import JSONFormatter
+from authgate.stores.memory import MemoryStores
+from authgate.web.app import create_app
+from authgate.web.state import API_KEYS
+from tests.support import TokenFactory, echo_app, make_settings, serve_app
+
+
+async def test_credentials_never_appear_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Good and bad requests of every credential type leave no secret in the JSON logs."""
+    caplog.set_level(logging.DEBUG)
+    tokens = TokenFactory()
+    secrets: list[str] = []
+    async with serve_app(echo_app()) as upstream:
+        settings = make_settings(
+            development=True,
+            proxy={"upstream": f"http://127.0.0.1:{upstream}"},
+            hmac={"challenge_secret": "c" * 40},
+            secrets={"key_encryption_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+        )
+        app = create_app(settings, stores=MemoryStores(), key_ring=KeyRing([tokens.key]))
+        async with TestClient(TestServer(app)) as client:
+            good, expired = tokens.mint(), tokens.mint(exp=1)
+            secrets += [good, expired, good.split(".")[2]]
+            for token in (good, expired, good + "x"):
+                await client.get("/api/x", headers={"Authorization": f"Bearer {token}"})
+
+            key, jwk, _ = BPCSigner.generate_key()
+            resp = await client.post(
+                "/bpc/register",
+                json={
+                    "name": "d",
+                    "scope": "read",
+                    "mode": "development",
+                    "secret": "pair-secret-xyz",
+                    "pubJwk": jwk,
+                },
+            )
+            signer = BPCSigner((await resp.json())["pairId"], "pair-secret-xyz", key)
+            signed = signer.headers("GET", "/api/x")
+            secrets += ["pair-secret-xyz", signed["X-BPC-Signature"], signed["X-BPC-Signed-Data"]]
+            await client.get("/api/x", headers=signed)
+            await client.get("/api/x", headers=signed)  # replay: a failure path
+            wrong = BPCSigner(signer.pair_id, "wrong-secret-1", key).headers("GET", "/api/x")
+            await client.get("/api/x", headers=wrong)
+
+            _, raw_key = await app[API_KEYS].create(name="k", scopes=["read"])
+            challenge = await (await client.get("/challenge")).json()
+            header = proof_header(challenge, raw_key, "GET", "/api/x")
+            secrets += [raw_key, header.rsplit(".", 1)[1], "c" * 40]
+            await client.get("/api/x", headers={"Authorization": header})
+            await client.get("/api/x", headers={"Authorization": header})
+
+    formatter = JSONFormatter()
+    text = "\n".join(formatter.format(r) for r in caplog.records) + "\n".join(
+        r.getMessage() for r in caplog.records
+    )
+    assert caplog.records, "the requests were logged at all"
+    assert '"event":"decision"' in text
+    for secret in secrets:
+        assert secret not in text, f"a secret reached the logs: {secret[:12]}..."
