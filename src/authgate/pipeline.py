@@ -68,6 +68,7 @@ class Gate:
         self._verifiers = tuple(verifiers)
         self._metrics = metrics
         self._access_log = access_log
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def evaluate(self, context: RequestContext) -> Decision:
         """Return the decision for ``context`` or raise the refusal."""
@@ -126,8 +127,16 @@ class Gate:
         started: float,
         detail: str = "",
     ) -> None:
-        self._metrics.decisions.labels(outcome, reason, credential).inc()
-        self._metrics.decision_seconds.labels(outcome).observe(time.perf_counter() - started)
+        key = (outcome, reason, credential)
+        children = self._children.get(key)
+        if children is None:  # label lookups take a lock; bind each combination once
+            children = (
+                self._metrics.decisions.labels(outcome, reason, credential),
+                self._metrics.decision_seconds.labels(outcome),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
         if self._access_log:
             log.info(
                 "decision",

@@ -17,6 +17,7 @@ character checks (it is not matched, only forwarded).
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 
@@ -42,8 +43,18 @@ class Target:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+# Already canonical: segments of unreserved and sub-delim characters (no %, no ;), no
+# dot-only or empty segment (except one trailing /), and a query without % or #. Such a
+# target is returned as is; anything else takes the full, byte-by-byte path below.
+_SEGMENT = r"(?:[A-Za-z0-9_~!$&'()*+,=:@-]|\.(?=[^/]*[A-Za-z0-9_~!$&'()*+,=:@-]))+"
+_FAST = re.compile(rf"(/(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?)(?:\?([\x21-\x22\x24-\x7e]*))?")
+
+
 def canonicalize(raw: str) -> Target:
     """Return the canonical form of ``raw`` or raise :class:`InvalidTarget`."""
+    fast = _FAST.fullmatch(raw) if len(raw) <= MAX_TARGET_LENGTH else None
+    if fast is not None and "%" not in (fast.group(2) or ""):
+        return Target(fast.group(1), fast.group(2) or "")
     if not raw:
         raise InvalidTarget("empty request target")
     if len(raw) > MAX_TARGET_LENGTH:

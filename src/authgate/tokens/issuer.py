@@ -15,7 +15,6 @@ well as ``jti``), so the thief's and the victim's tokens all stop working.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -265,7 +264,7 @@ class TokenIssuer:
 
     async def mints(self, limit: int) -> list[dict[str, Any]]:
         """Long-lived tokens minted, newest first, each with its revocation state."""
-        now = int(time.time())
+        now = self._now()  # the issuer's clock, as for every other expiry decision here
         out = []
         for entry in await self._audit.recent(MINT_STREAM, limit):
             revoked = await self._revocations.is_revoked(str(entry.get("jti", "")))

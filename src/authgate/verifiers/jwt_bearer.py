@@ -283,9 +283,15 @@ def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
     raise TokenMalformed("claim 'aud' must be a string or a list of strings")
 
 
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+_PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
+
+
 def header_safe(value: str) -> str:
     """Percent-encode anything outside visible ASCII so it can travel in a header."""
-    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+    if _PLAIN_HEADER_VALUE.fullmatch(value) is not None:
+        return value  # the common case: nothing to encode
+    return quote(value, safe=_HEADER_SAFE)
 
 
 class JWTBearerVerifier:

@@ -35,11 +35,20 @@ class TrustedProxies:
         self._networks: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(c, strict=False) for c in cidrs
         )
+        # Peers repeat (a proxy, a few clients): remember answers, bounded.
+        self._known: dict[str, bool] = {}
 
     def trusts(self, address: str) -> bool:
         """Whether ``address`` is a trusted proxy."""
+        known = self._known.get(address)
+        if known is not None:
+            return known
         ip = parse_ip(address)
-        return ip is not None and any(ip in net for net in self._networks)
+        answer = ip is not None and any(ip in net for net in self._networks)
+        if len(self._known) >= 4096:
+            self._known.clear()
+        self._known[address] = answer
+        return answer
 
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:
         """The calling client's address, reading ``X-Forwarded-For`` right to left."""
