@@ -292,11 +292,15 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
         )
         if not 30 <= args.ttl <= settings.tokens.max_mint_ttl_seconds:
             raise ValueError(f"--ttl must be 30 to {settings.tokens.max_mint_ttl_seconds} seconds")
+        roles = {settings.tokens.pico_operator_role, settings.tokens.pico_service_role}
+        if args.role is not None and args.role not in roles:
+            raise ValueError(f"--role must be one of {sorted(roles)}")
         issued = await issuer.issue(
             subject=args.sub,
             scopes=args.scope or (),
             audience=args.aud,
             ttl_seconds=args.ttl,
+            extra={"role": args.role} if args.role else None,
             minted_by="cli",
         )
         return {
@@ -365,6 +369,7 @@ def add_commands(sub: Any) -> None:
     mint.add_argument("--scope", action="append")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds")
     mint.add_argument("--aud")
+    mint.add_argument("--role", help="pico role claim (e.g. service, for revoked-jtis polls)")
     revoke_token = token_actions.add_parser("revoke", help="revoke a token by jti on every replica")
     revoke_token.add_argument("jti")
     token_cmd.set_defaults(func=run_keys_users_tokens)

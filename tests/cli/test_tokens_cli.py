@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from redis import Redis
 
-from tests.support import ISSUER, running
+from tests.support import ISSUER, running, wait_for
 
 KEK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
@@ -131,9 +131,16 @@ async def test_key_rotation_refuses_early_and_forced_rotation_keeps_old_tokens_v
             "access_token"
         ]
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{gw.url}/.well-known/jwks.json") as resp:
-                published = {k["kid"] for k in (await resp.json())["keys"]}
-            assert published == set(states), "the replica reloaded after the rotation"
+
+            async def published() -> set[str]:
+                async with session.get(f"{gw.url}/.well-known/jwks.json") as resp:
+                    return {k["kid"] for k in (await resp.json())["keys"]}
+
+            async def reloaded() -> bool:
+                return await published() == set(states)
+
+            # The replica reloads on the change announcement, within its 1 s key tick.
+            await wait_for(reloaded, timeout=5)
             for token in (old, new):
                 headers = {
                     "Authorization": f"Bearer {token}",

@@ -78,14 +78,7 @@ async def test_sign_in_with_each_algorithm(gw: Gate, algorithm: str, uncompresse
     [
         "Ed25519",
         "secp256k1",
-        pytest.param(
-            "ML-DSA-65",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="jwt_bearer._string_claim caps 'sub' at 1024 characters; an ML-DSA-65 "
-                "identity is 3904 hex characters (reported)",
-            ),
-        ),
+        pytest.param("ML-DSA-65"),
     ],
     ids=["ed25519", "secp256k1", "ml-dsa-65"],
 )

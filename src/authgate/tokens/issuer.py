@@ -116,7 +116,9 @@ class TokenIssuer:
         ttl = ttl_seconds or self._s.tokens.access_ttl_seconds
         scope = " ".join(sorted(set(scopes)))
         fam = family or (uuid.uuid4().hex if refresh else None)
+        # Registered claims last: nothing in ``extra`` may override iss, sub, exp, ...
         claims: dict[str, Any] = {
+            **dict(extra or {}),
             "iss": self.issuer,
             "sub": subject,
             "aud": self.audience(audience),
@@ -124,7 +126,6 @@ class TokenIssuer:
             "exp": now + ttl,
             "jti": uuid.uuid4().hex,
             "scope": scope,
-            **dict(extra or {}),
         }
         if fam is not None:
             claims["fam"] = fam
@@ -142,7 +143,10 @@ class TokenIssuer:
                 "scope": scope,
                 "fam": fam,
                 "type": "refresh",
+            }
+            refresh_claims = {
                 **{k: v for k, v in (extra or {}).items() if k in _CARRIED},
+                **refresh_claims,
             }
             refresh_token = self._keys.current.sign(refresh_claims, typ="refresh+jwt")
         return Issued(

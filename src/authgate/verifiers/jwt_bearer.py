@@ -401,7 +401,8 @@ class JWTBearerVerifier:
         self._check_times(exp, nbf, iat, now)
         if not (_audiences(payload) & issuer.audiences):
             raise TokenAudienceInvalid()
-        subject = _string_claim(payload, "sub")
+        # ML-DSA-65 wallet identities are 3904 hex characters; the token size bounds it.
+        subject = _string_claim(payload, "sub", max_len=8192)
         if subject is None:
             raise TokenMalformed("claim 'sub' is required")
         jti = _string_claim(payload, "jti", max_len=256)

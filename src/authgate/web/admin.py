@@ -5,7 +5,7 @@
 ``GET  {p}/mints?limit=N``             long-lived tokens minted, with revocation state
 ``GET  {p}/keys``                      signing keys and their states
 ``POST {p}/keys/rotate``               ``{"force": false}``; 409 when too early
-``POST {p}/tokens``                    ``{"sub","scope","ttl_seconds","aud"}`` mint
+``POST {p}/tokens``                    ``{"sub","scope","ttl_seconds","aud","role"}`` mint
 ``POST {p}/revoke``                    ``{"jti"}``
 ``GET  {p}/apikeys`` / ``POST``        list / ``{"name","scopes"}`` create (shown once)
 ``DELETE {p}/apikeys/{key_id}``        revoke an API key
@@ -29,6 +29,7 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.tokens.keys import RotationRefused
+from authgate.web.body import read_bounded
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     API_KEYS,
@@ -59,7 +60,7 @@ async def _admin(request: web.Request) -> Principal:
 async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_bounded(request.content, MAX_BODY)
     if len(raw) > MAX_BODY:
         raise InvalidRequest("request body too large")
     try:
@@ -135,11 +136,16 @@ async def mint(request: web.Request) -> web.Response:
     aud = data.get("aud")
     if aud is not None and not isinstance(aud, str):
         raise InvalidRequest("aud: must be a string")
+    role = data.get("role")
+    roles = {settings.pico_operator_role, settings.pico_service_role}
+    if role is not None and role not in roles:
+        raise InvalidRequest(f"role: must be one of {sorted(roles)}")
     issued = await request.app[ISSUER].issue(
         subject=sub,
         scopes=scope.split(),
         audience=aud,
         ttl_seconds=ttl,
+        extra={"role": role} if role else None,
         minted_by=f"admin:{principal.subject}",
     )
     return _json(

@@ -34,6 +34,7 @@ from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 from authgate.web import admin, bpc, challenge, forward_auth, health, pico, proxy, token
+from authgate.web.body import read_bounded
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import problem_middleware
@@ -95,7 +96,7 @@ def _jwks_fetcher(
         ) as resp:
             if resp.status != 200:
                 raise ValueError(f"JWKS answered {resp.status}")
-            body = await resp.content.read(max_bytes + 1)
+            body = await read_bounded(resp.content, max_bytes)
         if len(body) > max_bytes:
             raise ValueError("JWKS document too large")
         return body

@@ -33,6 +33,7 @@ from authgate.errors import (
 from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
 from authgate.policy.rules import LIFECYCLE_RULE
+from authgate.web.body import read_bounded
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS, STORES
 
@@ -47,7 +48,7 @@ async def _json_body(request: web.Request, context: RequestContext | None = None
     else:
         if request.content_length is not None and request.content_length > MAX_LIFECYCLE_BODY:
             raise InvalidRequest("request body too large")
-        raw = await _read_bounded(request, MAX_LIFECYCLE_BODY)
+        raw = await read_bounded(request.content, MAX_LIFECYCLE_BODY)
     if len(raw) > MAX_LIFECYCLE_BODY:
         raise InvalidRequest("request body too large")
     try:
@@ -57,23 +58,6 @@ async def _json_body(request: web.Request, context: RequestContext | None = None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     return data
-
-
-async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    """The whole body, or the first ``limit + 1`` bytes when it is longer.
-
-    ``StreamReader.read(n)`` answers as soon as *some* bytes arrived, so one call can cut a
-    body that came in several pieces (chunked, slow clients): read until EOF instead.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def _operator(request: web.Request) -> bool:

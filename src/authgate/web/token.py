@@ -21,6 +21,7 @@ from authgate.errors import AuthGateError, OAuthError
 from authgate.models import CredentialType
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
+from authgate.web.body import read_bounded
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     API_KEYS,
@@ -47,7 +48,7 @@ async def read_form(request: web.Request, raw: bytes | None = None) -> dict[str,
     if raw is None:
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             raise OAuthError("invalid_request", "request body too large")
-        raw = await request.content.read(MAX_FORM_BYTES + 1)
+        raw = await read_bounded(request.content, MAX_FORM_BYTES)
     if len(raw) > MAX_FORM_BYTES:
         raise OAuthError("invalid_request", "request body too large")
     try:
