@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from authgate.strict_json import StrictJSONError, loads_object
+
 VERSION = "1.0"
 PAYLOAD_MEMBERS = frozenset(
     {"body_hash", "method", "nonce", "pair_id", "path", "secret_hmac", "timestamp", "version"}
@@ -89,36 +91,15 @@ class SignedPayload:
     raw: bytes
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise WireError(f"signed data repeats member {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise WireError(f"signed data holds the non-JSON constant {name}")
-
-
 def parse_signed_data(encoded: str) -> SignedPayload:
     """Decode ``X-BPC-Signed-Data``; raise :class:`WireError` naming the field at fault."""
     if len(encoded) > MAX_SIGNED_DATA_BYTES * 4 // 3 + 4:
         raise WireError("signed data is too large")
     raw = b64url_decode(encoded, what="X-BPC-Signed-Data")
     try:
-        text = raw.decode("utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise WireError("signed data is not UTF-8") from None
-    try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, WireError):
-            raise
-        raise WireError("signed data is not JSON") from None
-    if not isinstance(value, dict):
-        raise WireError("signed data is not a JSON object")
+        value = loads_object(raw, "signed data")
+    except StrictJSONError as exc:
+        raise WireError(str(exc)) from None
     members = set(value)
     if members != PAYLOAD_MEMBERS:
         missing = sorted(PAYLOAD_MEMBERS - members)

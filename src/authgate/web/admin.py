@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +28,7 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.tokens.keys import RotationRefused
-from authgate.web.body import read_bounded
+from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     API_KEYS,
@@ -58,18 +57,7 @@ async def _admin(request: web.Request) -> Principal:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
-    raw = await read_bounded(request.content, MAX_BODY)
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest("request body too large")
-    try:
-        data = json.loads(raw.decode("utf-8") or "{}")
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("request body is not UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return data
+    return await read_json_object(request, limit=MAX_BODY, allow_empty=True)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

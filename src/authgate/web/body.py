@@ -7,10 +7,12 @@ bytes read are kept on the request, so the proxy forwards exactly what was hashe
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import StreamReader, web
 
-from authgate.errors import BodyTooLarge
+from authgate.errors import BodyTooLarge, InvalidRequest
+from authgate.strict_json import StrictJSONError, loads_object
 
 BUFFERED_BODY: web.RequestKey[bytes] = web.RequestKey("buffered_body", bytes)
 
@@ -60,3 +62,28 @@ async def read_bounded(stream: StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+async def read_json_object(
+    request: web.Request, *, limit: int, raw: bytes | None = None, allow_empty: bool = False
+) -> dict[str, Any]:
+    """A request body that must be a strict JSON object of at most ``limit`` bytes.
+
+    ``raw`` passes bytes already read (a verifier hashed them); otherwise the body is read
+    here. Too large is :class:`BodyTooLarge` (413); every other fault an
+    :class:`InvalidRequest` naming it.
+    """
+    if request.content_type != "application/json":
+        raise InvalidRequest("Content-Type must be application/json")
+    if raw is None:
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        raw = await read_bounded(request.content, limit)
+    if len(raw) > limit:
+        raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    if allow_empty and not raw.strip():
+        return {}
+    try:
+        return loads_object(raw, "request body")
+    except StrictJSONError as exc:
+        raise InvalidRequest(str(exc)) from None

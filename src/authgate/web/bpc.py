@@ -17,7 +17,6 @@ decision path); handlers only translate JSON.
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +32,7 @@ from authgate.errors import (
 from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
 from authgate.policy.rules import LIFECYCLE_RULE
-from authgate.web.body import read_bounded
+from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS, STORES
 
@@ -41,23 +40,10 @@ MAX_LIFECYCLE_BODY = 16_384
 
 
 async def _json_body(request: web.Request, context: RequestContext | None = None) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
+    raw = None
     if context is not None and context.read_body is not None:
         raw = await context.read_body()  # the same bytes the verifier hashed
-    else:
-        if request.content_length is not None and request.content_length > MAX_LIFECYCLE_BODY:
-            raise InvalidRequest("request body too large")
-        raw = await read_bounded(request.content, MAX_LIFECYCLE_BODY)
-    if len(raw) > MAX_LIFECYCLE_BODY:
-        raise InvalidRequest("request body too large")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("request body is not UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return data
+    return await read_json_object(request, limit=MAX_LIFECYCLE_BODY, raw=raw)
 
 
 def _operator(request: web.Request) -> bool:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -77,7 +76,7 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.stores.base import Clock, NonceOutcome
-from authgate.web.body import body_reader
+from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     ISSUER,
@@ -231,35 +230,11 @@ def wallet_identity(algorithm: str, public_key: bytes, signature: bytes, message
 # --- request bodies ---------------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidRequest(f"member {key[:64]!r} appears more than once")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise InvalidRequest(f"non-standard JSON constant {name}")
-
-
 async def read_fields(
     request: web.Request, *, required: Sequence[str], optional: Sequence[str] = ()
 ) -> dict[str, str]:
     """The body's string members; anything else about the body is a 400 (or 413)."""
-    if request.content_type != "application/json":
-        raise InvalidRequest("Content-Type must be application/json")
-    reader = body_reader(request, limit=MAX_BODY_BYTES)
-    raw = await reader() if reader is not None else b""
-    try:
-        data = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequest("request body is not UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
+    data = await read_json_object(request, limit=MAX_BODY_BYTES)
     unknown = sorted(set(data) - {*required, *optional})
     if unknown:
         raise InvalidRequest(f"unknown member {unknown[0][:64]!r}")
