@@ -297,6 +297,7 @@ class JWTBearerVerifier:
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._metrics = metrics
+        self._cache_counters: dict[str, Any] = {}  # bound metric children (labels() locks)
 
     def extract(self, context: RequestContext) -> str | None:
         """The bearer token, or ``None`` when the request carries no bearer credential."""
@@ -337,8 +338,12 @@ class JWTBearerVerifier:
         return entry.principal
 
     def _count_cache(self, result: str) -> None:
-        if self._metrics is not None:
-            self._metrics.cache_lookups.labels("jwt", result).inc()
+        counter = self._cache_counters.get(result)
+        if counter is None and self._metrics is not None:
+            counter = self._metrics.cache_lookups.labels("jwt", result)
+            self._cache_counters[result] = counter
+        if counter is not None:
+            counter.inc()
 
     async def _check_revoked(self, principal: Principal) -> None:
         jti = principal.credential_id

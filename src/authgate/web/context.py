@@ -8,6 +8,7 @@ from the right, that is not a trusted proxy.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -26,6 +27,8 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 MAX_HEADER_VALUE = 8192
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
 
 
 class TrustedProxies:
@@ -87,7 +90,9 @@ def request_id(request: web.Request, header: str) -> str:
     supplied = request.headers.get(header)
     if supplied is not None and _REQUEST_ID.fullmatch(supplied):
         return supplied
-    return os.urandom(16).hex()  # same entropy as uuid4().hex, a third of the cost
+    # Correlation ids, not secrets: a random per-process prefix and a counter are unique
+    # across processes and cost a fraction of a random draw per request.
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 def lower_headers(request: web.Request) -> dict[str, str]:

@@ -21,11 +21,12 @@ ENVOY_PREFIX = "/auth/envoy"
 
 async def _answer(request: web.Request, context: RequestContext) -> web.Response:
     decision = await request.app[GATE].evaluate(context)
-    response = web.Response(status=200, text="")
-    response.headers.update(request.app[IDENTITY].for_decision(decision))
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Request-Id"] = context.request_id
-    return response
+    headers = {
+        **request.app[IDENTITY].for_decision(decision),
+        "Cache-Control": "no-store",
+        "X-Request-Id": context.request_id,
+    }
+    return web.Response(status=200, headers=headers)
 
 
 async def nginx_auth(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from multidict import CIMultiDict
 
@@ -27,6 +28,9 @@ class IdentityHeaders:
         self._issuer = issuer
         self._names = frozenset(n.lower() for n in settings.header_names())
         self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
+        # Headers depend only on the principal (unless an identity JWT is minted per
+        # request): build them once per principal.
+        self._cache: dict[tuple[Any, ...], dict[str, str]] = {}
 
     def is_identity(self, name: str) -> bool:
         """Whether a header of this name is one authgate alone may set.
@@ -45,6 +49,19 @@ class IdentityHeaders:
 
     def for_decision(self, decision: Decision) -> Mapping[str, str]:
         """The headers to set for ``decision`` (empty values are left out)."""
+        if self._s.identity_jwt.enabled:
+            return self._build(decision)  # a fresh identity JWT each time
+        p = decision.principal
+        key = (p.subject, p.credential_type, p.scopes, p.credential_id, p.issuer)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._build(decision)
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def _build(self, decision: Decision) -> dict[str, str]:
         p = decision.principal
         s = self._s
         out: dict[str, str] = {s.credential_header: p.credential_type.value}
