@@ -31,6 +31,25 @@ def _print(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    if settings.stores.backend != "redis":
+        print(
+            f"authgate {args.command} needs stores.backend: redis (in-memory stores live "
+            "inside the serving process)",
+            file=sys.stderr,
+        )
+        return None
+    if need_kek and settings.secrets.key_encryption_key is None:
+        print(f"authgate {args.command} needs secrets.key_encryption_key", file=sys.stderr)
+        return None
+    return settings
+
+
 async def _with_pairs(settings: Settings, action: Action, args: argparse.Namespace) -> Any:
     stores = build_stores(settings.stores, SystemClock())
     try:
@@ -90,17 +109,8 @@ _ACTIONS: dict[str, Action] = {
 
 def run_pairs(args: argparse.Namespace) -> int:
     """``authgate pairs <action>``."""
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    if settings.stores.backend != "redis":
-        print(
-            "authgate pairs needs stores.backend: redis (in-memory stores live inside the "
-            "serving process)",
-            file=sys.stderr,
-        )
+    settings = _load(args, need_kek=False)
+    if settings is None:
         return 2
     try:
         if args.action == "import":
@@ -142,19 +152,8 @@ async def _apikeys(settings: Settings, args: argparse.Namespace) -> Any:
 
 def run_apikeys(args: argparse.Namespace) -> int:
     """``authgate apikeys <action>``."""
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    if settings.stores.backend != "redis":
-        print("authgate apikeys needs stores.backend: redis", file=sys.stderr)
-        return 2
-    if settings.secrets.key_encryption_key is None:
-        print(
-            "authgate apikeys needs secrets.key_encryption_key (keys are sealed under it)",
-            file=sys.stderr,
-        )
+    settings = _load(args, need_kek=True)
+    if settings is None:
         return 2
     try:
         _print(asyncio.run(_apikeys(settings, args)))
@@ -204,21 +203,6 @@ def run_proof(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(f"Authorization: {header}\n")
     return 0
-
-
-def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return None
-    if settings.stores.backend != "redis":
-        print(f"authgate {args.command} needs stores.backend: redis", file=sys.stderr)
-        return None
-    if need_kek and settings.secrets.key_encryption_key is None:
-        print(f"authgate {args.command} needs secrets.key_encryption_key", file=sys.stderr)
-        return None
-    return settings
 
 
 def _read_password(args: argparse.Namespace) -> str:

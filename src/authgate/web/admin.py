@@ -43,13 +43,18 @@ from authgate.web.state import (
 MAX_BODY = 16_384
 
 
-async def _admin(request: web.Request) -> Principal:
+async def bearer_caller(request: web.Request, *, what: str) -> Principal:
+    """The caller of one of authgate's own endpoints, by its bearer JWT."""
     context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
     verifier = request.app[JWT_VERIFIER]
     token = verifier.extract(context)
     if token is None:
-        raise MissingCredential("the admin API needs a bearer token")
-    principal = await verifier.verify(token, context)
+        raise MissingCredential(f"{what} needs a bearer token")
+    return await verifier.verify(token, context)
+
+
+async def _admin(request: web.Request) -> Principal:
+    principal = await bearer_caller(request, what="the admin API")
     scope = request.app[SETTINGS].tokens.admin_scope
     if scope not in principal.scopes:
         raise ScopeDenied(f"the admin API needs scope {scope}")

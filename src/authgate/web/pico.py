@@ -68,7 +68,6 @@ from authgate.config.model import Settings
 from authgate.errors import (
     ConfigError,
     InvalidRequest,
-    MissingCredential,
     NotFound,
     OAuthError,
     ScopeDenied,
@@ -76,12 +75,11 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.stores.base import Clock, NonceOutcome
+from authgate.web.admin import bearer_caller
 from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID
 from authgate.web.state import (
     ISSUER,
-    JWT_VERIFIER,
-    REQUEST_CONTEXTS,
     REVOCATIONS,
     SETTINGS,
     STORES,
@@ -269,12 +267,7 @@ def _json(body: Mapping[str, Any]) -> web.Response:
 
 
 async def _caller(request: web.Request) -> Principal:
-    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
-    verifier = request.app[JWT_VERIFIER]
-    token = verifier.extract(context)
-    if token is None:
-        raise MissingCredential("this endpoint needs a bearer token")
-    return await verifier.verify(token, context)
+    return await bearer_caller(request, what="this endpoint")
 
 
 def _require(principal: Principal, settings: Settings, roles: Sequence[str]) -> None:
