@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 from aiohttp import web
@@ -482,3 +485,50 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.terminate()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session whose every request has its own connection (true concurrency)."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
+    ) as s:
+        yield s
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """One trial: seconds from A's revoke response to B's first refusal, the 2xx B answered
+    in between, and the round trip of one accepted request to B (the polling resolution).
+    """
+
+    seconds: float
+    stale: int
+    round_trip: float
+
+
+def report_propagation(samples: Sequence[Propagation], *, label: str, path: Path) -> list[float]:
+    """Write the trials' p50/p99/max to ``path``, print a summary; the sorted delays in ms."""
+    delays_ms = sorted(s.seconds * 1000 for s in samples)
+    stale = [s.stale for s in samples]
+    quantiles = statistics.quantiles(delays_ms, n=100, method="inclusive")
+    report = {
+        "trials": len(samples),
+        "p50_ms": round(statistics.median(delays_ms), 3),
+        "p99_ms": round(quantiles[98], 3),
+        "max_ms": round(delays_ms[-1], 3),
+        "accepted_request_round_trip_p50_ms": round(
+            statistics.median(s.round_trip * 1000 for s in samples), 3
+        ),
+        "accepted_after_revoke_response": {"total": sum(stale), "max_in_one_trial": max(stale)},
+        "delays_ms": [round(d, 3) for d in delays_ms],
+    }
+    path.write_text(json.dumps(report, indent=2))
+    print(
+        f"\n{label} propagation A -> B over {len(samples)} trials: "
+        f"p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms "
+        f"(one accepted request to B: p50 {report['accepted_request_round_trip_p50_ms']} ms); "
+        f"requests B accepted after A's revoke response: {sum(stale)} ({path})"
+    )
+    return delays_ms

@@ -14,9 +14,8 @@ import base64
 import json
 import os
 import re
-import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,14 @@ import aiohttp
 import pytest
 from bpc_client.crypto import generate_keypair, sign_request  # type: ignore[import-untyped]
 
-from tests.integration.conftest import Authgate, Upstream, redis_stores_config, running
+from tests.integration.conftest import (
+    Authgate,
+    Propagation,
+    Upstream,
+    redis_stores_config,
+    report_propagation,
+    running,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -69,16 +75,6 @@ def replicas(
     directory = tmp_path_factory.mktemp("bpc-replicas")
     with running(config, directory) as a, running(config, directory) as b:
         yield a, b
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session whose every request has its own connection (true concurrency)."""
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
-    ) as s:
-        yield s
 
 
 async def call(
@@ -207,17 +203,6 @@ async def test_the_other_replica_serves_the_pair_from_its_cache(
     assert await pair_reads(session, b) == before
 
 
-@dataclass(frozen=True)
-class Propagation:
-    """One trial: seconds from A's revoke response to B's first refusal, the 2xx B answered
-    in between, and the round trip of one accepted request to B (the polling resolution).
-    """
-
-    seconds: float
-    stale: int
-    round_trip: float
-
-
 async def revocation_propagation(
     session: aiohttp.ClientSession, a: Authgate, b: Authgate
 ) -> Propagation:
@@ -250,26 +235,7 @@ async def test_revocation_on_one_replica_reaches_the_other(
     """Revoked on A, the pair is refused by B within the bound; the delay is measured."""
     a, b = replicas
     samples = [await revocation_propagation(session, a, b) for _ in range(TRIALS)]
-    delays_ms = sorted(s.seconds * 1000 for s in samples)
-    stale = [s.stale for s in samples]
-    quantiles = statistics.quantiles(delays_ms, n=100, method="inclusive")
-    report = {
-        "trials": TRIALS,
-        "p50_ms": round(statistics.median(delays_ms), 3),
-        "p99_ms": round(quantiles[98], 3),
-        "max_ms": round(delays_ms[-1], 3),
-        "accepted_request_round_trip_p50_ms": round(
-            statistics.median(s.round_trip * 1000 for s in samples), 3
-        ),
-        "accepted_after_revoke_response": {"total": sum(stale), "max_in_one_trial": max(stale)},
-        "delays_ms": [round(d, 3) for d in delays_ms],
-    }
-    path = tmp_path / "bpc_revocation_propagation.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(
-        f"\nBPC revocation propagation A -> B over {TRIALS} trials: "
-        f"p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms "
-        f"(one accepted request to B: p50 {report['accepted_request_round_trip_p50_ms']} ms); "
-        f"requests B accepted after A's revoke response: {sum(stale)} ({path})"
+    delays_ms = report_propagation(
+        samples, label="BPC revocation", path=tmp_path / "bpc_revocation_propagation.json"
     )
     assert delays_ms[-1] < PROPAGATION_BOUND_SECONDS * 1000

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -54,16 +54,6 @@ def replicas(
     directory = tmp_path_factory.mktemp("hmac-replicas")
     with running(config, directory) as a, running(config, directory) as b:
         yield a, b
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session whose every request has its own connection (true concurrency)."""
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
-    ) as s:
-        yield s
 
 
 async def new_key(redis_url: str, key_prefix: str) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -68,16 +68,6 @@ def replicas(
     directory = tmp_path_factory.mktemp("rate-limit-replicas")
     with running(config, directory) as a, running(config, directory) as b:
         yield a, b
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session whose every request has its own connection (true concurrency)."""
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
-    ) as s:
-        yield s
 
 
 async def ask(

@@ -14,10 +14,8 @@ import asyncio
 import base64
 import json
 import os
-import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,13 @@ from authgate.config.model import RedisSettings
 from authgate.stores.base import SystemClock
 from authgate.stores.redis import RedisStores
 from authgate.tokens.users import UserService
-from tests.integration.conftest import Authgate, redis_stores_config, running
+from tests.integration.conftest import (
+    Authgate,
+    Propagation,
+    redis_stores_config,
+    report_propagation,
+    running,
+)
 from tests.pico import PICO, Wallet
 
 pytestmark = pytest.mark.redis
@@ -141,16 +145,6 @@ async def test_both_replicas_publish_one_key_set_and_accept_each_others_tokens(
             assert await decision(session, gate, tokens["access_token"]) == (200, "")
 
 
-@dataclass(frozen=True)
-class Propagation:
-    """One trial: seconds from A's revoke response to B's first 401, the 2xx B answered in
-    between, and the round trip of one accepted request to B (the polling resolution)."""
-
-    seconds: float
-    stale: int
-    round_trip: float
-
-
 async def revocation_propagation(
     session: aiohttp.ClientSession, a: Authgate, b: Authgate, operator: str
 ) -> Propagation:
@@ -184,27 +178,8 @@ async def test_revocation_on_one_replica_reaches_the_other(
     """Revoked on A, the token is refused by B within the bound; the delay is measured."""
     a, b = replicas
     samples = [await revocation_propagation(session, a, b, operator) for _ in range(TRIALS)]
-    delays_ms = sorted(s.seconds * 1000 for s in samples)
-    stale = [s.stale for s in samples]
-    quantiles = statistics.quantiles(delays_ms, n=100, method="inclusive")
-    report = {
-        "trials": TRIALS,
-        "p50_ms": round(statistics.median(delays_ms), 3),
-        "p99_ms": round(quantiles[98], 3),
-        "max_ms": round(delays_ms[-1], 3),
-        "accepted_request_round_trip_p50_ms": round(
-            statistics.median(s.round_trip * 1000 for s in samples), 3
-        ),
-        "accepted_after_revoke_response": {"total": sum(stale), "max_in_one_trial": max(stale)},
-        "delays_ms": [round(d, 3) for d in delays_ms],
-    }
-    path = tmp_path / "token_revocation_propagation.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(
-        f"\nToken revocation propagation A -> B over {TRIALS} trials: "
-        f"p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms, max {report['max_ms']} ms "
-        f"(one accepted request to B: p50 {report['accepted_request_round_trip_p50_ms']} ms); "
-        f"requests B accepted after A's revoke response: {sum(stale)} ({path})"
+    delays_ms = report_propagation(
+        samples, label="Token revocation", path=tmp_path / "token_revocation_propagation.json"
     )
     assert delays_ms[-1] < PROPAGATION_BOUND_SECONDS * 1000
 
