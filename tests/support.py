@@ -25,6 +25,8 @@ from authgate.config.model import Settings
 from authgate.crypto.keys import SigningKey
 
 ISSUER = "https://authgate.test"
+# The order n of the P-256 group: (r, n - s) is the malleable twin of an ECDSA signature.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 AUDIENCE = "authgate-tests"
 
 

@@ -26,7 +26,7 @@ from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 from authgate.web.app import create_app
-from tests.support import AUDIENCE, ISSUER, make_settings, serve_app
+from tests.support import AUDIENCE, ISSUER, P256_ORDER, make_settings, serve_app
 from tests.verifiers import (
     CONTEXT,
     NOW,
@@ -40,8 +40,6 @@ from tests.verifiers import (
     sign_segments,
     split,
 )
-
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,8 @@ from tests.bpc.conftest import (
     request_bytes,
     route,
 )
+from tests.support import P256_ORDER
 
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 WINDOW_MS = 60_000
 
 

@@ -29,9 +29,9 @@ from authgate.crypto.keys import (
     verify_p256_der,
 )
 from authgate.verifiers.jwt_bearer import parse_compact_jws, verify_signature
+from tests.support import P256_ORDER
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 @pytest.fixture(scope="module")

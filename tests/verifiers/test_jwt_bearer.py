@@ -35,7 +35,7 @@ from authgate.verifiers.jwt_bearer import (
     parse_compact_jws,
     verify_signature,
 )
-from tests.support import AUDIENCE, ISSUER
+from tests.support import AUDIENCE, ISSUER, P256_ORDER
 from tests.verifiers import (
     CONTEXT,
     NOW,
@@ -49,8 +49,6 @@ from tests.verifiers import (
     sign_segments,
     split,
 )
-
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def _leaves(cls: type[AuthGateError]) -> set[str]:
