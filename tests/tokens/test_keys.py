@@ -8,7 +8,7 @@ import pytest
 
 from authgate.crypto.envelope import Envelope
 from authgate.stores.base import ManualClock
-from authgate.stores.memory import MemoryStores
+from authgate.stores.memory import MemoryEventBus, MemoryStores
 from authgate.tokens.keys import KeyManager, KeysUnreadable, RotationRefused
 
 LEAD_MS = 600_000
@@ -128,3 +128,27 @@ async def test_keys_are_sealed_at_rest(
     with pytest.raises(KeysUnreadable, match="key_encryption_key"):
         await other.load()
     assert len(await stores.signing_keys.list_ids()) == 2, "a wrong KEK creates no keys of its own"
+
+
+async def test_a_resubscription_triggers_a_reload(
+    stores: MemoryStores, clock: ManualClock, envelope: Envelope
+) -> None:
+    """A rotation announced while a replica was not subscribed is picked up at its resync."""
+    writer = manager(stores, clock, envelope)
+    await writer.load()
+    missed = MemoryEventBus()  # the reader's own bus: the writer's announcement never reaches it
+    reader = KeyManager(
+        store=stores.signing_keys,
+        events=missed,
+        envelope=envelope,
+        clock=clock,
+        publish_lead_ms=LEAD_MS,
+        retire_after_ms=RETIRE_MS,
+    )
+    await reader.load()
+    await writer.rotate(force=True)
+    await reader.reload_if_changed()
+    assert reader.current.kid != writer.current.kid, "the announcement was missed"
+    await missed.start()  # (re)subscribed: resync handlers run
+    await reader.reload_if_changed()
+    assert reader.current.kid == writer.current.kid

@@ -90,9 +90,12 @@ class KeyManager:
         self._publish_lead_ms = publish_lead_ms
         self._retire_after_ms = retire_after_ms
         self._stored: list[StoredKey] = []
+        self._pending_reload = False
         if events is not None and store is not None:
             events.subscribe(CHANNEL, self._on_change)
-        self._pending_reload = False
+            # Messages may have been missed while the subscription was down (or not yet
+            # up): reload after every (re)subscription, as the pair and revocation caches do.
+            events.on_resync(self._on_resync)
 
     @property
     def managed(self) -> bool:
@@ -152,6 +155,9 @@ class KeyManager:
     # -- store-managed lifecycle ------------------------------------------------------
 
     def _on_change(self, _message: str) -> None:
+        self._pending_reload = True
+
+    async def _on_resync(self) -> None:
         self._pending_reload = True
 
     async def reload_if_changed(self) -> None:
