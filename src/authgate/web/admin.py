@@ -29,7 +29,7 @@ from authgate.errors import (
 from authgate.models import Principal
 from authgate.tokens.keys import RotationRefused
 from authgate.web.body import read_json_object
-from authgate.web.problem import REQUEST_ID
+from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     API_KEYS,
     ISSUER,
@@ -194,14 +194,14 @@ async def pairs(request: web.Request) -> web.Response:
     return _json({"items": [p.public_view() for p in await request.app[PAIRS].all_pairs()]})
 
 
-def add_routes(app: web.Application, prefix: str) -> None:
+def add_routes(routes: Routes, prefix: str) -> None:
     """Register the admin API under ``prefix``."""
-    app.router.add_get(f"{prefix}/mints", mints)
-    app.router.add_get(f"{prefix}/keys", keys)
-    app.router.add_post(f"{prefix}/keys/rotate", rotate)
-    app.router.add_post(f"{prefix}/tokens", mint)
-    app.router.add_post(f"{prefix}/revoke", revoke)
-    app.router.add_get(f"{prefix}/apikeys", list_apikeys)
-    app.router.add_post(f"{prefix}/apikeys", create_apikey)
-    app.router.add_delete(f"{prefix}/apikeys/{{key_id}}", revoke_apikey)
-    app.router.add_get(f"{prefix}/pairs", pairs)
+    routes.get(f"{prefix}/mints", mints)
+    routes.get(f"{prefix}/keys", keys)
+    routes.post(f"{prefix}/keys/rotate", rotate)
+    routes.post(f"{prefix}/tokens", mint)
+    routes.post(f"{prefix}/revoke", revoke)
+    routes.get(f"{prefix}/apikeys", list_apikeys)
+    routes.post(f"{prefix}/apikeys", create_apikey)
+    routes.delete(f"{prefix}/apikeys/{{key_id}}", revoke_apikey)
+    routes.get(f"{prefix}/pairs", pairs)

@@ -37,7 +37,7 @@ from authgate.web import admin, bpc, challenge, forward_auth, health, pico, prox
 from authgate.web.body import read_bounded
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import problem_middleware
+from authgate.web.problem import Routes
 from authgate.web.state import (
     API_KEYS,
     BPC_VERIFIER,
@@ -124,7 +124,6 @@ def create_app(
     clock = clock or SystemClock()
     metrics = Metrics()
     app = web.Application(
-        middlewares=[problem_middleware(request_id_header=settings.server.request_id_header)],
         handler_args={"max_field_size": settings.server.max_header_bytes},
         client_max_size=1024**2,
     )
@@ -288,18 +287,19 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
-    health.add_routes(app)
-    forward_auth.add_routes(app)
+    routes = Routes(app, request_id_header=settings.server.request_id_header)
+    health.add_routes(routes)
+    forward_auth.add_routes(routes)
     if settings.bpc.enabled:
-        bpc.add_routes(app)
+        bpc.add_routes(routes)
     if settings.hmac.enabled:
-        challenge.add_routes(app)
+        challenge.add_routes(routes)
     if settings.tokens.enabled:
-        token.add_routes(app)
+        token.add_routes(routes)
     if settings.tokens.enabled and settings.tokens.pico_enabled:
-        pico.add_routes(app, clock=clock)
+        pico.add_routes(routes, clock=clock)
     if settings.tokens.admin_api:
-        admin.add_routes(app, settings.tokens.admin_prefix)
+        admin.add_routes(routes, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
-        proxy.add_routes(app)
+        proxy.add_routes(routes)
     return app

@@ -33,7 +33,7 @@ from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.body import read_json_object
-from authgate.web.problem import REQUEST_ID
+from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS, STORES
 
 MAX_LIFECYCLE_BODY = 16_384
@@ -191,11 +191,11 @@ async def audit(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     """Register the lifecycle endpoints."""
-    app.router.add_post("/bpc/register", register)
-    app.router.add_post("/bpc/approve", approve)
-    app.router.add_post("/bpc/rotate", rotate)
-    app.router.add_post("/bpc/revoke", revoke)
-    app.router.add_get("/bpc/health", health)
-    app.router.add_get("/bpc/audit", audit)
+    routes.post("/bpc/register", register)
+    routes.post("/bpc/approve", approve)
+    routes.post("/bpc/rotate", rotate)
+    routes.post("/bpc/revoke", revoke)
+    routes.get("/bpc/health", health)
+    routes.get("/bpc/audit", audit)

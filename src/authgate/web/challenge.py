@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from authgate.web.problem import Routes
 from authgate.web.state import HMAC_VERIFIER
 
 
@@ -13,6 +14,6 @@ async def challenge(request: web.Request) -> web.Response:
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     """Register the challenge endpoint."""
-    app.router.add_get("/challenge", challenge)
+    routes.get("/challenge", challenge)

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from authgate.errors import AuthGateError
+from authgate.web.problem import Routes
 from authgate.web.state import DRAINING, JWKS_CACHES, KEY_RING, METRICS, SETTINGS, STORES
 
 
@@ -59,10 +60,10 @@ async def jwks(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     """Register the operations endpoints."""
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    app.router.add_get("/api/v1/auth/jwks", jwks)
+    routes.get("/healthz", healthz)
+    routes.get("/readyz", readyz)
+    routes.get("/metrics", metrics)
+    routes.get("/.well-known/jwks.json", jwks)
+    routes.get("/api/v1/auth/jwks", jwks)

@@ -77,7 +77,7 @@ from authgate.models import Principal
 from authgate.stores.base import Clock, NonceOutcome
 from authgate.web.admin import bearer_caller
 from authgate.web.body import read_json_object
-from authgate.web.problem import REQUEST_ID
+from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     ISSUER,
     REVOCATIONS,
@@ -417,8 +417,9 @@ def challenge_secrets_for(settings: Settings) -> tuple[bytes, ...]:
     )
 
 
-def add_routes(app: web.Application, *, clock: Clock) -> None:
+def add_routes(routes: Routes, *, clock: Clock) -> None:
     """Register the pico endpoints (``GET /jwks`` is registered by ``web/health.py``)."""
+    app = routes.app
     settings = app[SETTINGS]
     tokens = settings.tokens
     privileged = (
@@ -437,9 +438,9 @@ def add_routes(app: web.Application, *, clock: Clock) -> None:
         clock=clock,
         skew_seconds=settings.hmac.clock_skew_seconds,
     )
-    app.router.add_post(f"{PREFIX}/challenge", challenge)
-    app.router.add_post(f"{PREFIX}/sign-in", sign_in)
-    app.router.add_post(f"{PREFIX}/refresh", refresh)
-    app.router.add_post(f"{PREFIX}/login", login)
-    app.router.add_post(f"{PREFIX}/revoke", revoke)
-    app.router.add_get(f"{PREFIX}/revoked-jtis", revoked_jtis)
+    routes.post(f"{PREFIX}/challenge", challenge)
+    routes.post(f"{PREFIX}/sign-in", sign_in)
+    routes.post(f"{PREFIX}/refresh", refresh)
+    routes.post(f"{PREFIX}/login", login)
+    routes.post(f"{PREFIX}/revoke", revoke)
+    routes.get(f"{PREFIX}/revoked-jtis", revoked_jtis)

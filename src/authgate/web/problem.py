@@ -10,7 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from authgate.errors import (
     AuthGateError,
@@ -68,21 +67,63 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     return response
 
 
-def problem_middleware(*, request_id_header: str) -> Middleware:
-    """Attach a request id and translate refusals; an unexpected error is a logged 500."""
+def refusal(exc: Exception, request_id: str) -> web.Response:
+    """The response for an exception a handler raised: its problem response, or a logged 500.
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ``web.HTTPException`` is re-raised for aiohttp to answer (it is a response, not a fault).
+    """
+    if isinstance(exc, AuthGateError):
+        return problem_response(exc, request_id=request_id)
+    if isinstance(exc, web.HTTPException):
+        raise exc
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"event": "internal_error", "request_id": request_id},
+    )
+    return problem_response(AuthGateError(), request_id=request_id)
+
+
+def guarded(handler: Handler, *, request_id_header: str) -> Handler:
+    """``handler`` with a request id attached and refusals translated.
+
+    A wrapper per handler rather than an application middleware: with no middleware
+    aiohttp skips its middleware chain on every request, including the forward-auth doors,
+    which answer their own refusals (see ``web/forward_auth.py``).
+    """
+
+    async def guarded_handler(request: web.Request) -> web.StreamResponse:
         rid = request_id(request, request_id_header)
         request[REQUEST_ID] = rid
         try:
             return await handler(request)
-        except AuthGateError as exc:
-            return problem_response(exc, request_id=rid)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("unhandled error", extra={"event": "internal_error", "request_id": rid})
-            return problem_response(AuthGateError(), request_id=rid)
+        except Exception as exc:  # noqa: BLE001 - every fault becomes a response
+            return refusal(exc, rid)
 
-    return middleware
+    guarded_handler.__name__ = getattr(handler, "__name__", "handler")
+    guarded_handler.__doc__ = handler.__doc__
+    return guarded_handler
+
+
+class Routes:
+    """Registers an application's handlers, each :func:`guarded`."""
+
+    def __init__(self, app: web.Application, *, request_id_header: str) -> None:
+        self.app = app
+        self._header = request_id_header
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """``method`` (``*`` for every method) on ``path``."""
+        self.app.router.add_route(method, path, guarded(handler, request_id_header=self._header))
+
+    def get(self, path: str, handler: Handler) -> None:
+        """GET (and HEAD) on ``path``."""
+        self.app.router.add_get(path, guarded(handler, request_id_header=self._header))
+
+    def post(self, path: str, handler: Handler) -> None:
+        """POST on ``path``."""
+        self.add("POST", path, handler)
+
+    def delete(self, path: str, handler: Handler) -> None:
+        """DELETE on ``path``."""
+        self.add("DELETE", path, handler)

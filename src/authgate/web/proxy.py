@@ -20,7 +20,7 @@ from yarl import URL
 from authgate.errors import UpstreamTimeout, UpstreamUnreachable
 from authgate.models import Decision, RequestContext
 from authgate.web.body import BUFFERED_BODY
-from authgate.web.problem import REQUEST_ID
+from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     GATE,
     IDENTITY,
@@ -233,6 +233,6 @@ async def _proxy_websocket(
     return client
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     """The catch-all route; registered last so authgate's own endpoints win."""
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    routes.add("*", "/{tail:.*}", proxy_handler)

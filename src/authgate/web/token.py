@@ -22,7 +22,7 @@ from authgate.models import CredentialType
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.body import read_bounded
-from authgate.web.problem import REQUEST_ID
+from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     API_KEYS,
     BPC_VERIFIER,
@@ -294,10 +294,10 @@ async def openid_configuration(request: web.Request) -> web.Response:
     return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(routes: Routes) -> None:
     """Register the OAuth endpoints."""
-    app.router.add_post("/token", token)
-    app.router.add_post("/revoke", revoke)
-    app.router.add_post("/introspect", introspect)
-    app.router.add_get("/.well-known/oauth-authorization-server", authorization_server_metadata)
-    app.router.add_get("/.well-known/openid-configuration", openid_configuration)
+    routes.post("/token", token)
+    routes.post("/revoke", revoke)
+    routes.post("/introspect", introspect)
+    routes.get("/.well-known/oauth-authorization-server", authorization_server_metadata)
+    routes.get("/.well-known/openid-configuration", openid_configuration)
