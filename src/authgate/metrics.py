@@ -1,10 +1,124 @@
-"""Prometheus metrics. Labels stay low-cardinality: never paths, subjects or token ids."""
+"""Prometheus metrics. Labels stay low-cardinality: never paths, subjects or token ids.
+
+Counters and histograms on the request path are kept in plain Python numbers and handed to
+prometheus_client as metric families when ``/metrics`` is scraped. prometheus_client's own
+value types take a ``threading.Lock`` on every increment, which authgate does not need (one
+event loop per process, no threads touch these) and which was a measured share of a
+forward-auth decision. Exposition, naming and the text format stay prometheus_client's.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import bisect
+from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+_INF = float("inf")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class CounterChild:
+    """One label combination of a :class:`LocalCounter`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (non-negative)."""
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self.value += amount
+
+
+class HistogramChild:
+    """One label combination of a :class:`LocalHistogram`."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose upper bound is >= it (``le``)."""
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+Child = TypeVar("Child", "CounterChild", "HistogramChild")
+
+
+class _Labelled(Generic[Child]):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], Child] = {}
+
+    def _new(self) -> Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> Child:
+        """The child for these label values (created on first use)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}")
+            child = self._children[values] = self._new()
+        return child
+
+
+class LocalCounter(_Labelled[CounterChild]):
+    """A labelled counter (exported as ``<name>_total``)."""
+
+    def _new(self) -> CounterChild:
+        return CounterChild()
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric family with every child seen so far."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (name clash checks at registration)."""
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class LocalHistogram(_Labelled[HistogramChild]):
+    """A labelled histogram with fixed buckets."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        super().__init__(name, documentation, labelnames)
+        self.buckets = tuple(sorted(float(b) for b in buckets))
+
+    def _new(self) -> HistogramChild:
+        return HistogramChild(self.buckets)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric family: cumulative buckets, ``+Inf``, count and sum per child."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*self.buckets, _INF), child.counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == _INF else repr(bound), cumulative))
+            family.add_metric(list(values), buckets, sum_value=child.sum)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (name clash checks at registration)."""
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
 class Metrics:
@@ -13,48 +127,51 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.decisions = Counter(
-            "authgate_decisions_total",
+        self.decisions = LocalCounter(
+            "authgate_decisions",
             "Access decisions by outcome, reason and credential type.",
             ["outcome", "reason", "credential"],
-            registry=r,
         )
-        self.decision_seconds = Histogram(
+        self.decision_seconds = LocalHistogram(
             "authgate_decision_duration_seconds",
             "Time to reach an access decision.",
             ["outcome"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = LocalHistogram(
             "authgate_store_operation_duration_seconds",
             "Store call latency.",
             ["store", "operation"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.store_errors = Counter(
-            "authgate_store_errors_total",
+        self.store_errors = LocalCounter(
+            "authgate_store_errors",
             "Store calls that failed or missed their deadline.",
             ["store", "operation"],
-            registry=r,
         )
-        self.cache_lookups = Counter(
-            "authgate_cache_lookups_total",
+        self.cache_lookups = LocalCounter(
+            "authgate_cache_lookups",
             "Cache lookups by cache and result (hit or miss).",
             ["cache", "result"],
-            registry=r,
         )
-        self.upstream_responses = Counter(
-            "authgate_upstream_responses_total",
+        self.upstream_responses = LocalCounter(
+            "authgate_upstream_responses",
             "Proxied upstream responses by status class, or error reason.",
             ["status"],
-            registry=r,
         )
-        self.jwks_fetches = Counter(
-            "authgate_jwks_fetches_total",
+        self.jwks_fetches = LocalCounter(
+            "authgate_jwks_fetches",
             "JWKS fetches from external issuers.",
             ["outcome"],
-            registry=r,
         )
+        for metric in (
+            self.decisions,
+            self.decision_seconds,
+            self.store_seconds,
+            self.store_errors,
+            self.cache_lookups,
+            self.upstream_responses,
+            self.jwks_fetches,
+        ):
+            r.register(metric)
         self.ready = Gauge("authgate_ready", "1 when the last readiness check passed.", registry=r)

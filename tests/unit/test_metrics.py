@@ -1,0 +1,62 @@
+"""The lock-free metric types export what prometheus_client's own types would."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from authgate.metrics import LocalCounter, LocalHistogram, Metrics
+
+BUCKETS = (0.001, 0.01, 0.1)
+
+
+def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0.001], [0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.2, 7.0], [0.0] * 3]
+)
+def test_histogram_exports_what_prometheus_client_does(values: list[float]) -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    local = LocalHistogram("h_seconds", "doc", ["op"], buckets=BUCKETS)
+    reference = Histogram("h_seconds", "doc", ["op"], buckets=BUCKETS, registry=theirs)
+    ours.register(local)
+    for v in values:
+        local.labels("read").observe(v)
+        reference.labels("read").observe(v)
+    if not values:  # both export a child only once it was asked for
+        local.labels("read")
+        reference.labels("read")
+    assert samples(ours) == samples(theirs)
+
+
+def test_counter_exports_what_prometheus_client_does() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    local = LocalCounter("c", "doc", ["a", "b"])
+    reference = Counter("c", "doc", ["a", "b"], registry=theirs)
+    ours.register(local)
+    for labels, amount in [(("x", "y"), 1.0), (("x", "y"), 2.5), (("z", "y"), 1.0)]:
+        local.labels(*labels).inc(amount)
+        reference.labels(*labels).inc(amount)
+    assert samples(ours) == samples(theirs)
+    assert b'c_total{a="x",b="y"} 3.5' in generate_latest(ours)
+
+
+def test_counter_refuses_to_go_down_and_wrong_label_counts() -> None:
+    counter = LocalCounter("c", "doc", ["a"])
+    with pytest.raises(ValueError, match="only go up"):
+        counter.labels("x").inc(-1)
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels("x", "y")
+
+
+def test_registry_refuses_a_second_metric_of_the_same_name() -> None:
+    metrics = Metrics()
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        metrics.registry.register(LocalCounter("authgate_decisions", "again", ["x"]))
