@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from authgate.errors import (
     CredentialTypeNotAllowed,
     MissingCredential,
 )
-from authgate.metrics import Metrics
+from authgate.metrics import CounterChild, HistogramChild, Metrics
 from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
 from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule, Policy
@@ -68,7 +69,12 @@ class Gate:
         self._verifiers = tuple(verifiers)
         self._metrics = metrics
         self._access_log = access_log
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[CounterChild, HistogramChild]] = {}
+
+    @property
+    def policy(self) -> Policy:
+        """The compiled route rules."""
+        return self._policy
 
     async def evaluate(self, context: RequestContext) -> Decision:
         """Return the decision for ``context`` or raise the refusal."""
@@ -100,12 +106,29 @@ class Gate:
                 await self._limit(rule, "credential", _credential_identity(principal, context))
             rule.check_scopes(principal)
         except AuthGateError as exc:
-            self._record(
-                context, "denied", exc.reason, credential_type, rule_id, "", started=started
+            self.record(
+                "denied",
+                exc.reason,
+                credential_type,
+                rule_id,
+                "",
+                context.request_id,
+                context.method,
+                context.client_ip,
+                started,
+                detail=exc.detail,
             )
             raise
-        self._record(
-            context, "granted", "ok", credential_type, rule_id, principal.subject, started=started
+        self.record(
+            "granted",
+            "ok",
+            credential_type,
+            rule_id,
+            principal.subject,
+            context.request_id,
+            context.method,
+            context.client_ip,
+            started,
         )
         return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream)
 
@@ -115,28 +138,37 @@ class Gate:
             results = await self._rate_limits.hit_many(tag, checks)
             raise_if_limited(results, checks, by=by)
 
-    def _record(
+    def record(
         self,
-        context: RequestContext,
         outcome: str,
         reason: str,
         credential: str,
         rule_id: str,
         subject: str,
-        *,
+        request_id: str,
+        method: str,
+        client_ip: str,
         started: float,
+        *,
         detail: str = "",
     ) -> None:
+        """Count and log one decision (every decision, whichever path reached it);
+        ``started`` is the ``time.perf_counter()`` reading when deciding began and
+        ``detail`` what a refusal hides from the client but an operator needs (never a
+        secret: the errors' ``detail`` strings are fixed phrases)."""
+        elapsed = time.perf_counter() - started
         key = (outcome, reason, credential)
         children = self._children.get(key)
-        if children is None:  # label lookups take a lock; bind each combination once
+        if children is None:  # bind each label combination once
             children = (
                 self._metrics.decisions.labels(outcome, reason, credential),
                 self._metrics.decision_seconds.labels(outcome),
             )
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        count, seconds = children
+        count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
+        seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
+        seconds.sum += elapsed
         if self._access_log:
             log.info(
                 "decision",
@@ -147,9 +179,9 @@ class Gate:
                     "rule_id": rule_id,
                     "verifier": credential,
                     "subject": subject,
-                    "request_id": context.request_id,
-                    "method": context.method,
-                    "client_ip": context.client_ip,
+                    "request_id": request_id,
+                    "method": method,
+                    "client_ip": client_ip,
                     "detail": detail,
                 },
             )

@@ -118,6 +118,22 @@ async def test_replay_is_refused(gate: HMACGateway) -> None:
     assert (await gate.send("GET", TARGET, auth(header))).status == 401
 
 
+async def test_the_reason_a_uniform_401_hides_is_in_the_decision_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client learns nothing; the operator's log says which check failed."""
+    async with hmac_gateway(rules=RULES, logging={"access_log": True}) as gate:
+        key = await gate.new_key()
+        header = await gate.proof(key, "GET", TARGET)
+        assert (await gate.auth("GET", TARGET, auth(header))).status == 200
+        with caplog.at_level("INFO", logger="authgate.decision"):
+            reply = await gate.auth("GET", TARGET, auth(header))
+    assert json.loads(reply.body) == UNIFORM_BODY
+    (line,) = [r for r in caplog.records if r.getMessage() == "decision"]
+    assert line.__dict__["reason"] == "invalid_proof"
+    assert line.__dict__["detail"] == "nonce replayed"
+
+
 # (method, target, headers) to send instead of the genuine GET TARGET with ``header``.
 Request = tuple[str, str, dict[str, str]]
 
