@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from authgate.stores.base import SystemClock
+from authgate.stores.base import ManualClock, SystemClock
 from authgate.stores.memory import MemoryEventBus, MemoryRevocationStore
 from authgate.tokens.revocation import RevocationList
 
@@ -63,3 +63,23 @@ async def test_expired_entries_stop_counting() -> None:
     await bus.publish("revocations", f"gone {int(time.time() * 1000) - 1}")
     assert not await revocations.is_revoked("gone")
     assert revocations.local_size == 0
+
+
+async def test_local_expiry_follows_the_injected_clock() -> None:
+    """Expiry is judged by the application's clock, the one tokens are checked against."""
+    clock = ManualClock(1_700_000_000_000)
+    store, bus = MemoryRevocationStore(clock), MemoryEventBus()
+    revocations = RevocationList(store=store, events=bus, clock=clock)
+    await bus.start()
+    await revocations.revoke("j", expires_at_ms=clock.now_ms() + 1_000)
+    assert revocations.revoked_locally("j") is True
+    clock.advance(1_000)
+    assert revocations.revoked_locally("j") is False
+
+
+async def test_revoked_locally_declines_while_not_live() -> None:
+    store, bus = CountingStore(), MemoryEventBus()
+    revocations = RevocationList(store=store, events=bus)
+    assert revocations.revoked_locally("anything") is None
+    await bus.start()
+    assert revocations.revoked_locally("anything") is False

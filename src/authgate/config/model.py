@@ -172,7 +172,10 @@ class JWTSettings(Section):
     leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     max_token_bytes: int = Field(8192, ge=256, le=65536, description="Largest token accepted.")
     cache_size: int = Field(
-        10_000, ge=0, le=1_000_000, description="Verified-token cache entries (0 disables)."
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="Verified-token cache entries and forward-auth repeat grants (0: neither).",
     )
     external_issuers: tuple[ExternalIssuer, ...] = Field(
         (), description="Third-party issuers (see below)."

@@ -13,9 +13,13 @@ from authgate.models import CredentialType, Principal
 _ALL_CREDENTIALS = frozenset({CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
-    """A rule ready to match: host patterns and path regex precompiled."""
+    """A rule ready to match: host patterns and path regex precompiled.
+
+    Compared and hashed by identity: two rules are the same rule only if they are one
+    object (a configured rule may share an id with the built-in default).
+    """
 
     id: str
     hosts: tuple[re.Pattern[str], ...]

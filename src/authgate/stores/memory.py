@@ -58,6 +58,8 @@ class ExpiringMap:
 
     def get(self, key: str) -> Any | None:
         """The live value under ``key``, or ``None``."""
+        if key not in self._values:
+            return None  # the common answer (nonce unseen, not revoked): no clock read
         now = self._sweep()
         entry = self._values.get(key)
         if entry is None or entry[0] <= now:

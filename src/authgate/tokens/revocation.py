@@ -10,9 +10,8 @@ store on every request until the bus has resubscribed and reloaded the full list
 from __future__ import annotations
 
 import logging
-import time
 
-from authgate.stores.base import EventBus, RevocationStore
+from authgate.stores.base import Clock, EventBus, RevocationStore, SystemClock
 
 CHANNEL = "revocations"
 log = logging.getLogger(__name__)
@@ -22,13 +21,11 @@ class RevocationList:
     """Local denylist kept in step with the shared revocation store."""
 
     def __init__(
-        self, *, store: RevocationStore, events: EventBus, store_is_local: bool = False
+        self, *, store: RevocationStore, events: EventBus, clock: Clock | None = None
     ) -> None:
         self._store = store
         self._events = events
-        # An in-process store costs nothing to ask, and asking it means nothing written
-        # to it directly can be missed.
-        self._store_is_local = store_is_local
+        self._clock = clock or SystemClock()
         self._local: dict[str, int] = {}
         events.subscribe(CHANNEL, self._on_message)
         events.on_resync(self._resync)
@@ -55,12 +52,20 @@ class RevocationList:
 
     async def is_revoked(self, jti: str) -> bool:
         """Whether ``jti`` is revoked: local when the bus is live, else the store."""
-        if self._store_is_local or not self._events.live:
+        known = self.revoked_locally(jti)
+        if known is None:
             return await self._store.is_revoked(jti)
+        return known
+
+    def revoked_locally(self, jti: str) -> bool | None:
+        """Whether ``jti`` is revoked, when this replica knows without a store round trip;
+        ``None`` when only the store can tell (the bus is not live)."""
+        if not self._events.live:
+            return None
         expires = self._local.get(jti)
         if expires is None:
             return False
-        if expires <= time.time() * 1000:
+        if expires <= self._clock.now_ms():
             self._local.pop(jti, None)
             return False
         return True

@@ -22,10 +22,12 @@ import base64
 import binascii
 import hashlib
 import re
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from math import inf
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidSignature
@@ -48,7 +50,7 @@ from authgate.errors import (
 )
 from authgate.metrics import Metrics
 from authgate.models import CredentialType, Principal, RequestContext
-from authgate.stores.base import Clock, RevocationStore
+from authgate.stores.base import Clock, RevocationStore, SystemClock
 from authgate.strict_json import StrictJSONError, loads_object
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -58,6 +60,42 @@ MAX_NUMERIC_DATE = 32_503_680_000
 _ALLOWED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "EdDSA": 64}
 _PYJWT_ALGORITHMS = get_default_algorithms()
+
+
+@runtime_checkable
+class LocallyKnownRevocations(Protocol):
+    """Revocations this process can answer for without a store round trip (sometimes)."""
+
+    def revoked_locally(self, jti: str) -> bool | None:
+        """Whether ``jti`` is revoked, or ``None`` when only the store can tell."""
+        ...
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; ``None`` for any other scheme."""
+    if header is None:
+        return None
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = rest.strip(" ")
+    if not token:
+        raise TokenMalformed("empty bearer token")
+    return token
+
+
+def _revocation_ids(principal: Principal) -> tuple[str, ...]:
+    """What revokes a token: its ``jti``, and its refresh family (refresh-token reuse)."""
+    jti = principal.credential_id
+    family = principal.claims.get("fam")
+    if isinstance(family, str):
+        return (jti, f"fam:{family}") if jti else (f"fam:{family}",)
+    return (jti,) if jti else ()
+
+
+def token_digest(token: str) -> bytes:
+    """What the verified-token cache is keyed by: tokens themselves are never kept."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 class LocalKeys(Protocol):
@@ -124,6 +162,10 @@ class _Cached:
     exp: float
     nbf: float | None
     iat: float | None
+    revocation_ids: tuple[str, ...]  # what revokes it (see _revocation_ids)
+    # The window _check_times accepts, leeway included: valid_from <= now < valid_until.
+    valid_from: float
+    valid_until: float
 
 
 def _b64decode(segment: str, what: str, *, allow_empty: bool = False) -> bytes:
@@ -292,25 +334,52 @@ class JWTBearerVerifier:
         self._issuers = {i.issuer: i for i in issuers}
         self._revocations = revocations
         self._clock = clock
+        # The time in seconds: the system clock's own function when that is the clock (no
+        # Python frame on the hot path), else the injected clock's reading.
+        self._seconds: Callable[[], float] = (
+            time.time if type(clock) is SystemClock else lambda: clock.now_ms() / 1000
+        )
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._cache_size = cache_size
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._metrics = metrics
-        self._cache_counters: dict[str, Any] = {}  # bound metric children (labels() locks)
+        self._cache_counters: dict[str, Any] = {}  # bound metric children
+        self._hits = metrics.cache_lookups.labels("jwt", "hit") if metrics is not None else None
+        self._revoked_locally = (
+            revocations.revoked_locally
+            if isinstance(revocations, LocallyKnownRevocations)
+            else None
+        )
+
+    @property
+    def max_token_bytes(self) -> int:
+        """Longer bearer tokens are refused before any other work."""
+        return self._max_bytes
 
     def extract(self, context: RequestContext) -> str | None:
         """The bearer token, or ``None`` when the request carries no bearer credential."""
-        header = context.headers.get("authorization")
-        if header is None:
+        return bearer_token(context.headers.get("authorization"))
+
+    def revalidate(self, digest: bytes) -> Principal | None:
+        """The principal of an already verified token when it is, right now, inside its
+        validity window and known here not to be revoked; ``None`` when :meth:`verify`
+        must decide (not cached, expired, not yet valid, revoked, or revocation state
+        only the store can tell). Never raises and never waits: for the forward-auth
+        repeat path (``web/repeat.py``)."""
+        cached = self._cache.get(digest)
+        revoked_locally = self._revoked_locally
+        if cached is None or revoked_locally is None:
             return None
-        scheme, _, rest = header.partition(" ")
-        if scheme.lower() != "bearer":
+        if not cached.valid_from <= self._seconds() < cached.valid_until:
             return None
-        token = rest.strip(" ")
-        if not token:
-            raise TokenMalformed("empty bearer token")
-        return token
+        for revocation_id in cached.revocation_ids:
+            if revoked_locally(revocation_id) is not False:
+                return None
+        self._cache.move_to_end(digest)
+        if self._hits is not None:
+            self._hits.value += 1.0  # CounterChild.inc, inlined
+        return cached.principal
 
     async def verify(
         self, token: str, context: RequestContext, rule: object | None = None
@@ -318,8 +387,8 @@ class JWTBearerVerifier:
         """A principal for ``token``, or a :class:`~authgate.errors.Unauthenticated` leaf."""
         if len(token) > self._max_bytes:
             raise TokenTooLarge(f"bearer token exceeds {self._max_bytes} bytes")
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        now = self._clock.now_ms() / 1000
+        digest = token_digest(token)
+        now = self._seconds()
         cached = self._cache.get(digest) if self._cache_size else None
         if cached is not None:
             self._count_cache("hit")
@@ -346,13 +415,11 @@ class JWTBearerVerifier:
             counter.inc()
 
     async def _check_revoked(self, principal: Principal) -> None:
-        jti = principal.credential_id
-        if jti and await self._revocations.is_revoked(jti):
-            raise TokenRevoked()
-        # A token from a refresh family dies with its family (refresh-token reuse).
-        family = principal.claims.get("fam")
-        if isinstance(family, str) and await self._revocations.is_revoked(f"fam:{family}"):
-            raise TokenRevoked("token family has been revoked")
+        for revocation_id in _revocation_ids(principal):
+            if await self._revocations.is_revoked(revocation_id):
+                raise TokenRevoked(
+                    "token family has been revoked" if revocation_id.startswith("fam:") else None
+                )
 
     def _check_times(self, exp: float, nbf: float | None, iat: float | None, now: float) -> None:
         if exp + self._leeway <= now:
@@ -400,4 +467,13 @@ class JWTBearerVerifier:
             issuer=issuer.issuer,
             claims=payload,
         )
-        return _Cached(principal=principal, exp=exp, nbf=nbf, iat=iat)
+        return _Cached(
+            principal=principal,
+            exp=exp,
+            nbf=nbf,
+            iat=iat,
+            revocation_ids=_revocation_ids(principal),
+            valid_from=max(nbf if nbf is not None else -inf, iat if iat is not None else -inf)
+            - self._leeway,
+            valid_until=exp + self._leeway,
+        )

@@ -38,6 +38,7 @@ from authgate.web.body import read_bounded
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import Routes
+from authgate.web.repeat import RepeatGrants
 from authgate.web.state import (
     API_KEYS,
     BPC_VERIFIER,
@@ -51,6 +52,7 @@ from authgate.web.state import (
     KEY_RING,
     METRICS,
     PAIRS,
+    REPEATS,
     REQUEST_CONTEXTS,
     REVOCATIONS,
     SETTINGS,
@@ -135,6 +137,9 @@ def create_app(
         request_id_header=settings.server.request_id_header,
         max_body_bytes=settings.bpc.max_body_bytes,
     )
+    doors = forward_auth.DoorState(
+        app[REQUEST_CONTEXTS], request_id_header=settings.server.request_id_header
+    )
     envelope = load_envelope(settings)
     challenge_keys = challenge_secrets(settings)
 
@@ -208,12 +213,8 @@ def create_app(
                 for i, cache in zip(settings.jwt.external_issuers, caches, strict=True)
             ),
         ]
-        local = raw_stores.backend == "memory"
         app[REVOCATIONS] = RevocationList(
-            # In memory every lookup is a dict read: time it and it costs more than it does.
-            store=raw_stores.revocations if local else app[STORES].revocations,
-            events=app[STORES].events,
-            store_is_local=local,
+            store=app[STORES].revocations, events=app[STORES].events, clock=clock
         )
         jwt_verifier = JWTBearerVerifier(
             issuers=issuers,
@@ -266,6 +267,14 @@ def create_app(
             metrics=metrics,
             access_log=settings.logging.access_log,
         )
+        app[REPEATS] = RepeatGrants(
+            gate=app[GATE],
+            verifier=jwt_verifier,
+            trusted=app[REQUEST_CONTEXTS].trusted,
+            max_entries=settings.jwt.cache_size,
+            metrics=metrics,
+        )
+        doors.start(gate=app[GATE], identity=app[IDENTITY], repeats=app[REPEATS])
         await app[STORES].events.start()
         maintenance = (
             asyncio.create_task(_maintain_keys(keys, settings, app[STORES]))
@@ -289,7 +298,7 @@ def create_app(
     app.on_shutdown.append(on_shutdown)
     routes = Routes(app, request_id_header=settings.server.request_id_header)
     health.add_routes(routes)
-    forward_auth.add_routes(routes)
+    forward_auth.add_routes(routes, doors)
     if settings.bpc.enabled:
         bpc.add_routes(routes)
     if settings.hmac.enabled:

@@ -105,17 +105,17 @@ def lower_headers(request: web.Request) -> dict[str, str]:
     for name, value in request.headers.items():
         key = name.lower()
         if key in out:
-            if key in _SINGLE_VALUED:
+            if key in SINGLE_VALUED:
                 raise MalformedHeader(f"header {name} appears more than once")
             out[key] = f"{out[key]}, {value}"
         else:
             out[key] = value
-        if len(value) > MAX_HEADER_VALUE and key in _SINGLE_VALUED:
+        if len(value) > MAX_HEADER_VALUE and key in SINGLE_VALUED:
             raise MalformedHeader(f"header {name} is too long")
     return out
 
 
-_SINGLE_VALUED = frozenset(
+SINGLE_VALUED = frozenset(
     {
         "authorization",
         "host",

@@ -31,6 +31,12 @@ class IdentityHeaders:
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal.
         self._cache: dict[tuple[Any, ...], dict[str, str]] = {}
+        self._responses: dict[tuple[Any, ...], CIMultiDict[str]] = {}
+
+    @property
+    def per_request(self) -> bool:
+        """Whether the headers differ on every request (an identity JWT is minted)."""
+        return self._s.identity_jwt.enabled
 
     def is_identity(self, name: str) -> bool:
         """Whether a header of this name is one authgate alone may set.
@@ -59,6 +65,21 @@ class IdentityHeaders:
             if len(self._cache) >= 4096:
                 self._cache.clear()
             self._cache[key] = cached
+        return cached
+
+    def response_headers(self, decision: Decision) -> CIMultiDict[str]:
+        """A forward-auth 200's headers: :meth:`for_decision` and ``Cache-Control:
+        no-store``. Callers copy it (``web.Response`` does) and never change it."""
+        if self._s.identity_jwt.enabled:
+            return CIMultiDict({**self._build(decision), "Cache-Control": "no-store"})
+        p = decision.principal
+        key = (p.subject, p.credential_type, p.scopes, p.credential_id, p.issuer)
+        cached = self._responses.get(key)
+        if cached is None:
+            cached = CIMultiDict({**self.for_decision(decision), "Cache-Control": "no-store"})
+            if len(self._responses) >= 4096:
+                self._responses.clear()
+            self._responses[key] = cached
         return cached
 
     def _build(self, decision: Decision) -> dict[str, str]:

@@ -20,6 +20,7 @@ from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import JWTBearerVerifier
 from authgate.web.context import ContextBuilder
 from authgate.web.identity import IdentityHeaders
+from authgate.web.repeat import RepeatGrants
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -39,3 +40,4 @@ REVOCATIONS = web.AppKey("revocations", RevocationList)
 ISSUER = web.AppKey("issuer", TokenIssuer)
 USERS = web.AppKey("users", UserService)
 JWT_VERIFIER = web.AppKey("jwt_verifier", JWTBearerVerifier)
+REPEATS = web.AppKey("repeats", RepeatGrants)
