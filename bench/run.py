@@ -7,8 +7,8 @@
 Scenarios (each server a fresh subprocess pinned to CPU 0, the load generator on CPU 1):
 
 * ``bare``        aiohttp app answering 200 with an empty body, no access log: the ceiling.
-* ``warm``        authgate ``/auth``, one valid ES256 token (verified-token cache hit), access
-                  log off, log level WARNING.
+* ``warm``        authgate ``/auth``, one valid ES256 token, the same request each time:
+                  answered as a repeat grant (``web/repeat.py``), access log off, level WARNING.
 * ``cold``        authgate ``/auth``, every request a new pre-minted token (cache miss: full
                   parse + ECDSA verify), access log off.
 * ``warm-log``    as ``warm`` but with the defaults a user gets: access log on, level INFO,
@@ -253,14 +253,14 @@ def metrics_snapshot(port: int) -> dict[str, float]:
     _, _, body = raw_request(port, req)
     out: dict[str, float] = {}
     pattern = re.compile(
-        r'^(authgate_cache_lookups_total\{cache="jwt",result="(hit|miss)"\}'
+        r'^(authgate_cache_lookups_total\{cache="(jwt|repeat)",result="(hit|miss)"\}'
         r'|authgate_decisions_total\{outcome="(granted|denied)"[^}]*\})\s+(\S+)$'
     )
     for line in body.decode().splitlines():
         m = pattern.match(line)
         if m:
-            key = m.group(2) or m.group(3)
-            out[key] = out.get(key, 0.0) + float(m.group(4))
+            key = f"{m.group(2)}-{m.group(3)}" if m.group(2) else m.group(4)
+            out[key] = out.get(key, 0.0) + float(m.group(5))
     return out
 
 
@@ -421,10 +421,11 @@ def measure(
     )
     if authgate:
         delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-        hits, misses = int(delta.get("hit", 0)), int(delta.get("miss", 0))
+        repeats = int(delta.get("repeat-hit", 0))
+        hits, misses = int(delta.get("jwt-hit", 0)), int(delta.get("jwt-miss", 0))
         looked = hits + misses
         result.notes.append(
-            f"cache hits {hits}, misses {misses}"
+            f"repeat grants {repeats}; token cache hits {hits}, misses {misses}"
             + (f" ({100 * misses / looked:.1f}% miss)" if looked else "")
         )
         if delta.get("denied"):
@@ -546,9 +547,9 @@ def render_section(
         verdict(results, bare_rps),
         "",
         "Scenarios: **bare** = aiohttp answering 200 with an empty body, no access log (the "
-        "ceiling); **warm** = authgate, one token, verified-token cache hit, access log off, "
-        "level WARNING; **cold** = every request a new token (parse + ECDSA P-256 verify), "
-        "access log off; **warm-log** = warm with the defaults a user gets (access log on, "
+        "ceiling); **warm** = authgate, one token, the same request each time (answered as a "
+        "repeat grant: see README, Bearer JWTs), access log off, level WARNING; **cold** = "
+        "every request a new token (parse + ECDSA P-256 verify), access log off; **warm-log** = warm with the defaults a user gets (access log on, "
         "level INFO, JSON lines to a file). *ratio* = req/s of the scenario / req/s of bare in "
         "the same run. *server process CPU* is the server's own user+system time per second; "
         "*server core busy* is the whole CPU the server was pinned to, from /proc/stat "

@@ -157,6 +157,27 @@ class Gate:
         ``detail`` what a refusal hides from the client but an operator needs (never a
         secret: the errors' ``detail`` strings are fixed phrases)."""
         elapsed = time.perf_counter() - started
+        count, seconds = self.children(outcome, reason, credential)
+        count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
+        seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
+        seconds.sum += elapsed
+        if self._access_log:
+            self.log(
+                outcome,
+                reason,
+                credential,
+                rule_id,
+                subject,
+                request_id,
+                method,
+                client_ip,
+                detail=detail,
+            )
+
+    def children(
+        self, outcome: str, reason: str, credential: str
+    ) -> tuple[CounterChild, HistogramChild]:
+        """The decision counter and latency histogram of one label combination."""
         key = (outcome, reason, credential)
         children = self._children.get(key)
         if children is None:  # bind each label combination once
@@ -165,23 +186,39 @@ class Gate:
                 self._metrics.decision_seconds.labels(outcome),
             )
             self._children[key] = children
-        count, seconds = children
-        count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
-        seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
-        seconds.sum += elapsed
-        if self._access_log:
-            log.info(
-                "decision",
-                extra={
-                    "event": "decision",
-                    "granted": outcome == "granted",
-                    "reason": reason,
-                    "rule_id": rule_id,
-                    "verifier": credential,
-                    "subject": subject,
-                    "request_id": request_id,
-                    "method": method,
-                    "client_ip": client_ip,
-                    "detail": detail,
-                },
-            )
+        return children
+
+    @property
+    def access_log(self) -> bool:
+        """Whether every decision is logged."""
+        return self._access_log
+
+    def log(
+        self,
+        outcome: str,
+        reason: str,
+        credential: str,
+        rule_id: str,
+        subject: str,
+        request_id: str,
+        method: str,
+        client_ip: str,
+        *,
+        detail: str = "",
+    ) -> None:
+        """The access-log line of one decision."""
+        log.info(
+            "decision",
+            extra={
+                "event": "decision",
+                "granted": outcome == "granted",
+                "reason": reason,
+                "rule_id": rule_id,
+                "verifier": credential,
+                "subject": subject,
+                "request_id": request_id,
+                "method": method,
+                "client_ip": client_ip,
+                "detail": detail,
+            },
+        )

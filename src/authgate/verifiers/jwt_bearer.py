@@ -157,7 +157,9 @@ class CompactJWS:
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
+class VerifiedToken:
+    """A token that passed every check but time and revocation (the verified-token cache)."""
+
     principal: Principal
     exp: float
     nbf: float | None
@@ -342,10 +344,9 @@ class JWTBearerVerifier:
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._cache_size = cache_size
-        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
         self._metrics = metrics
         self._cache_counters: dict[str, Any] = {}  # bound metric children
-        self._hits = metrics.cache_lookups.labels("jwt", "hit") if metrics is not None else None
         self._revoked_locally = (
             revocations.revoked_locally
             if isinstance(revocations, LocallyKnownRevocations)
@@ -361,25 +362,22 @@ class JWTBearerVerifier:
         """The bearer token, or ``None`` when the request carries no bearer credential."""
         return bearer_token(context.headers.get("authorization"))
 
-    def revalidate(self, digest: bytes) -> Principal | None:
-        """The principal of an already verified token when it is, right now, inside its
-        validity window and known here not to be revoked; ``None`` when :meth:`verify`
-        must decide (not cached, expired, not yet valid, revoked, or revocation state
-        only the store can tell). Never raises and never waits: for the forward-auth
-        repeat path (``web/repeat.py``)."""
-        cached = self._cache.get(digest)
+    def verified(self, digest: bytes) -> VerifiedToken | None:
+        """The cache entry of the token with this digest, if it is cached (no side effects)."""
+        return self._cache.get(digest)
+
+    def still_valid(self, token: VerifiedToken) -> bool:
+        """Whether an already verified token is, right now, inside its validity window and
+        known here not to be revoked. ``False`` when :meth:`verify` must decide (expired,
+        not yet valid, revoked, or revocation state only the store can tell). Never raises,
+        never waits, changes nothing: for the forward-auth repeat path (``web/repeat.py``)."""
         revoked_locally = self._revoked_locally
-        if cached is None or revoked_locally is None:
-            return None
-        if not cached.valid_from <= self._seconds() < cached.valid_until:
-            return None
-        for revocation_id in cached.revocation_ids:
+        if revoked_locally is None or not token.valid_from <= self._seconds() < token.valid_until:
+            return False
+        for revocation_id in token.revocation_ids:
             if revoked_locally(revocation_id) is not False:
-                return None
-        self._cache.move_to_end(digest)
-        if self._hits is not None:
-            self._hits.value += 1.0  # CounterChild.inc, inlined
-        return cached.principal
+                return False
+        return True
 
     async def verify(
         self, token: str, context: RequestContext, rule: object | None = None
@@ -429,7 +427,7 @@ class JWTBearerVerifier:
         if iat is not None and iat - self._leeway > now:
             raise TokenNotYetValid("token 'iat' is in the future")
 
-    async def _verify_uncached(self, token: str, now: float) -> _Cached:
+    async def _verify_uncached(self, token: str, now: float) -> VerifiedToken:
         jws = parse_compact_jws(token)
         typ = jws.header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ALLOWED_TYP):
@@ -467,7 +465,7 @@ class JWTBearerVerifier:
             issuer=issuer.issuer,
             claims=payload,
         )
-        return _Cached(
+        return VerifiedToken(
             principal=principal,
             exp=exp,
             nbf=nbf,

@@ -1,4 +1,4 @@
-"""``JWTBearerVerifier.revalidate``: the repeat path's check agrees with ``verify``."""
+"""``JWTBearerVerifier.still_valid``: the repeat path's check agrees with ``verify``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.errors import AuthGateError
+from authgate.models import Principal
 from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.tokens.revocation import RevocationList
@@ -16,6 +17,12 @@ from tests.support import AUDIENCE, ISSUER
 from tests.verifiers import CONTEXT, NOW, mint
 
 LEEWAY = 30
+
+
+def revalidate(verifier: JWTBearerVerifier, digest: bytes) -> Principal | None:
+    """The cached principal when the repeat path may still use it, else ``None``."""
+    entry = verifier.verified(digest)
+    return entry.principal if entry is not None and verifier.still_valid(entry) else None
 
 
 @pytest.fixture(scope="module")
@@ -75,23 +82,23 @@ async def test_revalidate_agrees_with_verify_at_any_time(
         accepted = await verifier.verify(token, CONTEXT) is principal
     except AuthGateError:
         accepted = False
-    assert (verifier.revalidate(token_digest(token)) is principal) is accepted
+    assert (revalidate(verifier, token_digest(token)) is principal) is accepted
 
 
 async def test_revalidate_refuses_what_verify_must_decide(es: SigningKey) -> None:
     verifier, revocations, _, _ = await verifier_with_list(es)
     token = mint(es, jti="j-1", fam="family")
     digest = token_digest(token)
-    assert verifier.revalidate(digest) is None  # never verified: not cached
+    assert revalidate(verifier, digest) is None  # never verified: not cached
     principal = await verifier.verify(token, CONTEXT)
-    assert verifier.revalidate(digest) is principal
+    assert revalidate(verifier, digest) is principal
     await revocations.revoke("fam:family", expires_at_ms=(NOW + 600) * 1000)
-    assert verifier.revalidate(digest) is None
+    assert revalidate(verifier, digest) is None
     other = mint(es, jti="j-2")
     principal = await verifier.verify(other, CONTEXT)
-    assert verifier.revalidate(token_digest(other)) is principal
+    assert revalidate(verifier, token_digest(other)) is principal
     await revocations.revoke("j-2", expires_at_ms=(NOW + 600) * 1000)
-    assert verifier.revalidate(token_digest(other)) is None
+    assert revalidate(verifier, token_digest(other)) is None
 
 
 async def test_revalidate_declines_while_only_the_store_can_tell(es: SigningKey) -> None:
@@ -100,16 +107,16 @@ async def test_revalidate_declines_while_only_the_store_can_tell(es: SigningKey)
     verifier, _, _, stores = await verifier_with_list(es, start=False)
     token = mint(es)
     principal = await verifier.verify(token, CONTEXT)
-    assert verifier.revalidate(token_digest(token)) is None
+    assert revalidate(verifier, token_digest(token)) is None
     await stores.events.start()
-    assert verifier.revalidate(token_digest(token)) is principal
+    assert revalidate(verifier, token_digest(token)) is principal
 
 
 async def test_revalidate_with_the_cache_off_declines(es: SigningKey) -> None:
     verifier, _, _, _ = await verifier_with_list(es, cache_size=0)
     token = mint(es)
     await verifier.verify(token, CONTEXT)
-    assert verifier.revalidate(token_digest(token)) is None
+    assert revalidate(verifier, token_digest(token)) is None
 
 
 async def test_revalidate_agrees_with_verify_at_the_edges(es: SigningKey) -> None:
@@ -128,7 +135,7 @@ async def test_revalidate_agrees_with_verify_at_the_edges(es: SigningKey) -> Non
                 accepted = await verifier.verify(token, CONTEXT) is principal
             except AuthGateError:
                 accepted = False
-            assert (verifier.revalidate(token_digest(token)) is principal) is accepted, (
+            assert (revalidate(verifier, token_digest(token)) is principal) is accepted, (
                 claim,
                 offset_ms,
             )
