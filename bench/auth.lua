@@ -4,6 +4,7 @@
 -- Without script arguments the request is static (wrk builds it once): warm cache.
 -- With arguments  -- TOKENS_FILE START  every request carries the next token of
 -- TOKENS_FILE (one per line), starting at line START+1: cold cache, each token new.
+-- With the argument  -- --vary-uri  every request has a new X-Original-URI (warm-uris).
 -- done() prints one line "WRKJSON {...}" that run.py parses.
 
 local threads = {}
@@ -25,6 +26,15 @@ wrapped = 0
 
 function init(args)
    if args[1] == nil then
+      return
+   end
+   if args[1] == "--vary-uri" then
+      -- warm-uris: the same token, a new X-Original-URI on every request
+      request = function()
+         used = used + 1
+         wrk.headers["X-Original-URI"] = string.format("/api/orders/%d-%d?expand=items", id, used)
+         return wrk.format()
+      end
       return
    end
    tokens = {}

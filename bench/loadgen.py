@@ -22,8 +22,16 @@ from array import array
 class Shared:
     """State shared by every connection of one run."""
 
-    def __init__(self, head: bytes, tokens: list[bytes] | None, start: int, deadline: int) -> None:
+    def __init__(
+        self,
+        head: bytes,
+        tokens: list[bytes] | None,
+        start: int,
+        deadline: int,
+        vary_uri: bool = False,
+    ) -> None:
         self.head = head
+        self.vary_uri = vary_uri
         self.tokens = tokens
         self.idx = start % len(tokens) if tokens else 0
         self.wraps = 0
@@ -36,6 +44,9 @@ class Shared:
         self.static = head + b"\r\n"
 
     def next_request(self) -> bytes:
+        if self.vary_uri:
+            self.used += 1
+            return self.head + b"X-Original-URI: /api/orders/%d?expand=items\r\n\r\n" % self.used
         if self.tokens is None:
             return self.static
         token = self.tokens[self.idx]
@@ -122,7 +133,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         with open(args.tokens_file, "rb") as f:
             tokens = [line.strip() for line in f if line.strip()]
     start = time.perf_counter_ns()
-    shared = Shared(head, tokens, args.start, start + int(args.duration * 1e9))
+    shared = Shared(
+        head, tokens, args.start, start + int(args.duration * 1e9), vary_uri=args.vary_uri
+    )
     dones = []
     for _ in range(args.connections):
         done: asyncio.Future[None] = loop.create_future()
@@ -161,6 +174,9 @@ def main() -> None:
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--tokens-file")
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument(
+        "--vary-uri", action="store_true", help="a new X-Original-URI on every request"
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print("WRKJSON " + json.dumps(result), flush=True)

@@ -9,6 +9,8 @@ Scenarios (each server a fresh subprocess pinned to CPU 0, the load generator on
 * ``bare``        aiohttp app answering 200 with an empty body, no access log: the ceiling.
 * ``warm``        authgate ``/auth``, one valid ES256 token, the same request each time:
                   answered as a repeat grant (``web/repeat.py``), access log off, level WARNING.
+* ``warm-uris``   as ``warm`` but every request has a new ``X-Original-URI``: no repeat
+                  grant, the full decision path with the verified-token cache hit.
 * ``cold``        authgate ``/auth``, every request a new pre-minted token (cache miss: full
                   parse + ECDSA verify), access log off.
 * ``warm-log``    as ``warm`` but with the defaults a user gets: access log on, level INFO,
@@ -59,7 +61,7 @@ TARGET_RATIO = 0.8
 ORIGINAL_URI = "/api/orders/42?expand=items"
 SERVER_CPU = 0
 LOADGEN_CPU = 1
-SCENARIOS = ("bare", "warm", "cold", "warm-log")
+SCENARIOS = ("bare", "warm", "warm-uris", "cold", "warm-log")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -307,6 +309,7 @@ def run_load(
     headers: Sequence[str],
     tokens_file: Path | None = None,
     start: int = 0,
+    vary_uri: bool = False,
 ) -> tuple[dict[str, Any], float]:
     """Run the generator once; returns its WRKJSON record and its CPU seconds."""
     if spec.generator == "wrk":
@@ -328,6 +331,8 @@ def run_load(
         argv.append(f"http://127.0.0.1:{port}/auth")
         if tokens_file is not None:
             argv += ["--", str(tokens_file), str(start), str(spec.threads)]
+        elif vary_uri:
+            argv += ["--", "--vary-uri"]
     else:
         argv = [
             sys.executable,
@@ -342,10 +347,15 @@ def run_load(
             str(seconds),
         ]
         for h in headers:
-            if tokens_file is None or not h.lower().startswith("authorization:"):
-                argv += ["--header", h]
+            if tokens_file is not None and h.lower().startswith("authorization:"):
+                continue
+            if vary_uri and h.lower().startswith("x-original-uri:"):
+                continue
+            argv += ["--header", h]
         if tokens_file is not None:
             argv += ["--tokens-file", str(tokens_file), "--start", str(start)]
+        if vary_uri:
+            argv.append("--vary-uri")
     before = children_cpu_seconds()
     out = subprocess.run(
         argv,
@@ -381,19 +391,20 @@ def measure(
     tokens_file: Path | None = None,
     token_count: int = 0,
     authgate: bool,
+    vary_uri: bool = False,
 ) -> Result:
     """Start the server, warm it up, measure, stop it."""
     with server.running():
         assert server.proc is not None
         check_once(server.port, headers)
-        warm, _ = run_load(spec, server.port, warmup, headers, tokens_file, 0)
+        warm, _ = run_load(spec, server.port, warmup, headers, tokens_file, 0, vary_uri)
         # cold: the measured run starts after every token the warm-up used.
         start = warm.get("tokens_used", 0) + spec.connections * 2 if tokens_file else 0
         before = metrics_snapshot(server.port) if authgate else {}
         cpu0 = cpu_seconds(server.proc.pid)
         core0 = core_times(SERVER_CPU)
         gen_core0 = core_times(LOADGEN_CPU)
-        rec, gen_cpu = run_load(spec, server.port, duration, headers, tokens_file, start)
+        rec, gen_cpu = run_load(spec, server.port, duration, headers, tokens_file, start, vary_uri)
         gen_core1 = core_times(LOADGEN_CPU)
         core1 = core_times(SERVER_CPU)
         cpu1 = cpu_seconds(server.proc.pid)
@@ -548,7 +559,9 @@ def render_section(
         "",
         "Scenarios: **bare** = aiohttp answering 200 with an empty body, no access log (the "
         "ceiling); **warm** = authgate, one token, the same request each time (answered as a "
-        "repeat grant: see README, Bearer JWTs), access log off, level WARNING; **cold** = "
+        "repeat grant: see README, Bearer JWTs), access log off, level WARNING; **warm-uris** = "
+        "warm with a new X-Original-URI on every request (the full path, token cache hit); "
+        "**cold** = "
         "every request a new token (parse + ECDSA P-256 verify), access log off; **warm-log** = warm with the defaults a user gets (access log on, "
         "level INFO, JSON lines to a file). *ratio* = req/s of the scenario / req/s of bare in "
         "the same run. *server process CPU* is the server's own user+system time per second; "
@@ -846,6 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tokens_file=tokens_file if name == "cold" else None,
                     token_count=token_count,
                     authgate=name != "bare",
+                    vary_uri=name == "warm-uris",
                 )
                 if name == "warm-log":
                     lines = sum(1 for _ in server.log_path.open("rb"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from authgate.policy.rules import CompiledRule
 
 
 class CredentialType(StrEnum):
@@ -71,3 +74,4 @@ class Decision:
     principal: Principal
     rule_id: str
     upstream: str | None
+    rule: CompiledRule | None = None  # the rule itself (rule ids may repeat the built-in's)

@@ -130,7 +130,7 @@ class Gate:
             context.client_ip,
             started,
         )
-        return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream)
+        return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream, rule=rule)
 
     async def _limit(self, rule: CompiledRule, by: str, tag: str) -> None:
         checks = checks_for(rule, by)

@@ -19,7 +19,7 @@ from authgate.pipeline import Gate
 from authgate.web.context import ContextBuilder, request_id
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import Handler, Routes, refusal
-from authgate.web.repeat import ENVOY, NGINX, TRAEFIK, Door, RepeatGrants
+from authgate.web.repeat import ENVOY, NGINX, TRAEFIK, Door, Grant, RepeatGrants
 
 ENVOY_PREFIX = "/auth/envoy"
 
@@ -60,16 +60,16 @@ def _door(state: DoorState, door: Door, context_for: ContextFor, doc: str) -> Ha
         headers: Mapping[str, str] | None
         try:
             memory = repeats.doors[name]
-            grant = memory.answer(request, rid)
-            if grant is not None:
-                decision: Decision = grant.decision
-                headers = grant.headers
+            found = memory.answer(request, rid)
+            if isinstance(found, Grant):
+                decision: Decision = found.decision
+                headers = found.headers
             else:
                 repeats.misses.value += 1.0  # CounterChild.inc, inlined
                 context = context_for(state.builder, request, rid)
                 decision = await gate.evaluate(context)
                 headers = None
-                memory.remember(request, context, decision, identity)
+                memory.remember(found, request, context, decision, identity)
         except Exception as exc:  # noqa: BLE001 - refusal() answers or re-raises
             return refusal(exc, rid)
         response = web.Response(

@@ -56,6 +56,7 @@ from authgate.web.context import SINGLE_VALUED, TrustedProxies
 from authgate.web.identity import IdentityHeaders
 
 _NAME = itemgetter(0)
+_VALUE = itemgetter(1)
 _JWT = CredentialType.JWT.value
 _sha256 = hashlib.sha256
 # What is remembered stays small whatever clients send: longer header-name lists and
@@ -109,6 +110,14 @@ class _Shape(NamedTuple):
 class _Target(NamedTuple):
     rule: CompiledRule
     method: str
+
+
+class Pending(NamedTuple):
+    """What :meth:`DoorRepeats.answer` worked out for a request it could not answer."""
+
+    shape: _Shape
+    key: object  # the target key
+    target: _Target | None  # the remembered target, when only the grant was missing
 
 
 class Grant(NamedTuple):
@@ -177,9 +186,10 @@ class DoorRepeats:
         self._shapes.clear()
         self._targets.clear()
 
-    def answer(self, request: web.Request, request_id: str) -> Grant | None:
-        """The remembered decision for this request when it provably still holds (the
-        decision is counted and logged); ``None`` when the full path must decide."""
+    def answer(self, request: web.Request, request_id: str) -> Grant | Pending | None:
+        """The remembered grant for this request when it provably still holds (the decision
+        is counted and logged). Otherwise the full path must decide: :class:`Pending` (what
+        was worked out, for :meth:`remember`) or ``None`` (nothing here may be reused)."""
         started = time.perf_counter()
         raw = request.raw_headers
         names = tuple(map(_NAME, raw))
@@ -188,15 +198,15 @@ class DoorRepeats:
             shape = self._learn_shape(names)
         if shape is None:
             return None
-        key = shape.key(raw)
-        target = self._targets.get(
-            (request.method, request.raw_path, key) if self._request_line else key
-        )
+        key: object = shape.key(raw)
+        if self._request_line:
+            key = (request.method, request.raw_path, key)
+        target = self._targets.get(key)
         if target is None:
-            return None
+            return Pending(shape, key, None)
         grant = self._grants.get((target.rule, _sha256(raw[shape.authorization][1]).digest()))
         if grant is None:
-            return None
+            return Pending(shape, key, target)
         peer = request.remote or "0.0.0.0"  # noqa: S104 - as peer_address(): never trusted
         trusted = self._trusted
         if not trusted.trusts(peer):
@@ -231,54 +241,61 @@ class DoorRepeats:
 
     def remember(
         self,
+        pending: Pending | None,
         request: web.Request,
         context: RequestContext,
         decision: Decision,
         identity: IdentityHeaders,
     ) -> None:
-        """Note a grant the full path just made for ``request``, if a repeat may reuse it."""
-        shared = self._shared
-        if not shared.max_entries or decision.principal.credential_type is not CredentialType.JWT:
+        """Note a grant the full path just made for ``request`` (which :meth:`answer` left
+        as ``pending``), if a repeat may reuse it."""
+        if pending is None or not self._shared.max_entries:
             return
-        rule = self._gate.policy.match(context.method, context.host, context.path)
-        if rule.rate_limits or rule.id != decision.rule_id:
+        rule = decision.rule
+        if (
+            rule is None
+            or rule.rate_limits
+            or decision.principal.credential_type is not CredentialType.JWT
+        ):
             return
+        shape, key, target = pending
         raw = request.raw_headers
-        names = tuple(map(_NAME, raw))
-        shape = self._shapes.get(names, _UNSEEN)
-        if shape is _UNSEEN:
-            shape = self._learn_shape(names)
-        if shape is None:
-            return
+        digest = _sha256(raw[shape.authorization][1]).digest()
+        grant = self._grants.get((rule, digest))
+        if grant is None or grant.decision.principal is not decision.principal:
+            grant = self._grant(request, decision, identity)
+            if grant is None:
+                return
+            if len(self._grants) >= self._shared.max_entries:
+                self._grants.clear()
+            self._grants[(rule, digest)] = grant
+        if target is None or target.rule is not rule:
+            if sum(map(len, map(_VALUE, shape.key(raw)))) > MAX_TARGET_CHARS:
+                return
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            self._targets[key] = _Target(rule, context.method)
+
+    def _grant(
+        self, request: web.Request, decision: Decision, identity: IdentityHeaders
+    ) -> Grant | None:
+        """A grant for the token the full path just verified, if it is the verifier's
+        cached entry and still valid."""
         try:
             token = bearer_token(request.headers.get("authorization"))
         except AuthGateError:
-            return
+            return None
         if token is None:
-            return
+            return None
         verified = self._verifier.verified(token_digest(token))
         if (
             verified is None
             or verified.principal is not decision.principal
             or not self._verifier.still_valid(verified)
         ):
-            return  # not (or no longer) the verifier's cached principal: nothing to reuse
-        key = self._target_key(request, shape)
-        if sum(len(value) for _, value in shape.key(raw)) > MAX_TARGET_CHARS:
-            return
-        if len(self._targets) >= MAX_TARGETS:
-            self._targets.clear()
-        if len(self._grants) >= shared.max_entries:
-            self._grants.clear()
-        self._targets[key] = _Target(rule, context.method)
+            return None  # not (or no longer) the verifier's cached principal
         headers = None if identity.per_request else identity.response_headers(decision)
-        digest = _sha256(raw[shape.authorization][1]).digest()
-        self._grants[(rule, digest)] = Grant(decision, headers, verified)
-
-    def _target_key(self, request: web.Request, shape: _Shape) -> object:
-        if self.door.request_line:
-            return (request.method, request.raw_path, shape.key(request.raw_headers))
-        return shape.key(request.raw_headers)
+        return Grant(decision, headers, verified)
 
     def _learn_shape(self, names: tuple[bytes, ...]) -> _Shape | None:
         shape = _shape(names, self.door, self._single_valued)
