@@ -19,8 +19,9 @@ from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
 from authgate.models import Principal, RequestContext
-from authgate.stores.base import ManualClock
+from authgate.stores.base import ManualClock, RevocationStore
 from authgate.stores.memory import MemoryStores
+from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 from tests.support import AUDIENCE, ISSUER
 
@@ -120,11 +121,22 @@ class Harness:
     require_jti: bool = True
     clock: ManualClock = field(default_factory=lambda: ManualClock(NOW * 1000))
     metrics: Metrics = field(default_factory=Metrics)
+    # Revocations through the app's local denylist (needs ``stores.events.start()``)
+    # instead of the store itself.
+    revocation_list: bool = False
     stores: MemoryStores = field(init=False)
+    revocations: RevocationStore = field(init=False)
     verifier: JWTBearerVerifier = field(init=False)
 
     def __post_init__(self) -> None:
         self.stores = MemoryStores(self.clock)
+        self.revocations = (
+            RevocationList(
+                store=self.stores.revocations, events=self.stores.events, clock=self.clock
+            )
+            if self.revocation_list
+            else self.stores.revocations
+        )
         issuer = IssuerKeys(
             issuer=ISSUER,
             audiences=frozenset({AUDIENCE}),
@@ -134,7 +146,7 @@ class Harness:
         )
         self.verifier = JWTBearerVerifier(
             issuers=[issuer],
-            revocations=self.stores.revocations,
+            revocations=self.revocations,
             clock=self.clock,
             leeway_seconds=self.leeway_seconds,
             max_token_bytes=self.max_token_bytes,

@@ -6,15 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authgate.crypto.keys import KeyRing, SigningKey
+from authgate.crypto.keys import SigningKey
 from authgate.errors import AuthGateError
 from authgate.models import Principal
 from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.tokens.revocation import RevocationList
-from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier, token_digest
-from tests.support import AUDIENCE, ISSUER
-from tests.verifiers import CONTEXT, NOW, mint
+from authgate.verifiers.jwt_bearer import JWTBearerVerifier, token_digest
+from tests.verifiers import CONTEXT, NOW, Harness, mint
 
 LEEWAY = 30
 
@@ -33,28 +32,17 @@ def es() -> SigningKey:
 async def verifier_with_list(
     key: SigningKey, *, cache_size: int = 10, start: bool = True
 ) -> tuple[JWTBearerVerifier, RevocationList, ManualClock, MemoryStores]:
-    clock = ManualClock(NOW * 1000)
-    stores = MemoryStores(clock)
-    revocations = RevocationList(store=stores.revocations, events=stores.events, clock=clock)
-    if start:
-        await stores.events.start()
-    verifier = JWTBearerVerifier(
-        issuers=[
-            IssuerKeys(
-                issuer=ISSUER,
-                audiences=frozenset({AUDIENCE}),
-                algorithms=frozenset({"ES256"}),
-                require_jti=True,
-                key_ring=KeyRing([key]),
-            )
-        ],
-        revocations=revocations,
-        clock=clock,
+    harness = Harness(
+        [key],
+        algorithms=("ES256",),
         leeway_seconds=LEEWAY,
-        max_token_bytes=8192,
         cache_size=cache_size,
+        revocation_list=True,
     )
-    return verifier, revocations, clock, stores
+    if start:
+        await harness.stores.events.start()
+    assert isinstance(harness.revocations, RevocationList)
+    return harness.verifier, harness.revocations, harness.clock, harness.stores
 
 
 @settings(max_examples=200, deadline=None)
