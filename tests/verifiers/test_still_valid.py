@@ -127,3 +127,15 @@ async def test_revalidate_agrees_with_verify_at_the_edges(es: SigningKey) -> Non
                 claim,
                 offset_ms,
             )
+
+
+async def test_verify_asks_the_store_while_the_bus_is_not_live(es: SigningKey) -> None:
+    """The cached path checks revocation locally only when the local copy is current."""
+    verifier, revocations, _, stores = await verifier_with_list(es, start=False)
+    token = mint(es, jti="asked")
+    await verifier.verify(token, CONTEXT)  # cached
+    await stores.revocations.revoke("asked", expires_at_ms=(NOW + 600) * 1000)
+    with pytest.raises(AuthGateError, match="revoked"):
+        await verifier.verify(token, CONTEXT)
+    await stores.events.start()  # resync loads the store's list
+    assert revocations.revoked_locally("asked") is True
