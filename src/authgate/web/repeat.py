@@ -322,6 +322,8 @@ def _shape(names: tuple[bytes, ...], door: Door, allowed: frozenset[str]) -> _Sh
     """The shape of a request the door may answer from memory, or ``None``: a repeated
     single-valued header, one outside ``allowed``, more than one ``X-Forwarded-For``, or
     no ``Authorization``."""
+    # Header names are HTTP tokens (ASCII) by now: aiohttp's parser refuses any other byte,
+    # so this lower-casing is the full path's (``lower_headers``).
     lower = [raw.decode("latin-1").lower() for raw in names]
     counts: dict[str, int] = {}
     for name in lower:

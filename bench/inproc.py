@@ -1,0 +1,173 @@
+"""Per-request CPU cost in one process: aiohttp's own HTTP protocol over a fake transport.
+
+    taskset -c 0 .venv/bin/python bench/inproc.py            # warm and warm-uris
+    taskset -c 0 .venv/bin/python bench/inproc.py --rounds 20 --requests 20000
+
+No sockets, no load generator, no kernel: each request's bytes are fed to the server's
+``RequestHandler`` and the response is awaited, for a bare aiohttp app and for authgate,
+alternating rounds; the best round of each is reported, in microseconds per request. What
+it shows is the Python work per request (what ``bench/run.py`` measures plus the kernel's
+share), steady enough to tell a 0.5 us change from noise when pinned to one core. It is a
+tool for working on the hot path; ``bench/run.py`` is the benchmark of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+from bench.run import ORIGINAL_URI, authgate_config
+from tests.support import TokenFactory
+
+from authgate.config.loader import load_settings
+from authgate.web.app import create_app
+
+
+class Transport(asyncio.Transport):
+    """Collects what the server writes; wakes the driver when a response has been written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: asyncio.Future[None] | None = None
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out.append(bytes(data))
+        if self.written is not None and not self.written.done():
+            self.written.set_result(None)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class Server:
+    """One application behind aiohttp's protocol, fed request bytes directly."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    async def __aenter__(self) -> Server:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        assert self.runner.server is not None
+        self.protocol = self.runner.server()
+        self.transport = Transport()
+        self.protocol.connection_made(self.transport)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    async def run(self, requests: Callable[[int], bytes], n: int) -> float:
+        """Microseconds per request over ``n`` requests."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        for i in range(n):
+            self.transport.written = loop.create_future()
+            self.protocol.data_received(requests(i))
+            await self.transport.written
+        elapsed = time.perf_counter() - started
+        last = b"".join(self.transport.out[-2:])
+        self.transport.out.clear()
+        if not last.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"not a 200: {last[:200]!r}")
+        return elapsed / n * 1e6
+
+
+def bare_app() -> web.Application:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    return app
+
+
+def request_bytes(token: str, uri: str) -> bytes:
+    return (
+        f"GET /auth HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAuthorization: Bearer {token}\r\n"
+        f"X-Original-Method: GET\r\nX-Original-URI: {uri}\r\n\r\n"
+    ).encode()
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=14)
+    parser.add_argument("--requests", type=int, default=10_000, help="per round")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        factory = TokenFactory()
+        config = Path(tmp) / "authgate.yaml"
+        config.write_text(
+            yaml.safe_dump(authgate_config(factory.write_key(Path(tmp)), 1, access_log=False))
+        )
+        config.chmod(0o600)
+        token = factory.mint(exp=int(time.time()) + 3600)
+        same = request_bytes(token, ORIGINAL_URI)
+        total = args.rounds * args.requests + args.requests
+        distinct = [request_bytes(token, f"/api/orders/{i}?expand=items") for i in range(total)]
+        scenarios: dict[str, Callable[[int], bytes]] = {
+            "warm": lambda i: same,
+            "warm-uris": lambda i: distinct[i % total],
+        }
+        async with (
+            Server(bare_app()) as bare,
+            Server(create_app(load_settings(config))) as authgate,
+        ):
+            for name, requests in scenarios.items():
+                await bare.run(requests, args.requests)
+                await authgate.run(requests, args.requests)  # warm-up (and cache fill)
+                bare_us, authgate_us = [], []
+                for r in range(args.rounds):
+                    gc.collect()
+                    bare_us.append(await bare.run(requests, args.requests))
+                    gc.collect()
+                    offset = (r + 1) * args.requests
+                    authgate_us.append(
+                        await authgate.run(lambda i, o=offset, f=requests: f(i + o), args.requests)
+                    )
+                b, a = min(bare_us), min(authgate_us)
+                print(
+                    f"{name:10s} bare {b:6.2f} us/request   authgate {a:6.2f}   "
+                    f"authgate adds {a - b:5.2f} us   CPU-only ratio {b / a:.2f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
