@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.state import API_KEYS, USERS
@@ -249,3 +251,35 @@ async def test_token_from_another_issuer_is_refused_everywhere(gw: Any) -> None:
     assert (status, body["error"]) == (400, "invalid_grant")
     _, result = await post(client, "/introspect", f"token={foreign}", basic(keys["admin"]))
     assert result == {"active": False}
+
+
+async def test_password_attempts_are_limited_per_address_across_both_logins() -> None:
+    """Every attempt, right or wrong, spends the address's budget before argon2 runs;
+    /token and pico /login share it; it refills with time."""
+    clock = ManualClock(int(time.time() * 1000))
+    settings = make_settings(
+        tokens={"password_grant": True, "password_attempts_per_minute": 3},
+        policy={"rules": [{"id": "api", "path_prefix": "/api"}]},
+    )
+    app = create_app(settings, clock=clock, stores=MemoryStores(clock))
+    good = "grant_type=password&username=ops&password=correct+horse+battery"
+    async with TestClient(TestServer(app)) as client:
+        await app[USERS].add("ops", "correct horse battery", scopes=["read"], role="operator")
+        wrong, _ = await post(client, "/token", "grant_type=password&username=ops&password=no")
+        assert wrong == 400
+        assert (await post(client, "/token", good))[0] == 200
+        pico = await client.post(
+            "/api/v1/auth/login", json={"username": "ops", "password": "correct horse battery"}
+        )
+        assert pico.status == 200
+        refused = await client.post("/token", data=good, headers={"Content-Type": FORM})
+        assert refused.status == 429
+        assert (await refused.json())["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Limit"] == "3"
+        pico = await client.post(
+            "/api/v1/auth/login", json={"username": "ops", "password": "correct horse battery"}
+        )
+        assert pico.status == 429
+        clock.advance(60_000)
+        assert (await post(client, "/token", good))[0] == 200

@@ -484,6 +484,12 @@ class TokenSettings(Section):
     password_grant: bool = Field(
         False, description="Allow grant_type=password (operator bootstrap against users)."
     )
+    password_attempts_per_minute: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Password logins (/token and pico /login together) per client address.",
+    )
     admin_scope: str = Field(
         "authgate:admin", min_length=1, description="Scope that opens /admin/ and operator actions."
     )

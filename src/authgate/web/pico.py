@@ -85,6 +85,7 @@ from authgate.web.state import (
     STORES,
     USERS,
 )
+from authgate.web.token import charge_password_attempt
 
 try:  # ML-DSA arrived in cryptography 47; with an older one ML-DSA-65 sign-in is refused.
     from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -343,6 +344,7 @@ async def login(request: web.Request) -> web.Response:
     fields = await read_fields(request, required=("username", "password"))
     if len(fields["username"]) > 64 or len(fields["password"]) > _MAX_PASSWORD:
         raise InvalidRequest("username or password too long")
+    await charge_password_attempt(request)
     user = await app[USERS].authenticate(fields["username"], fields["password"])
     if user is None:
         raise Unauthenticated("wrong username or password")

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from authgate.apikeys import ApiKey
-from authgate.errors import AuthGateError, OAuthError
+from authgate.errors import AuthGateError, OAuthError, RateLimited
 from authgate.models import CredentialType
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
@@ -30,6 +30,7 @@ from authgate.web.state import (
     KEY_RING,
     REQUEST_CONTEXTS,
     SETTINGS,
+    STORES,
     USERS,
 )
 
@@ -157,6 +158,7 @@ async def token(request: web.Request) -> web.Response:
         username, password = form.get("username"), form.get("password")
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required")
+        await charge_password_attempt(request)
         user = await app[USERS].authenticate(username, password)
         if user is None:
             raise OAuthError("invalid_grant", "wrong username or password")
@@ -292,6 +294,30 @@ async def openid_configuration(request: web.Request) -> web.Response:
         {k.alg for k in request.app[KEY_RING].keys}
     )
     return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def charge_password_attempt(request: web.Request) -> None:
+    """Spend one of the client address's password attempts, or refuse with 429.
+
+    Every attempt counts, right or wrong, before the argon2 verification: it bounds both
+    guessing and the CPU an address can make authgate spend (``/token`` and pico ``/login``
+    share the budget, ``tokens.password_attempts_per_minute``).
+    """
+    app = request.app
+    client_ip = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID]).client_ip
+    budget = app[SETTINGS].tokens.password_attempts_per_minute
+    result = await app[STORES].rate_limits.hit(
+        f"password:{client_ip}", limit=budget, period_ms=60_000
+    )
+    if not result.allowed:
+        raise RateLimited(
+            "too many password attempts from this address",
+            retry_after_seconds=-(-result.retry_after_ms // 1000),
+            limit=result.limit,
+            remaining=result.remaining,
+            reset_seconds=-(-result.reset_after_ms // 1000),
+            window_seconds=60,
+        )
 
 
 def add_routes(routes: Routes) -> None:
