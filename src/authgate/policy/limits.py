@@ -24,17 +24,23 @@ def checks_for(rule: CompiledRule, by: str) -> list[RateLimitCheck]:
     ]
 
 
+def refusal(result: RateLimitResult, message: str, *, period_ms: int) -> RateLimited:
+    """The 429 for a refused check, with the IETF ``RateLimit-*`` fields (whole seconds,
+    rounded up)."""
+    return RateLimited(
+        message,
+        retry_after_seconds=-(-result.retry_after_ms // 1000),
+        limit=result.limit,
+        remaining=result.remaining,
+        reset_seconds=-(-result.reset_after_ms // 1000),
+        window_seconds=max(1, -(-period_ms // 1000)),
+    )
+
+
 def raise_if_limited(
     results: Sequence[RateLimitResult], checks: Sequence[RateLimitCheck], *, by: str
 ) -> None:
     """Raise :class:`RateLimited` (with the IETF fields) when any check refused."""
     for result, check in zip(results, checks, strict=False):
         if not result.allowed:
-            raise RateLimited(
-                f"rate limit exceeded ({by})",
-                retry_after_seconds=-(-result.retry_after_ms // 1000),
-                limit=result.limit,
-                remaining=result.remaining,
-                reset_seconds=-(-result.reset_after_ms // 1000),
-                window_seconds=max(1, -(-check.period_ms // 1000)),
-            )
+            raise refusal(result, f"rate limit exceeded ({by})", period_ms=check.period_ms)

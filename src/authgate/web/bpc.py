@@ -26,11 +26,11 @@ from authgate.errors import (
     InvalidRequest,
     NotFound,
     OperatorRequired,
-    RateLimited,
     RegistrationClosed,
 )
 from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
+from authgate.policy.limits import refusal
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID, Routes
@@ -89,14 +89,7 @@ async def register(request: web.Request) -> web.Response:
         period_ms=3_600_000,
     )
     if not limit.allowed:
-        raise RateLimited(
-            "too many registrations from this address",
-            retry_after_seconds=-(-limit.retry_after_ms // 1000),
-            limit=limit.limit,
-            remaining=limit.remaining,
-            reset_seconds=-(-limit.reset_after_ms // 1000),
-            window_seconds=3600,
-        )
+        raise refusal(limit, "too many registrations from this address", period_ms=3_600_000)
     data = await _json_body(request)
     try:
         result = await _pairs(request).register(data)

@@ -17,8 +17,9 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from authgate.apikeys import ApiKey
-from authgate.errors import AuthGateError, OAuthError, RateLimited
+from authgate.errors import AuthGateError, OAuthError
 from authgate.models import CredentialType
+from authgate.policy.limits import refusal
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.body import read_bounded
@@ -310,14 +311,7 @@ async def charge_password_attempt(request: web.Request) -> None:
         f"password:{client_ip}", limit=budget, period_ms=60_000
     )
     if not result.allowed:
-        raise RateLimited(
-            "too many password attempts from this address",
-            retry_after_seconds=-(-result.retry_after_ms // 1000),
-            limit=result.limit,
-            remaining=result.remaining,
-            reset_seconds=-(-result.reset_after_ms // 1000),
-            window_seconds=60,
-        )
+        raise refusal(result, "too many password attempts from this address", period_ms=60_000)
 
 
 def add_routes(routes: Routes) -> None:
