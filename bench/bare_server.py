@@ -17,11 +17,16 @@ async def ok(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def main() -> None:
-    port = int(sys.argv[1])
+def bare_app() -> web.Application:
+    """The baseline application (``bench/inproc.py`` measures the same one in-process)."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ok)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    return app
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    web.run_app(bare_app(), host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

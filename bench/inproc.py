@@ -29,6 +29,7 @@ from aiohttp import web
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from bench.bare_server import bare_app
 from bench.run import ORIGINAL_URI, authgate_config
 from tests.support import TokenFactory
 
@@ -107,15 +108,6 @@ class Server:
         if not last.startswith(b"HTTP/1.1 200"):
             raise SystemExit(f"not a 200: {last[:200]!r}")
         return elapsed / n * 1e6
-
-
-def bare_app() -> web.Application:
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    return app
 
 
 def request_bytes(token: str, uri: str) -> bytes:
