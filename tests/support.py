@@ -172,10 +172,13 @@ def running(config: Mapping[str, Any], directory: Path, **kwargs: Any) -> Iterat
 
 
 def raw_request(
-    port: int, data: bytes, *, timeout: float = 5.0
+    port: int, data: bytes, *, timeout: float = 5.0, source: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes (the request target exactly as written) and parse the response."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    """Send raw bytes (the request target exactly as written) and parse the response;
+    ``source`` binds the client end to another loopback address (another peer)."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+    ) as sock:
         sock.sendall(data)
         chunks = []
         while True:

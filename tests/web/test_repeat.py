@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -117,25 +116,7 @@ async def send(
     lines = [f"GET {path} HTTP/1.1".encode(), b"Connection: close"]
     lines += [name + b": " + value for name, value in headers]
     data = b"\r\n".join(lines) + b"\r\n\r\n"
-    if source == "127.0.0.1":
-        return await asyncio.to_thread(raw_request, port, data)
-
-    def from_source() -> tuple[int, dict[str, str], bytes]:
-        with socket.socket() as sock:
-            sock.bind((source, 0))
-            sock.connect(("127.0.0.1", port))
-            sock.sendall(data)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        fields = dict(
-            line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if line
-        )
-        return status, {k.lower(): v for k, v in fields.items()}, body
-
-    return await asyncio.to_thread(from_source)
+    return await asyncio.to_thread(raw_request, port, data, source=source)
 
 
 def answer(response: tuple[int, dict[str, str], bytes]) -> tuple[Any, ...]:
