@@ -29,9 +29,8 @@ class IdentityHeaders:
         self._names = frozenset(n.lower() for n in settings.header_names())
         self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
         # Headers depend only on the principal (unless an identity JWT is minted per
-        # request): build them once per principal.
-        self._cache: dict[tuple[Any, ...], dict[str, str]] = {}
-        self._responses: dict[tuple[Any, ...], CIMultiDict[str]] = {}
+        # request): build them once per principal, with the forward-auth response block.
+        self._cache: dict[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = {}
 
     @property
     def per_request(self) -> bool:
@@ -57,29 +56,25 @@ class IdentityHeaders:
         """The headers to set for ``decision`` (empty values are left out)."""
         if self._s.identity_jwt.enabled:
             return self._build(decision)  # a fresh identity JWT each time
-        p = decision.principal
-        key = (p.subject, p.credential_type, p.scopes, p.credential_id, p.issuer)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = self._build(decision)
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            self._cache[key] = cached
-        return cached
+        return self._per_principal(decision)[0]
 
     def response_headers(self, decision: Decision) -> CIMultiDict[str]:
         """A forward-auth 200's headers: :meth:`for_decision` and ``Cache-Control:
         no-store``. Callers copy it (``web.Response`` does) and never change it."""
         if self._s.identity_jwt.enabled:
-            return CIMultiDict({**self._build(decision), "Cache-Control": "no-store"})
+            return _response_block(self._build(decision))
+        return self._per_principal(decision)[1]
+
+    def _per_principal(self, decision: Decision) -> tuple[dict[str, str], CIMultiDict[str]]:
         p = decision.principal
         key = (p.subject, p.credential_type, p.scopes, p.credential_id, p.issuer)
-        cached = self._responses.get(key)
+        cached = self._cache.get(key)
         if cached is None:
-            cached = CIMultiDict({**self.for_decision(decision), "Cache-Control": "no-store"})
-            if len(self._responses) >= 4096:
-                self._responses.clear()
-            self._responses[key] = cached
+            headers = self._build(decision)
+            cached = (headers, _response_block(headers))
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[key] = cached
         return cached
 
     def _build(self, decision: Decision) -> dict[str, str]:
@@ -116,3 +111,7 @@ class IdentityHeaders:
         if p.credential_id:
             claims["cid"] = p.credential_id
         return self._key_ring.current.sign(claims, typ="authgate-identity+jwt")
+
+
+def _response_block(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    return CIMultiDict({**headers, "Cache-Control": "no-store"})
