@@ -94,17 +94,28 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Client = Redis | RedisCluster
 
+# Shared Lua: the store-epoch check of both nonce scripts (KEYS[2] the epoch key, ARGV[1]
+# now_ms, ARGV[3] signed_at_ms). A missing marker is rewritten with now: the data set began
+# now, and anything signed earlier may have been spent in the data that was lost.
+_EPOCH_LUA = """
+local function signed_before_epoch()
+  local epoch = redis.call('GET', KEYS[2])
+  if not epoch then
+    redis.call('SET', KEYS[2], ARGV[1])
+    epoch = ARGV[1]
+  end
+  return tonumber(ARGV[3]) < tonumber(epoch)
+end
+"""
+
 # KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
 # Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[4]
 # the JSON entry and ARGV[5] the cap; appended only when the nonce is fresh.
 # Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent).
-NONCE_CONSUME_SCRIPT = """
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('SET', KEYS[2], ARGV[1])
-  epoch = ARGV[1]
-end
-if tonumber(ARGV[3]) < tonumber(epoch) then
+NONCE_CONSUME_SCRIPT = (
+    _EPOCH_LUA
+    + """
+if signed_before_epoch() then
   return 2
 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
@@ -116,6 +127,7 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
 end
 return 1
 """
+)
 
 # KEYS[1] rate-limit key; ARGV now_ms, limit, period_ms, cost.
 # Mirrors authgate.stores.memory.gcra() operation for operation (Lua numbers are the same
@@ -213,15 +225,11 @@ return flatten(0, decided)
 # Returns {code, then allowed, remaining, retry, reset per key}; code 0 fresh,
 # 1 replayed, 2 before the epoch, 3 rate limited (nonce left unspent).
 NONCE_LIMIT_SCRIPT = (
-    _GCRA_MANY_LUA
+    _EPOCH_LUA
+    + _GCRA_MANY_LUA
     + """
 local now = tonumber(ARGV[1])
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('SET', KEYS[2], ARGV[1])
-  epoch = ARGV[1]
-end
-if tonumber(ARGV[3]) < tonumber(epoch) then
+if signed_before_epoch() then
   return {2}
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
