@@ -42,21 +42,6 @@ from tests.verifiers import (
 )
 
 
-@pytest.fixture(scope="module")
-def es() -> SigningKey:
-    return SigningKey.generate("ES256")
-
-
-@pytest.fixture(scope="module")
-def rs() -> SigningKey:
-    return SigningKey.generate("RS256")
-
-
-@pytest.fixture(scope="module")
-def ed() -> SigningKey:
-    return SigningKey.generate("EdDSA")
-
-
 @pytest.fixture
 def gate(es: SigningKey, rs: SigningKey, ed: SigningKey) -> Harness:
     return Harness([es, rs, ed])

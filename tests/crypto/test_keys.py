@@ -34,21 +34,6 @@ from tests.support import P256_ORDER
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
 
-@pytest.fixture(scope="module")
-def es() -> SigningKey:
-    return SigningKey.generate("ES256")
-
-
-@pytest.fixture(scope="module")
-def rs() -> SigningKey:
-    return SigningKey.generate("RS256")
-
-
-@pytest.fixture(scope="module")
-def ed() -> SigningKey:
-    return SigningKey.generate("EdDSA")
-
-
 # --- signing keys ----------------------------------------------------------------------
 
 

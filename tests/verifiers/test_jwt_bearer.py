@@ -58,21 +58,6 @@ def _leaves(cls: type[AuthGateError]) -> set[str]:
 UNAUTHENTICATED_REASONS = frozenset(_leaves(Unauthenticated))
 
 
-@pytest.fixture(scope="module")
-def es() -> SigningKey:
-    return SigningKey.generate("ES256")
-
-
-@pytest.fixture(scope="module")
-def rs() -> SigningKey:
-    return SigningKey.generate("RS256")
-
-
-@pytest.fixture(scope="module")
-def ed() -> SigningKey:
-    return SigningKey.generate("EdDSA")
-
-
 @pytest.fixture
 def gate(es: SigningKey, rs: SigningKey, ed: SigningKey) -> Harness:
     return Harness([es, rs, ed])

@@ -24,11 +24,6 @@ def revalidate(verifier: JWTBearerVerifier, digest: bytes) -> Principal | None:
     return entry.principal if entry is not None and verifier.still_valid(entry) else None
 
 
-@pytest.fixture(scope="module")
-def es() -> SigningKey:
-    return SigningKey.generate("ES256")
-
-
 async def verifier_with_list(
     key: SigningKey, *, cache_size: int = 10, start: bool = True
 ) -> tuple[JWTBearerVerifier, RevocationList, ManualClock, MemoryStores]:
