@@ -56,6 +56,13 @@ class ServerSettings(Section):
     drain_timeout_seconds: float = Field(
         15.0, gt=0, le=600, description="On SIGTERM, how long in-flight requests may finish."
     )
+    shutdown_delay_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, how long /readyz answers 503 while requests are still served, "
+        "so load balancers stop sending before the listener closes.",
+    )
     trusted_proxies: tuple[CIDR, ...] = Field(
         ("127.0.0.0/8", "::1/128"),
         description="Peers whose X-Forwarded-* / X-Original-* headers are believed.",
@@ -100,15 +107,43 @@ class RedisSettings(Section):
         0.25,
         gt=0,
         le=10,
-        description="PING interval on the event subscription; three missed answers mark it "
-        "lost, and replicas then check revocations and pairs in Redis per request.",
+        description="Heartbeat interval on the event subscription; three missed heartbeats "
+        "mark it lost, and replicas then check revocations and pairs in Redis per request.",
+    )
+    protocol: Literal[2, 3] = Field(
+        2, description="RESP protocol version spoken to Redis (3 needs Redis 6 or newer)."
+    )
+    replica_acks: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="Replicas that must acknowledge a nonce write (WAIT) before it counts as "
+        "spent; unset: 1 in sentinel and cluster mode, 0 standalone. 0 turns the check off.",
+    )
+    replica_ack_timeout_seconds: float = Field(
+        0.1,
+        gt=0,
+        le=30,
+        description="How long a nonce write waits for its replica acknowledgements; must be "
+        "below deadline_seconds. Too few acknowledgements in time: 503, nonce not accepted.",
     )
 
     @model_validator(mode="after")
     def _sentinels_needed(self) -> RedisSettings:
         if self.mode == "sentinel" and not self.sentinels:
             raise ValueError("mode sentinel needs stores.redis.sentinels")
+        if self.required_replica_acks and self.replica_ack_timeout_seconds >= self.deadline_seconds:
+            raise ValueError(
+                "stores.redis.replica_ack_timeout_seconds must be below deadline_seconds"
+            )
         return self
+
+    @property
+    def required_replica_acks(self) -> int:
+        """Replica acknowledgements a nonce write needs (``replica_acks`` or its default)."""
+        if self.replica_acks is not None:
+            return self.replica_acks
+        return 0 if self.mode == "standalone" else 1
 
 
 class StoreSettings(Section):
