@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from authgate.stores.base import EventBus
 
 _INF = float("inf")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -126,6 +134,37 @@ class LocalHistogram(_Labelled[HistogramChild]):
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
+class EventBusCollector:
+    """``authgate_events_live`` and ``authgate_events_resubscriptions_total``, read from the
+    bus at scrape time."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def collect(self) -> Iterator[Metric]:
+        """The two families, with the bus's current values."""
+        live, resubscriptions = self.describe()
+        live.add_metric([], 1.0 if self._bus.live else 0.0)
+        resubscriptions.add_metric([], float(self._bus.resubscriptions))
+        yield live
+        yield resubscriptions
+
+    @staticmethod
+    def describe() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        """The families without samples."""
+        return (
+            GaugeMetricFamily(
+                "authgate_events_live",
+                "1 while the event subscription is live (caches trusted, no per-request "
+                "store look-ups); 0 while it is being re-established.",
+            ),
+            CounterMetricFamily(
+                "authgate_events_resubscriptions",
+                "Times the event subscription was lost and re-established.",
+            ),
+        )
+
+
 class Metrics:
     """Every metric authgate exports, on one registry (one per app, so tests stay apart)."""
 
@@ -180,3 +219,11 @@ class Metrics:
         ):
             r.register(metric)
         self.ready = Gauge("authgate_ready", "1 when the last readiness check passed.", registry=r)
+        self._events: EventBusCollector | None = None
+
+    def watch_events(self, bus: EventBus) -> None:
+        """Export ``bus``'s liveness and resubscriptions (the latest bus, if called again)."""
+        if self._events is not None:
+            self.registry.unregister(self._events)
+        self._events = EventBusCollector(bus)
+        self.registry.register(self._events)

@@ -48,6 +48,36 @@ async def test_message_from_one_replica_reaches_another(store_factory: StoreFact
     await wait_for(lambda: received == ["jti-1"])
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
+async def test_bus_stays_live_on_a_healthy_server(
+    store_factory: StoreFactory, protocol: int
+) -> None:
+    """Once live, the bus never flaps on a healthy server: 40 heartbeats, no loss, no resync.
+
+    Regression: with redis-py 8 the watchdog mistook every reply to its subscribed PING for
+    silence and resubscribed about once a second, so caches were bypassed most of the time.
+    """
+    stores = store_factory(event_heartbeat_seconds=0.05, protocol=protocol)
+    resyncs: list[int] = []
+
+    async def resync() -> None:
+        resyncs.append(1)
+
+    stores.events.subscribe("revocations", lambda _message: None)
+    stores.events.on_resync(resync)
+    await stores.events.start()
+    await wait_for(lambda: stores.events.live)
+    samples_not_live = 0
+    for _ in range(200):  # 200 samples 10 ms apart: about 40 heartbeat periods
+        await asyncio.sleep(0.01)
+        samples_not_live += not stores.events.live
+    assert samples_not_live == 0
+    assert stores.events.resubscriptions == 0
+    assert resyncs == [1]
+
+
 @pytest.fixture
 def dedicated_redis(
     tmp_path_factory: pytest.TempPathFactory,

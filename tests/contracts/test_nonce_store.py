@@ -132,3 +132,70 @@ async def test_audit_entry_rides_on_a_fresh_nonce_only(stores: Stores, clock: Ma
     )
     assert (first, again) == (NonceOutcome.FRESH, NonceOutcome.REPLAYED)
     assert await stores.audit.recent("pair-a", 10) == [entry]
+
+
+async def test_first_request_of_a_new_credential_is_not_refused_by_the_epoch(
+    stores: Stores, clock: ManualClock
+) -> None:
+    """After start-up, a scope never seen before is judged against the primed epoch.
+
+    Regression (Cluster): the per-scope marker used to be created at the scope's first use,
+    so a new device's first request, signed a moment earlier, was refused as pre-epoch.
+    """
+    await stores.nonces.prime()
+    clock.advance(10)
+    signed_at = clock.now_ms()
+    clock.advance(2_000)
+    for scope in ("pair-new-1", "pair-new-2", "apikey:new", "{odd}scope"):
+        outcome = await stores.nonces.consume(scope, "n", ttl_ms=TTL_MS, signed_at_ms=signed_at)
+        assert outcome is NonceOutcome.FRESH, scope
+
+
+@REDIS_ONLY
+async def test_marker_of_another_replication_history_moves_the_epoch(
+    stores: Stores, clock: ManualClock, store_factory: StoreFactory
+) -> None:
+    """A marker that came back from another server history is moved forward, not trusted.
+
+    A restart from an RDB or AOF file, or a promoted replica, brings back a marker older
+    than nonces that were accepted and lost; the server's replication id then differs from
+    the one the marker was written under, and the epoch moves to now.
+    """
+    admin = store_factory.admin
+    assert admin is not None
+    await stores.nonces.prime()
+    key = f"{store_factory.key_prefix}epoch"
+    marker = await admin.get(key)
+    primed_at, _, replid = marker.partition(":")
+    assert len(replid) == 40, "the marker names the replication id it was written under"
+    clock.advance(1_000)
+    signed_at = clock.now_ms()
+    clock.advance(1_000)
+    # Same history: the epoch stays where it was.
+    assert (
+        await stores.nonces.consume("p", "a", ttl_ms=TTL_MS, signed_at_ms=signed_at)
+        is NonceOutcome.FRESH
+    )
+    # The marker as a snapshot of another history would bring it back.
+    await admin.set(key, f"{primed_at}:{'0' * 40}")
+    assert (
+        await stores.nonces.consume("p", "b", ttl_ms=TTL_MS, signed_at_ms=signed_at)
+        is NonceOutcome.BEFORE_EPOCH
+    )
+    moved_to, _, now_replid = (await admin.get(key)).partition(":")
+    assert int(moved_to) == clock.now_ms()
+    assert now_replid == replid
+    # A marker from before this change (no replication id) is moved forward the same way.
+    await admin.set(key, primed_at)
+    clock.advance(1_000)
+    await stores.nonces.consume_limited(
+        "p", "c", ttl_ms=TTL_MS, signed_at_ms=clock.now_ms() - 1, limits=()
+    )
+    assert int((await admin.get(key)).partition(":")[0]) == clock.now_ms()
+    # The epoch never moves backwards, whatever clock wrote the marker.
+    await admin.set(key, f"{clock.now_ms() + 60_000}:{'0' * 40}")
+    assert (
+        await stores.nonces.consume("p", "d", ttl_ms=TTL_MS, signed_at_ms=clock.now_ms())
+        is NonceOutcome.BEFORE_EPOCH
+    )
+    assert int((await admin.get(key)).partition(":")[0]) == clock.now_ms() + 60_000

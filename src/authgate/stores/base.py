@@ -215,6 +215,11 @@ class EventBus(Protocol):
         """Whether every message published since the last resync has been delivered."""
         ...
 
+    @property
+    def resubscriptions(self) -> int:
+        """Times the bus was lost and became live again (0 while it stays live)."""
+        ...
+
     def subscribe(self, channel: str, handler: EventHandler) -> None:
         """Call ``handler(message)`` for every message on ``channel`` (before ``start``)."""
         ...

@@ -82,5 +82,6 @@ class InstrumentedStores:
 
 
 def instrument(stores: Stores, metrics: Metrics) -> Stores:
-    """``stores`` with latency and error metrics."""
+    """``stores`` with latency and error metrics, and the event bus's state."""
+    metrics.watch_events(stores.events)
     return cast(Stores, InstrumentedStores(stores, metrics))

@@ -315,6 +315,7 @@ class MemoryEventBus:
         self._handlers: dict[str, list[EventHandler]] = {}
         self._resync: list[ResyncHandler] = []
         self.live = False
+        self.resubscriptions = 0  # one process: never lost
 
     def subscribe(self, channel: str, handler: EventHandler) -> None:
         self._handlers.setdefault(channel, []).append(handler)

@@ -53,6 +53,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -62,8 +64,9 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from authgate.errors import StoreUnavailable
 from authgate.stores.base import (
@@ -94,19 +97,47 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Client = Redis | RedisCluster
 
-# Shared Lua: the store-epoch check of both nonce scripts (KEYS[2] the epoch key, ARGV[1]
-# now_ms, ARGV[3] signed_at_ms). A missing marker is rewritten with now: the data set began
-# now, and anything signed earlier may have been spent in the data that was lost.
+# Shared Lua: the store-epoch check of every nonce script (KEYS[2] the epoch key, ARGV[1]
+# now_ms, ARGV[3] signed_at_ms). The marker is "<epoch_ms>:<replid>": the start of the data
+# set, and the replication id of the server that wrote it. A server's replication id changes
+# whenever its data may be older than what clients have seen: it restarts (from nothing, an
+# RDB snapshot or an AOF), or a replica is promoted. So a marker that is missing (flush,
+# restart without persistence) or that was written under another replication id (restart,
+# failover) is moved forward to now before any nonce is accepted here: anything signed earlier
+# may have been spent in the data that was lost. The epoch never moves backwards.
 _EPOCH_LUA = """
-local function signed_before_epoch()
-  local epoch = redis.call('GET', KEYS[2])
-  if not epoch then
-    redis.call('SET', KEYS[2], ARGV[1])
-    epoch = ARGV[1]
+local function check_epoch()
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%x+)') or ''
+  local marker = redis.call('GET', KEYS[2])
+  local at, written_by
+  if marker then
+    at, written_by = string.match(marker, '^(%d+):?(%x*)$')
   end
-  return tonumber(ARGV[3]) < tonumber(epoch)
+  if at and written_by == replid then
+    return tonumber(at)
+  end
+  local epoch = tonumber(ARGV[1])
+  if at and tonumber(at) > epoch then
+    epoch = tonumber(at)
+  end
+  redis.call('SET', KEYS[2], string.format('%d', epoch) .. ':' .. replid)
+  return epoch
+end
+local function signed_before_epoch()
+  return tonumber(ARGV[3]) < check_epoch()
 end
 """
+
+# KEYS[1] unused (same slot as KEYS[2]), KEYS[2] epoch key; ARGV[1] now_ms. Brings the marker
+# up to date (see _EPOCH_LUA) and returns the epoch: run at start-up, so a credential's first
+# request is judged against a marker that already exists.
+EPOCH_PRIME_SCRIPT = (
+    _EPOCH_LUA
+    + """
+return check_epoch()
+"""
+)
 
 # KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
 # Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[4]
@@ -269,17 +300,24 @@ class RedisConnection:
     def __init__(self, settings: RedisSettings) -> None:
         self.prefix = settings.key_prefix
         self.cluster = settings.mode == "cluster"
+        self.replica_acks = settings.required_replica_acks
+        self._ack_timeout_ms = max(1, round(settings.replica_ack_timeout_seconds * 1000))
         self._deadline = settings.deadline_seconds
         self._sentinel: Sentinel | None = None
+        self._options = self._client_options(settings)
+        self._node_clients: dict[tuple[str, int], Redis] = {}
+        self._refresh: asyncio.Task[None] | None = None
+        self._refreshed_at = -1.0
         self.client: Client = self._build(settings)
         self.nonce_script: AsyncScript = self.client.register_script(NONCE_CONSUME_SCRIPT)
         self.gcra_script: AsyncScript = self.client.register_script(GCRA_SCRIPT)
         self.gcra_many_script: AsyncScript = self.client.register_script(GCRA_MANY_SCRIPT)
         self.nonce_limit_script: AsyncScript = self.client.register_script(NONCE_LIMIT_SCRIPT)
+        self.epoch_prime_script: AsyncScript = self.client.register_script(EPOCH_PRIME_SCRIPT)
 
-    def _build(self, settings: RedisSettings) -> Client:
-        url = settings.url.get_secret_value()
-        options: dict[str, Any] = {
+    @staticmethod
+    def _client_options(settings: RedisSettings) -> dict[str, Any]:
+        return {
             "socket_connect_timeout": settings.connect_timeout_seconds,
             "socket_timeout": settings.socket_timeout_seconds,
             # Retry only on connection errors (a stale pooled connection): retrying after
@@ -287,7 +325,12 @@ class RedisConnection:
             "retry": Retry(NoBackoff(), settings.retries, (RedisConnectionError,)),
             "max_connections": settings.max_connections,
             "decode_responses": True,
+            "protocol": settings.protocol,
         }
+
+    def _build(self, settings: RedisSettings) -> Client:
+        url = settings.url.get_secret_value()
+        options = dict(self._options)
         if settings.mode == "cluster":
             return RedisCluster.from_url(url, **options)
         if settings.mode == "sentinel":
@@ -320,23 +363,164 @@ class RedisConnection:
         """``suffix`` under the configured prefix."""
         return self.prefix + suffix
 
-    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Await ``operation()`` within the deadline; any Redis failure is ``StoreUnavailable``."""
+    def epoch_key(self, tag: str) -> str:
+        """The store-epoch marker guarding keys hash-tagged ``tag``.
+
+        One server or Sentinel: one marker. Cluster: one marker per hash slot, in that slot
+        (a script may only touch keys of one slot), so every scope of a slot shares it and it
+        exists, primed at start-up, before a credential's first request.
+        """
+        if not self.cluster:
+            return self.key("epoch")
+        return self.key(f"epoch:{{{slot_tag(key_slot(tag.encode()))}}}")
+
+    async def run(
+        self, operation: Callable[[], Awaitable[T]], *, deadline: float | None = None
+    ) -> T:
+        """Await ``operation()`` within the deadline; any Redis failure is ``StoreUnavailable``.
+
+        ``deadline`` overrides ``deadline_seconds`` (start-up work, not a request's).
+        """
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(deadline or self._deadline):
                 return await operation()
         except (RedisError, RedisClusterException, OSError) as exc:
             # OSError covers TimeoutError (the deadline) and raw socket errors. The message
             # stays generic: the cause may name the server, never the URL or its password.
             raise StoreUnavailable() from exc
 
+    async def run_acked(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a nonce script and, when ``replica_acks`` > 0, ``WAIT`` on the same connection.
+
+        A nonce counts as spent only once enough replicas hold it: a write that only the
+        master took is lost when a replica is promoted, and another authgate could then
+        accept the same nonce on the new master. Too few acknowledgements in time raise
+        ``StoreUnavailable`` (the write stays, so a retry of the same bytes is a replay).
+        Both commands go in one pipeline: one round trip, plus the replication delay.
+        """
+        if not self.replica_acks:
+            return await self.run(lambda: script(keys=keys, args=args))
+
+        async def acked() -> Any:
+            client = await self.acking_client(keys[0])
+            try:
+                return await self._script_then_wait(client, script, keys, args)
+            except (RedisError, OSError):
+                self._slot_map_suspect()
+                raise
+
+        return await self.run(acked)
+
+    async def _script_then_wait(
+        self, client: Redis, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> Any:
+        for attempt in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.replica_acks, self._ack_timeout_ms)
+                reply, acks = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                await client.script_load(script.script)
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(acks, BaseException):
+                raise acks
+            if int(acks) < self.replica_acks:
+                log.warning(
+                    "nonce write not acknowledged by enough replicas",
+                    extra={"event": "replica_acks_missing", "acks": int(acks)},
+                )
+                raise RedisConnectionError("too few replica acknowledgements")
+            return reply
+        raise RedisConnectionError("script could not be loaded")  # pragma: no cover
+
+    def _slot_map_suspect(self) -> None:
+        """After a failed call to a Cluster node: reload the slot map (at most every 0.5 s).
+
+        The plain node clients bypass the cluster client, which would otherwise only learn
+        of a failover from its own failed calls.
+        """
+        if not isinstance(self.client, RedisCluster):
+            return
+        loop = asyncio.get_running_loop()
+        if self._refresh is not None and not self._refresh.done():
+            return
+        if loop.time() - self._refreshed_at < 0.5:
+            return
+        self._refreshed_at = loop.time()
+        self._refresh = loop.create_task(self._reload_slots(self.client))
+
+    @staticmethod
+    async def _reload_slots(client: RedisCluster) -> None:
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await client.nodes_manager.initialize()
+
+    async def acking_client(self, key: str) -> Redis:
+        """A client whose pipelines reach the master holding ``key`` on one connection.
+
+        In Cluster, redis-py routes a key-less ``WAIT`` to an arbitrary node, and ``WAIT``
+        counts only the writes of its own connection: so the pipeline goes to a plain client
+        of the slot's master, found in the cluster client's slot map.
+        """
+        if not isinstance(self.client, RedisCluster):
+            return self.client
+        await self.client.initialize()  # a no-op once the slot map is loaded
+        node = self.client.get_node_from_key(key)
+        if node is None:
+            raise RedisClusterException(f"no node serves the slot of {key!r}")
+        return self.node_client(node.host, int(node.port))
+
+    def node_client(self, host: str, port: int) -> Redis:
+        """A plain client of one Cluster node, with the cluster client's options (cached)."""
+        client = self._node_clients.get((host, port))
+        if client is None:
+            options = dict(self._options)
+            if not isinstance(self.client, RedisCluster):
+                raise RedisClusterException("node clients exist in cluster mode only")
+            for name, value in self.client.get_connection_kwargs().items():
+                if name in _NODE_OPTIONS and value is not None:
+                    options[name] = value
+            client = self._node_clients[host, port] = Redis(host=host, port=port, **options)
+        return client
+
     async def close(self) -> None:
         """Close the client, its pool, and any Sentinel connections."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         try:
             await self.client.aclose()
+            for client in self._node_clients.values():
+                await client.aclose()
         finally:
             if self._sentinel is not None:
                 await self._sentinel.aclose()
+
+
+# Options a plain node client copies from the cluster client (credentials and TLS).
+_NODE_OPTIONS = frozenset(
+    ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+)
+
+_SLOT_TAGS: list[str] = []
+
+
+def slot_tag(slot: int) -> str:
+    """A short string whose Cluster hash slot is ``slot`` (table built on first use)."""
+    if not _SLOT_TAGS:
+        table: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+        missing, i = REDIS_CLUSTER_HASH_SLOTS, 0
+        while missing:
+            candidate = format(i, "x")
+            found = key_slot(candidate.encode())
+            if table[found] is None:
+                table[found] = candidate
+                missing -= 1
+            i += 1
+        _SLOT_TAGS.extend(cast(list[str], table))
+    return _SLOT_TAGS[slot]
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -368,21 +552,39 @@ class RedisNonceStore:
     ) -> NonceOutcome:
         tag = hash_tag(scope)
         nonce_key = self._conn.key(f"nonce:{tag}:{nonce}")
-        epoch_key = self._conn.key(f"epoch:{tag}" if self._conn.cluster else "epoch")
-        keys = [nonce_key, epoch_key]
+        keys = [nonce_key, self._conn.epoch_key(tag)]
         args: list[Any] = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms]
         if audit is not None and audit_cap > 0:
             keys.append(audit_key(self._conn, scope))
             args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
-        code = await self._conn.run(lambda: self._conn.nonce_script(keys=keys, args=args))
+        code = await self._conn.run_acked(self._conn.nonce_script, keys, args)
         return _NONCE_OUTCOMES[int(code)]
 
     async def prime(self) -> None:
-        if self._conn.cluster:
-            return  # per-scope markers are created at first use (see the module docstring)
-        epoch_key = self._conn.key("epoch")
+        """Bring every epoch marker up to date: the one marker, or in Cluster each slot's."""
+        script = self._conn.epoch_prime_script
         now = self._clock.now_ms()
-        await self._conn.run(lambda: self._conn.client.set(epoch_key, now, nx=True))
+        if not self._conn.cluster:
+            key = self._conn.epoch_key("")
+            await self._conn.run(lambda: script(keys=[key, key], args=[now]))
+            return
+        keys = [self._conn.key(f"epoch:{{{slot_tag(slot)}}}") for slot in range(16384)]
+
+        async def prime_all() -> None:
+            # A cluster pipeline refuses EVALSHA: one plain pipeline per slot's master.
+            by_node: dict[int, tuple[Redis, list[str]]] = {}
+            for key in keys:
+                node = await self._conn.acking_client(key)
+                by_node.setdefault(id(node), (node, []))[1].append(key)
+            for node, node_keys in by_node.values():
+                await node.script_load(script.script)
+                async with node.pipeline(transaction=False) as pipe:
+                    for key in node_keys:
+                        pipe.evalsha(script.sha, 2, key, key, now)
+                    await pipe.execute()
+
+        # Sixteen thousand small scripts take longer than one call's deadline.
+        await self._conn.run(prime_all, deadline=30.0)
 
     async def consume_limited(
         self,
@@ -398,7 +600,7 @@ class RedisNonceStore:
         tag = hash_tag(scope)
         keys = [
             self._conn.key(f"nonce:{tag}:{nonce}"),
-            self._conn.key(f"epoch:{tag}" if self._conn.cluster else "epoch"),
+            self._conn.epoch_key(tag),
             audit_key(self._conn, scope),
             *(self._conn.key(f"rl:{tag}:{c.key}") for c in limits),
         ]
@@ -412,7 +614,7 @@ class RedisNonceStore:
         ]
         for check in limits:
             args += [check.limit, check.period_ms]
-        reply = await self._conn.run(lambda: self._conn.nonce_limit_script(keys=keys, args=args))
+        reply = await self._conn.run_acked(self._conn.nonce_limit_script, keys, args)
         return _NONCE_OUTCOMES[int(reply[0])], _limit_results(reply[1:], limits)
 
 
@@ -630,12 +832,22 @@ class RedisAuditStore:
 
 
 class RedisEventBus:
-    """Pub/sub on ``<p>events:<channel>`` with a watchdog.
+    """Pub/sub on ``<p>events:<channel>`` with a watchdog that proves delivery end to end.
 
-    A listener task subscribes, runs the resync handlers, then marks the bus ``live``. It
-    PINGs over the subscription every ``heartbeat_seconds``; when a PONG is late (a frozen
-    server never raises) or the connection drops, ``live`` turns ``False`` at once and the
-    task resubscribes with back-off. Consumers check the store per request while not live.
+    A listener task subscribes, runs the resync handlers, then marks the bus ``live``. Every
+    ``heartbeat_seconds`` it publishes to a channel of its own through the ordinary client
+    and expects that message back over the subscription: a frozen server, a dropped
+    connection, or a Cluster node that no longer relays, all stop the heartbeats, and after
+    three missed ones ``live`` turns ``False`` and the task resubscribes with back-off.
+    Consumers check the store per request while not live.
+
+    The heartbeat is an ordinary published message, not a ``PING`` on the subscription:
+    redis-py parses a subscribed ``PING``'s reply differently by version and protocol (8.x
+    with RESP3 and ``decode_responses`` turns ``PONG`` into ``{'type': 'P', ...}``), and a
+    message that travels the same road as real ones is the better proof.
+
+    In Cluster mode the subscription is a plain connection to one node, chosen from the
+    cluster's current nodes at each (re)subscription: classic ``PUBLISH`` reaches every node.
     """
 
     def __init__(self, conn: RedisConnection, *, heartbeat_seconds: float = 1.0) -> None:
@@ -645,10 +857,18 @@ class RedisEventBus:
         self._resync: list[ResyncHandler] = []
         self._live = False
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat_channel = self._channel(f"_heartbeat:{uuid.uuid4().hex}")
+        self.subscriptions = 0
+        """Subscriptions that became live; every one after the first followed a loss."""
 
     @property
     def live(self) -> bool:
         return self._live
+
+    @property
+    def resubscriptions(self) -> int:
+        """Times the bus was lost and became live again."""
+        return max(0, self.subscriptions - 1)
 
     def subscribe(self, channel: str, handler: EventHandler) -> None:
         self._handlers.setdefault(channel, []).append(handler)
@@ -688,40 +908,48 @@ class RedisEventBus:
                     "event subscription lost",
                     extra={"event": "events_lost", "error": type(exc).__name__},
                 )
+            else:
+                backoff = 0.05
             self._live = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
+    async def _subscriber(self) -> Redis | RedisCluster:
+        client = self._conn.client
+        if not isinstance(client, RedisCluster):
+            return client
+        # A fresh cluster client has no node list yet (SUBSCRIBE would raise KeyError).
+        await client.initialize()
+        node = random.choice(client.get_nodes())  # noqa: S311 - spreading load, not secrecy
+        return self._conn.node_client(node.host, int(node.port))
+
     async def _listen_once(self) -> None:
         names = {self._channel(c): c for c in self._handlers}
-        pubsub = self._conn.client.pubsub()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._heartbeat * 3):
+            pubsub = (await self._subscriber()).pubsub()
         try:
             async with asyncio.timeout(self._heartbeat * 3):
-                if names:
-                    await pubsub.subscribe(*names)
-                else:
-                    await pubsub.subscribe(self._channel("_heartbeat"))
+                await pubsub.subscribe(self._heartbeat_channel, *names)
                 for handler in self._resync:
                     await handler()
             self._live = True
-            loop = asyncio.get_running_loop()
-            last_pong = next_ping = loop.time()
+            self.subscriptions += 1
+            last_seen = next_beat = loop.time()
             while True:
                 now = loop.time()
-                if now >= next_ping:
-                    await pubsub.ping()
-                    next_ping = now + self._heartbeat
-                if now - last_pong > self._heartbeat * 3:
+                if now >= next_beat:
+                    async with asyncio.timeout(self._heartbeat * 3):
+                        await self._conn.client.publish(self._heartbeat_channel, "1")
+                    next_beat = now + self._heartbeat
+                if now - last_seen > self._heartbeat * 3:
                     raise TimeoutError("event subscription heartbeat missed")
                 message = await pubsub.get_message(timeout=min(0.2, self._heartbeat))
-                if message is None:
+                if message is None or message.get("type") != "message":
                     continue
-                kind = message.get("type")
-                if kind == "pong" or (kind == "message" and message.get("data") == "PING"):
-                    last_pong = loop.time()
-                elif kind == "message":
-                    last_pong = loop.time()
-                    channel = names.get(str(message["channel"]), "")
+                last_seen = loop.time()
+                channel = names.get(str(message["channel"]))
+                if channel is not None:
                     for deliver in self._handlers.get(channel, ()):
                         deliver(str(message["data"]))
         finally:
