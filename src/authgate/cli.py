@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import multiprocessing
@@ -58,6 +59,10 @@ def worker_app(settings: Settings) -> web.Application:
 
 
 def _run_worker(settings: Settings, reuse_port: bool) -> None:
+    if reuse_port:
+        # A worker of `serve --workers N`: its own process group, so a terminal's Ctrl-C
+        # reaches the parent only, which forwards it once (twice would force an exit).
+        os.setpgid(0, 0)
     configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     app = worker_app(settings)
     log.info(
@@ -69,15 +74,17 @@ def _run_worker(settings: Settings, reuse_port: bool) -> None:
             "backend": settings.stores.backend,
         },
     )
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        reuse_port=reuse_port,
-        shutdown_timeout=settings.server.drain_timeout_seconds,
-        handle_signals=True,
-        print=None,
-        access_log=None,
+    from authgate.web.drain import serve
+
+    asyncio.run(
+        serve(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            reuse_port=reuse_port,
+            shutdown_delay_seconds=settings.server.shutdown_delay_seconds,
+            drain_timeout_seconds=settings.server.drain_timeout_seconds,
+        )
     )
 
 
@@ -106,7 +113,13 @@ def _serve(args: argparse.Namespace) -> int:
         p.start()
     log.info("workers started", extra={"event": "workers_started", "workers": workers})
 
+    stopping = False
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        # Each signal once to each worker: the first starts its graceful shutdown, a
+        # second ends it at once (web/drain.py).
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signum)
@@ -123,7 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
             p.join()
             if p.exitcode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
                 status = 1
-                forward(signal.SIGTERM, None)
+                if not stopping:  # during a shutdown a further signal would force the rest
+                    forward(signal.SIGTERM, None)
     return status
 
 

@@ -81,7 +81,9 @@ async def test_sigterm_drains_in_flight_request_and_exits_zero(
     drain_seconds = 10.0
     config = authgate_config(
         signing,
-        server={"drain_timeout_seconds": drain_seconds},
+        # A short delay (readiness 503 while still serving: tests/integration/test_shutdown.py)
+        # so the listener closes well within the wait below.
+        server={"drain_timeout_seconds": drain_seconds, "shutdown_delay_seconds": 0.5},
         proxy={"upstream": f"http://127.0.0.1:{upstream.port}"},
     )
     with running(config, tmp_path) as gate:

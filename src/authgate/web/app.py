@@ -36,6 +36,7 @@ from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 from authgate.web import admin, bpc, challenge, forward_auth, health, pico, proxy, token
 from authgate.web.body import read_bounded
 from authgate.web.context import ContextBuilder, TrustedProxies
+from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import Routes
 from authgate.web.repeat import RepeatGrants
@@ -132,6 +133,8 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[DRAINING] = [False]
+    app[DRAIN] = Drain(app[DRAINING])
+    app.on_response_prepare.append(app[DRAIN].close_connections)
     app[REQUEST_CONTEXTS] = ContextBuilder(
         trusted=TrustedProxies(settings.server.trusted_proxies),
         request_id_header=settings.server.request_id_header,

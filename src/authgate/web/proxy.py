@@ -4,22 +4,28 @@ Bodies are streamed both ways (never fully buffered); hop-by-hop headers and eve
 client-supplied identity header are removed; ``X-Forwarded-For/Proto/Host`` are set (a
 client's own ``X-Forwarded-*`` is kept only from a trusted proxy); WebSocket upgrades
 are passed after authentication. Upstream failures answer 502 or 504 with a JSON body.
+
+Every exchange runs unbounded until shutdown, then until the drain deadline
+(``web/drain.py``): an upstream still silent then is abandoned (its call cancelled) with a
+504, so a slow upstream cannot hold the process past its termination grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from authgate.errors import UpstreamTimeout, UpstreamUnreachable
 from authgate.models import Decision, RequestContext
 from authgate.web.body import BUFFERED_BODY
+from authgate.web.drain import DRAIN
 from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     GATE,
@@ -46,6 +52,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _CHUNK = 64 * 1024
+# At the drain deadline, how long each end of a proxied WebSocket gets for its close frame.
+_WS_CLOSE_SECONDS = 0.2
 
 
 def _hop_by_hop(headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders) -> set[str]:
@@ -126,6 +134,30 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 async def _proxy_http(
     request: web.Request, url: URL, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
+    started: list[web.StreamResponse] = []  # the client's response, once its headers are sent
+    try:
+        async with request.app[DRAIN].bounded():
+            return await _exchange(request, url, headers, started)
+    except TimeoutError:  # the drain deadline (_exchange turns its own timeouts into errors)
+        request.app[METRICS].upstream_responses.labels("shutdown").inc()
+        log.warning(
+            "upstream exchange cut at the drain deadline",
+            extra={"event": "upstream_cut", "request_id": request[REQUEST_ID]},
+        )
+        if not started:
+            raise UpstreamTimeout("upstream did not answer before shutdown") from None
+        # Headers are already sent: abort, so the client sees a truncated response.
+        if request.transport is not None:
+            request.transport.abort()
+        return started[0]
+
+
+async def _exchange(
+    request: web.Request,
+    url: URL,
+    headers: CIMultiDict[str],
+    started: list[web.StreamResponse],
+) -> web.StreamResponse:
     session = request.app[UPSTREAM_SESSION]
     metrics = request.app[METRICS]
     # A verifier that hashed the body buffered it: forward exactly those bytes.
@@ -150,6 +182,7 @@ async def _proxy_http(
             if upstream.content_length is None and "content-length" not in response.headers:
                 response.enable_chunked_encoding()
             await response.prepare(request)
+            started.append(response)
             try:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
                     await response.write(chunk)
@@ -226,7 +259,14 @@ async def _proxy_websocket(
         await sink.close()
 
     try:
-        await asyncio.gather(pump(client, upstream), pump(upstream, client))
+        async with request.app[DRAIN].bounded():
+            await asyncio.gather(pump(client, upstream), pump(upstream, client))
+    except TimeoutError:  # the drain deadline: tell both ends "going away", briefly
+        request.app[METRICS].upstream_responses.labels("shutdown").inc()
+        for end in (client, upstream):
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                async with asyncio.timeout(_WS_CLOSE_SECONDS):
+                    await end.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
     finally:
         await upstream.close()
         await client.close()

@@ -1,0 +1,168 @@
+"""Graceful shutdown of one ``serve`` process: nothing is lost in a rolling restart.
+
+On the first SIGTERM (or SIGINT):
+
+1. **Delay** (``server.shutdown_delay_seconds``): ``/readyz`` answers 503 ``draining`` at
+   once, while the listener stays open and every request is still served, so the load
+   balancer (a Kubernetes Service's endpoints, an ingress controller) takes the pod out
+   before it stops accepting. Every response now carries ``Connection: close``, so
+   keep-alive clients reconnect, to another replica.
+2. **Drain** (``server.drain_timeout_seconds``): the listener closes, idle keep-alive
+   connections are closed, in-flight requests may finish. At the drain deadline each
+   proxied exchange still running is cut: the upstream call is cancelled and the client
+   gets 504 ``upstream_timeout`` (or, once the response has started, a truncated one).
+3. **Exit** within the drain timeout plus 1 s, whatever the upstream does: a watchdog
+   thread ends the process if clean-up overruns (exit status 1, logged).
+
+A second SIGTERM or SIGINT ends the process at once. With ``server.workers`` > 1 the
+parent forwards each signal to every worker, and each worker runs this sequence on its
+own; they share the port (SO_REUSEPORT), so every one answers ``draining`` during the delay.
+
+aiohttp's own graceful stop (``run_app``'s ``shutdown_timeout``) closes the listener and
+idle connections first, so no one ever sees ``draining``; and it waits up to the timeout
+twice (once for handlers, once more after cancelling only the request's *body*), while a
+proxy handler awaiting its upstream notices neither, hence the explicit cut here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+log = logging.getLogger("authgate")
+
+# Clean-up after the drain deadline (cancelled exchanges, closing the upstream pool and the
+# stores) gets this long before the watchdog ends the process.
+EXIT_MARGIN_SECONDS = 1.0
+
+
+class Drain:
+    """One process's shutdown state: whether it drains, and when proxied exchanges are cut."""
+
+    def __init__(self, flag: list[bool]) -> None:
+        self._flag = flag  # shared with /readyz (``DRAINING``)
+        self._deadline: float | None = None
+        self._bounds: set[asyncio.Timeout] = set()
+
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has begun (``/readyz`` answers 503)."""
+        return self._flag[0]
+
+    def begin(self) -> None:
+        """Report ``draining`` and ask every client to close its connection."""
+        self._flag[0] = True
+
+    def cut_at(self, deadline: float) -> None:
+        """Cancel every :meth:`bounded` block still running at ``deadline`` (loop time)."""
+        self._deadline = deadline
+        for bound in self._bounds:
+            bound.reschedule(deadline)
+
+    @contextlib.asynccontextmanager
+    async def bounded(self) -> AsyncIterator[None]:
+        """A block that runs unbounded until shutdown, then until the drain deadline.
+
+        Raises ``TimeoutError`` when the deadline cut it (the block sees a cancellation).
+        """
+        bound = asyncio.timeout_at(self._deadline)
+        self._bounds.add(bound)
+        try:
+            async with bound:
+                yield
+        finally:
+            self._bounds.discard(bound)
+
+    async def close_connections(self, request: web.Request, response: web.StreamResponse) -> None:
+        """``on_response_prepare``: while draining, each response ends its connection."""
+        if self._flag[0] and not isinstance(response, web.WebSocketResponse):
+            response.force_close()
+            response.headers["Connection"] = "close"
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+def _watchdog(seconds: float) -> threading.Timer:
+    """End the process in ``seconds`` unless cancelled: the bound no clean-up may break."""
+
+    def overrun() -> None:
+        log.error(
+            "shutdown overran the drain timeout; exiting",
+            extra={"event": "shutdown_overrun"},
+        )
+        os._exit(1)
+
+    timer = threading.Timer(seconds, overrun)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            log.info(
+                "shutdown requested",
+                extra={"event": "shutdown_requested", "signal": signal.Signals(signum).name},
+            )
+            stop.set()
+            return
+        # The second signal: whoever sent it wants the process gone now.
+        log.warning("second signal: exiting at once", extra={"event": "shutdown_forced"})
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    shutdown_delay_seconds: float,
+    drain_timeout_seconds: float,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down as the module describes."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    _install_signals(loop, stop)
+    # aiohttp's shutdown_timeout is the drain: it waits that long for in-flight handlers
+    # after the listener closed; the cut below ends proxied ones at the same deadline.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=drain_timeout_seconds
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+        await site.start()
+        await stop.wait()
+        drain = app[DRAIN]
+        drain.begin()
+        log.info(
+            "draining: readiness reports 503, still serving",
+            extra={"event": "shutdown_delay", "seconds": shutdown_delay_seconds},
+        )
+        await asyncio.sleep(shutdown_delay_seconds)
+        drain.cut_at(loop.time() + drain_timeout_seconds)
+        # Left running when this returns: it bounds the event loop's own teardown too.
+        _watchdog(drain_timeout_seconds + EXIT_MARGIN_SECONDS)
+        log.info(
+            "listener closing; waiting for in-flight requests",
+            extra={"event": "shutdown_drain", "seconds": drain_timeout_seconds},
+        )
+    finally:
+        # Closes the listener, then idle connections, runs on_shutdown, waits for in-flight
+        # handlers (at most the drain timeout), then the cleanup_ctx (pools, stores).
+        await runner.cleanup()
+    log.info("stopped", extra={"event": "stopped"})
