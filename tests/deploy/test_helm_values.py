@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from authgate.config.loader import SECRET_KEYS
-from authgate.config.model import Settings
+from authgate.config.model import ServerSettings, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "authgate"
@@ -172,6 +173,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str, str]] = [
         "does not match",
     ),
     (
+        "lifecycle-typo",
+        {"lifecycle": {"preStopp": {"sleep": {"seconds": 5}}}},
+        "lifecycle",
+        "('preStopp' was unexpected)",
+    ),
+    (
+        "negative-shutdown-delay",
+        {"config": {"server": {"shutdown_delay_seconds": -1}}},
+        "config.server.shutdown_delay_seconds",
+        "less than the minimum of 0",
+    ),
+    (
         "unknown-redis-mode",
         coalesce(REDIS, {"config": {"stores": {"redis": {"mode": "ring"}}}}),
         "config.stores.redis.mode",
@@ -213,6 +226,31 @@ def _model_has(dotted: str) -> bool:
         annotation = fields[part].annotation
         model = annotation if isinstance(annotation, type) else None
     return True
+
+
+# --- termination: the grace period covers authgate's whole shutdown -----------------------
+
+
+def _shutdown_seconds(values: dict[str, Any]) -> float:
+    """What authgate may take from the start of termination: a preStop sleep, then
+    ``server.shutdown_delay_seconds`` + ``server.drain_timeout_seconds`` + 1 s (the bound
+    ``src/authgate/web/drain.py`` enforces), with authgate's own defaults for unset keys."""
+    merged = coalesce(DEFAULTS, values)
+    server = ServerSettings.model_validate(merged["config"].get("server", {}))
+    pre_stop = merged.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    return float(pre_stop) + server.shutdown_delay_seconds + server.drain_timeout_seconds + 1
+
+
+@pytest.mark.parametrize("path", [None, *CI_FILES], ids=["defaults", *(p.name for p in CI_FILES)])
+def test_grace_period_outlasts_the_shutdown(path: Path | None) -> None:
+    """Defaults and each ci file give Kubernetes' grace period more than authgate's
+    delay + drain + 1 s (and the app's preStop sleep): SIGKILL never cuts a drain."""
+    values = yaml.safe_load(path.read_text()) if path else {}
+    merged = coalesce(DEFAULTS, values)
+    grace = merged["terminationGracePeriodSeconds"]
+    assert grace > _shutdown_seconds(values)
+    app_sleep = merged["app"].get("lifecycle", {}).get("preStop", {}).get("sleep", {})
+    assert grace > app_sleep.get("seconds", 0)
 
 
 def test_every_config_key_in_the_schema_is_a_real_authgate_key() -> None:
@@ -291,8 +329,36 @@ def test_helm_rejects_the_same_bad_values(helm: Any, overrides: dict[str, Any], 
             {"mode": "sidecar", "app": {"image": {"repository": "app"}, "port": 8080}},
             "app.port and port are both 8080",
         ),
+        (
+            {"terminationGracePeriodSeconds": 21},
+            "terminationGracePeriodSeconds 21 is too short",
+        ),
+        (
+            {"config": {"server": {"drain_timeout_seconds": 30}}},
+            "terminationGracePeriodSeconds 25 is too short",
+        ),
+        (
+            {"lifecycle": {"preStop": {"sleep": {"seconds": 10}}}},
+            "preStop sleep 10",
+        ),
+        (
+            {
+                "mode": "sidecar",
+                "app": {
+                    "image": {"repository": "app"},
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 25}}},
+                },
+            },
+            "the app's preStop sleep alone is 25",
+        ),
     ],
-    ids=["sidecar-port-clash"],
+    ids=[
+        "sidecar-port-clash",
+        "grace-equals-default-shutdown",
+        "grace-below-a-longer-drain",
+        "grace-below-a-prestop-sleep",
+        "grace-below-the-app-prestop-sleep",
+    ],
 )
 def test_template_refuses_what_the_schema_cannot_express(
     helm: Any, overrides: dict[str, Any], message: str
@@ -300,6 +366,42 @@ def test_template_refuses_what_the_schema_cannot_express(
     """Cross-field rules live in the templates, with a message that says what to do."""
     with pytest.raises(helm.HelmError, match=message):
         _render(helm, overrides)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        {},
+        {"shutdown_delay_seconds": 0},
+        {"shutdown_delay_seconds": 2.5, "drain_timeout_seconds": 40},
+    ],
+    ids=["authgate-defaults", "no-delay", "fractional-delay"],
+)
+def test_template_grace_check_agrees_with_authgate(helm: Any, server: dict[str, Any]) -> None:
+    """The template's check uses authgate's own defaults and bound: the smallest whole
+    grace period above delay + drain + 1 s renders, the one below it is refused."""
+    needed = _shutdown_seconds({"config": {"server": server}})
+    smallest = math.floor(needed) + 1
+    config = {"config": {"server": server}}
+    _render(helm, coalesce(config, {"terminationGracePeriodSeconds": smallest}))
+    with pytest.raises(helm.HelmError, match="is too short"):
+        _render(helm, coalesce(config, {"terminationGracePeriodSeconds": smallest - 1}))
+
+
+def test_lifecycle_is_rendered_for_both_containers(helm: Any) -> None:
+    """``lifecycle`` and ``app.lifecycle`` reach their containers unchanged."""
+    hook = {"preStop": {"sleep": {"seconds": 3}}}
+    values = {
+        "mode": "sidecar",
+        "app": {"image": {"repository": "app"}, "lifecycle": hook},
+        "lifecycle": hook,
+        "terminationGracePeriodSeconds": 40,
+    }
+    deployment = yaml.safe_load(_render(helm, values)["authgate/templates/deployment.yaml"])
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c.get("lifecycle") for c in containers] == [hook, hook]
+    defaults = yaml.safe_load(_render(helm, {})["authgate/templates/deployment.yaml"])
+    assert "lifecycle" not in defaults["spec"]["template"]["spec"]["containers"][0]
 
 
 def test_default_values_render_a_working_single_pod(helm: Any) -> None:

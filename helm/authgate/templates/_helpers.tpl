@@ -79,6 +79,23 @@ Refuse values the schema cannot express, with a message that says what to do ins
 {{- if and (eq (get $stores "backend" | default "memory") "redis") (not .Values.secrets.redisUrl.existingSecret) }}
 {{- fail "config.stores.backend is redis but secrets.redisUrl.existingSecret is empty: the Redis URL may carry a password, so it comes from a Secret" }}
 {{- end }}
+{{- /* authgate exits within shutdown delay + drain + 1 s of SIGTERM, which comes after the
+       preStop hook: the grace period must cover all of it, or SIGKILL cuts the drain. */}}
+{{- $server := get $cfg "server" | default dict }}
+{{- $delay := 5.0 }}
+{{- if hasKey $server "shutdown_delay_seconds" }}{{ $delay = float64 (get $server "shutdown_delay_seconds") }}{{ end }}
+{{- $drain := 15.0 }}
+{{- if hasKey $server "drain_timeout_seconds" }}{{ $drain = float64 (get $server "drain_timeout_seconds") }}{{ end }}
+{{- $preStop := float64 (dig "preStop" "sleep" "seconds" 0 (.Values.lifecycle | default dict)) }}
+{{- $needed := addf $preStop $delay $drain 1 }}
+{{- $grace := float64 .Values.terminationGracePeriodSeconds }}
+{{- if le $grace $needed }}
+{{- fail (printf "terminationGracePeriodSeconds %v is too short: authgate needs more than %v s (preStop sleep %v + server.shutdown_delay_seconds %v + server.drain_timeout_seconds %v + 1) or Kubernetes kills it mid-drain" .Values.terminationGracePeriodSeconds $needed $preStop $delay $drain) }}
+{{- end }}
+{{- $appPreStop := float64 (dig "preStop" "sleep" "seconds" 0 (.Values.app.lifecycle | default dict)) }}
+{{- if and (eq .Values.mode "sidecar") (le $grace $appPreStop) }}
+{{- fail (printf "terminationGracePeriodSeconds %v is too short: the app's preStop sleep alone is %v s" .Values.terminationGracePeriodSeconds $appPreStop) }}
+{{- end }}
 {{- end }}
 
 {{/*
