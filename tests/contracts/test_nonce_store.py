@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from authgate.stores.base import ManualClock, NonceOutcome, Stores, SystemClock
+from authgate.stores.redis import RedisStores, hash_tag
 
 from .conftest import REDIS_ONLY, LoseData, StoreFactory
 
@@ -164,7 +165,8 @@ async def test_marker_of_another_replication_history_moves_the_epoch(
     admin = store_factory.admin
     assert admin is not None
     await stores.nonces.prime()
-    key = f"{store_factory.key_prefix}epoch"
+    assert isinstance(stores, RedisStores)
+    key = stores._conn.epoch_key(hash_tag("p"))  # the marker guarding scope "p"
     marker = await admin.get(key)
     primed_at, _, replid = marker.partition(":")
     assert len(replid) == 40, "the marker names the replication id it was written under"

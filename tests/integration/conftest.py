@@ -403,7 +403,7 @@ def running_nginx(binary: str, *, authgate_port: int, upstream_port: int) -> Ite
 class RedisServer:
     """A throw-away ``redis-server`` on a free port, so the shared Redis is never disturbed."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed: the outage tests need it")
@@ -412,6 +412,8 @@ class RedisServer:
         self.directory = directory
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False
+        # Later options win: ``args`` may turn persistence on (``--save``, ``--appendonly``).
+        self.args = args
 
     @property
     def url(self) -> str:
@@ -429,6 +431,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--daemonize", "no",
                 "--dir", str(self.directory),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -462,6 +465,14 @@ class RedisServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
         self.stopped = False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: nothing is written on the way out."""
+        assert self.proc is not None
+        if self.stopped:
+            self.thaw()
+        self.proc.kill()
+        self.proc.wait(10)
 
     def terminate(self, *, timeout: float = 10.0) -> None:
         """SIGTERM and wait (thawing first, so the signal is acted on)."""
