@@ -365,7 +365,8 @@ class SentinelSet:
     def settings(self, key_prefix: str, **overrides: Any) -> dict[str, Any]:
         """The ``stores.redis`` config section for authgate (plain data, for a YAML file)."""
         return {
-            "url": "redis://127.0.0.1:6379/0",  # host unused behind Sentinel (see RedisSettings)
+            # Behind Sentinel the URL's host is unused; port 1 fails loudly if it ever is not.
+            "url": "redis://127.0.0.1:1/0",
             "mode": "sentinel",
             "sentinels": [s.address for s in self.sentinels],
             "sentinel_service": self.service,
