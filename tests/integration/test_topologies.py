@@ -102,6 +102,8 @@ def gate_config(topology: Topology, key_prefix: str, upstream_port: int) -> dict
             ]
         },
         "logging": {"level": "WARNING", "access_log": False},
+        # No load balancer to tell: stop at once on SIGTERM.
+        "server": {"shutdown_delay_seconds": 0, "drain_timeout_seconds": 2},
     }
 
 
