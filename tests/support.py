@@ -99,6 +99,8 @@ class AuthgateProcess:
         tree.setdefault("server", {})
         tree["server"].setdefault("port", self.port)
         tree["server"].setdefault("host", "127.0.0.1")
+        # Tests that stop authgate do not wait for a load balancer; test_shutdown sets its own.
+        tree["server"].setdefault("shutdown_delay_seconds", 0)
         self.port = int(tree["server"]["port"])
         self.config_path = directory / f"authgate-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(tree))
