@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from authgate.metrics import LocalCounter, LocalHistogram, Metrics
+from authgate.stores.memory import MemoryEventBus
 
 BUCKETS = (0.001, 0.01, 0.1)
 
@@ -60,3 +61,20 @@ def test_registry_refuses_a_second_metric_of_the_same_name() -> None:
     metrics = Metrics()
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         metrics.registry.register(LocalCounter("authgate_decisions", "again", ["x"]))
+
+
+async def test_event_bus_state_is_exported_at_scrape_time() -> None:
+    """``authgate_events_live`` follows the bus; resubscriptions are a counter."""
+    metrics = Metrics()
+    bus = MemoryEventBus()
+    metrics.watch_events(bus)
+    text = generate_latest(metrics.registry).decode()
+    assert "authgate_events_live 0.0" in text
+    assert "authgate_events_resubscriptions_total 0.0" in text
+    await bus.start()
+    bus.resubscriptions = 3
+    text = generate_latest(metrics.registry).decode()
+    assert "authgate_events_live 1.0" in text
+    assert "authgate_events_resubscriptions_total 3.0" in text
+    metrics.watch_events(MemoryEventBus())  # a rebuilt app: the newest bus wins, no clash
+    assert "authgate_events_live 0.0" in generate_latest(metrics.registry).decode()

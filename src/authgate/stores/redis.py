@@ -534,11 +534,23 @@ def audit_key(conn: RedisConnection, stream: str) -> str:
 
 
 class RedisNonceStore:
-    """Nonces consumed by one Lua script: epoch check and ``SET NX PX`` together."""
+    """Nonces consumed by one Lua script: epoch check and ``SET NX PX`` together.
+
+    The epoch markers are primed before the first nonce is consumed: at start-up, or, if
+    Redis could not be reached then, by the first consume (so a new credential's first
+    request in Cluster still meets a marker that predates it).
+    """
 
     def __init__(self, conn: RedisConnection, clock: Clock) -> None:
         self._conn = conn
         self._clock = clock
+        self._primed = False
+        self._priming = asyncio.Lock()
+
+    async def _ensure_primed(self) -> None:
+        async with self._priming:
+            if not self._primed:
+                await self.prime()
 
     async def consume(
         self,
@@ -550,6 +562,8 @@ class RedisNonceStore:
         audit: Mapping[str, Any] | None = None,
         audit_cap: int = 0,
     ) -> NonceOutcome:
+        if not self._primed:
+            await self._ensure_primed()
         tag = hash_tag(scope)
         nonce_key = self._conn.key(f"nonce:{tag}:{nonce}")
         keys = [nonce_key, self._conn.epoch_key(tag)]
@@ -567,6 +581,7 @@ class RedisNonceStore:
         if not self._conn.cluster:
             key = self._conn.epoch_key("")
             await self._conn.run(lambda: script(keys=[key, key], args=[now]))
+            self._primed = True
             return
         keys = [self._conn.key(f"epoch:{{{slot_tag(slot)}}}") for slot in range(16384)]
 
@@ -585,6 +600,7 @@ class RedisNonceStore:
 
         # Sixteen thousand small scripts take longer than one call's deadline.
         await self._conn.run(prime_all, deadline=30.0)
+        self._primed = True
 
     async def consume_limited(
         self,
@@ -597,6 +613,8 @@ class RedisNonceStore:
         audit: Mapping[str, Any] | None = None,
         audit_cap: int = 0,
     ) -> tuple[NonceOutcome, list[RateLimitResult]]:
+        if not self._primed:
+            await self._ensure_primed()
         tag = hash_tag(scope)
         keys = [
             self._conn.key(f"nonce:{tag}:{nonce}"),
