@@ -12,8 +12,8 @@ Key layout (``<p>`` is ``stores.redis.key_prefix``; ``{...}`` is a Cluster hash 
 mean it to and distinct values stay distinct keys)::
 
     <p>nonce:{<scope>}:<nonce>   spent nonce, PX ttl_ms            (NONCE_CONSUME_SCRIPT)
-    <p>epoch                     store epoch, ms (standalone, Sentinel)
-    <p>epoch:{<scope>}           store epoch of one scope, ms (Cluster)
+    <p>epoch                     store epoch marker (standalone, Sentinel)
+    <p>epoch:{<slot tag>}        store epoch marker of one hash slot (Cluster)
     <p>revoked:<jti>             revoked token id, PX until the token expires
     <p>revoked-index             sorted set jti -> expiry ms, pruned on each revoke / list
     <p>apikey:{<id>}             JSON record; ids in the set <p>apikey:index
@@ -24,17 +24,23 @@ mean it to and distinct values stay distinct keys)::
     <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
     <p>audit:{<stream>}          capped list of JSON entries, newest first (the nonce script
                                  appends to the stream named by its scope)
+    <p>events:<channel>          pub/sub channels; <p>events:_heartbeat:<id> is one
+                                 process's own heartbeat
 
-Store epoch. Redis may lose its data (a restart without persistence, a flush). The epoch
-marker records when the current data set began; a missing marker is rewritten with the
-current time by the nonce script itself, and a request signed before the epoch is refused
-with ``BEFORE_EPOCH``, since its nonce may have been forgotten. On one server or behind
-Sentinel the marker is global (``<p>epoch``). In Cluster mode a Lua script may only touch
-keys of one slot, so the marker is per scope (``<p>epoch:{<scope>}``, in the nonce's slot)
-and a missing marker is created at the first use of that scope: after data loss the first
-request of each scope is refused if it was signed before that moment. The marker cannot see
-a *partial* loss (a failover to a replica that had not yet received the latest nonces while
-it still holds the old marker); the replay window bounds that exposure.
+Store epoch. Redis may lose data: a restart without persistence, a flush, a restart from an
+RDB snapshot or AOF older than the last accepted nonce, a failover to a replica that had not
+received it. The epoch marker (``<epoch_ms>:<replication id>``) records when the current data
+set began and which server history wrote it. Every nonce script reads the server's
+``master_replid`` (``INFO replication``, inside the script) and moves the epoch forward to
+now when the marker is missing or names another replication id; a request signed before
+the epoch is refused with ``BEFORE_EPOCH``, since its nonce may have been forgotten. A
+restart of any kind and a replica's promotion both change the replication id, and a marker
+that comes back from a snapshot carries the old one. In Cluster a Lua script may only touch
+keys of one slot, so there is one marker per hash slot (16,384, written by :meth:`prime` at
+start-up), shared by every scope in that slot: a credential's first request meets a marker
+that already exists. A write the master took but no replica acknowledged (``WAIT``, see
+``stores.redis.replica_acks``) is a 503, not an accepted nonce: a manual failover can leave
+the old master accepting writes for a moment, and those are lost when it is demoted.
 
 Times come from the injected clock (``clock.now_ms()``, passed to the scripts as ``ARGV``),
 not Redis ``TIME``, so a test clock drives both back ends alike. Key expiry (``PX``) is
