@@ -287,8 +287,8 @@ def test_challenge_signature_is_hmac_over_the_documented_string(prefix: str) -> 
 
 def test_new_challenge_document() -> None:
     """``{nonce: b64(32 random bytes), issue_ts, sig, ttl}``; nonces never repeat."""
-    first = new_challenge(SERVER_SECRET, ISSUE_TS, 60)
-    second = new_challenge(SERVER_SECRET, ISSUE_TS, 60)
+    first = new_challenge(SERVER_SECRET, ISSUE_TS * 1000, 60)
+    second = new_challenge(SERVER_SECRET, ISSUE_TS * 1000, 60)
     assert set(first) == {"nonce", "issue_ts", "sig", "ttl"}
     assert (first["issue_ts"], first["ttl"]) == (ISSUE_TS, 60)
     nonce = str(first["nonce"])

@@ -300,7 +300,7 @@ async def test_challenge_from_the_future_beyond_skew_is_refused(
     reference = await replay_refusal(gate, key)
     now_s = clock.now_ms() // 1000
     for ahead, status in [(SKEW, 200), (SKEW + 1, 401), (3600, 401)]:
-        challenge = new_challenge(CHALLENGE_SECRET.encode(), now_s + ahead, TTL)
+        challenge = new_challenge(CHALLENGE_SECRET.encode(), (now_s + ahead) * 1000, TTL)
         reply = await gate.send("GET", TARGET, auth(proof_header(challenge, key, "GET", TARGET)))
         assert reply.status == status, ahead
         if status == 401:
@@ -312,7 +312,7 @@ async def test_challenge_signed_with_another_secret_is_refused(gate: HMACGateway
     key = await gate.new_key()
     reference = await replay_refusal(gate, key)
     ts = int(fields(await gate.proof(key, "GET", TARGET))[2])
-    foreign = new_challenge(b"another-server-secret-0123456789abcdef", ts, TTL)
+    foreign = new_challenge(b"another-server-secret-0123456789abcdef", ts * 1000, TTL)
     reply = await gate.send("GET", TARGET, auth(proof_header(foreign, key, "GET", TARGET)))
     assert_uniform(reply, reference)
 

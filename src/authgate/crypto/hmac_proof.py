@@ -25,8 +25,9 @@ import binascii
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass
+
+from authgate.crypto.stamps import issued_at_ms, stamped
 
 SCHEME = "AGProof"
 DEFAULT_PREFIX = "authgate"
@@ -69,16 +70,31 @@ def challenge_signature(
 
 
 def new_challenge(
-    secret: bytes, now_s: int, ttl: int, *, prefix: str = DEFAULT_PREFIX
+    secret: bytes, now_ms: int, ttl: int, *, prefix: str = DEFAULT_PREFIX
 ) -> dict[str, object]:
-    """A fresh challenge document; the server stores nothing."""
-    nonce = b64(secrets.token_bytes(32))
+    """A fresh challenge document; the server stores nothing.
+
+    The nonce (32 bytes, opaque to clients) begins with the issue time in milliseconds
+    (:mod:`authgate.crypto.stamps`), which :func:`challenge_issued_at_ms` reads back.
+    """
+    now_s = now_ms // 1000
+    nonce = b64(stamped(now_ms, 24))
     return {
         "nonce": nonce,
         "issue_ts": now_s,
         "sig": challenge_signature(secret, nonce, now_s, prefix=prefix),
         "ttl": ttl,
     }
+
+
+def challenge_issued_at_ms(nonce: str, issue_ts: int) -> int:
+    """When a challenge whose signature checked out was issued, to the millisecond if its
+    nonce carries the stamp, else the start of ``issue_ts``."""
+    try:
+        raw = _b64decode(nonce)
+    except ProofFormatError:
+        return issue_ts * 1000
+    return issued_at_ms(raw, issue_ts)
 
 
 def proof_message(

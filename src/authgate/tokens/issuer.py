@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.config.model import Settings
+from authgate.crypto.stamps import issued_at_ms, stamped
 from authgate.errors import AuthGateError, OAuthError
 from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
 from authgate.tokens.keys import KeyManager
@@ -53,6 +54,16 @@ class Issued:
         if self.refresh_token is not None:
             body["refresh_token"] = self.refresh_token
         return body
+
+
+def refresh_issued_at_ms(claims: Mapping[str, Any]) -> int:
+    """When a (verified) refresh token was issued: its jti's stamp, else the start of iat."""
+    iat = int(claims["iat"])
+    try:
+        raw = bytes.fromhex(str(claims.get("jti", "")))
+    except ValueError:
+        return iat * 1000
+    return issued_at_ms(raw, iat)
 
 
 def family_id(family: str) -> str:
@@ -112,7 +123,8 @@ class TokenIssuer:
         minted_by: str = "token-endpoint",
     ) -> Issued:
         """Mint an access token (and, with ``refresh``, a refresh token of a family)."""
-        now = self._now()
+        now_ms = self._clock.now_ms()
+        now = now_ms // 1000
         ttl = ttl_seconds or self._s.tokens.access_ttl_seconds
         scope = " ".join(sorted(set(scopes)))
         fam = family or (uuid.uuid4().hex if refresh else None)
@@ -139,7 +151,9 @@ class TokenIssuer:
                 "aud": self.issuer,
                 "iat": now,
                 "exp": now + self._s.tokens.refresh_ttl_seconds,
-                "jti": uuid.uuid4().hex,
+                # The jti starts with the issue millisecond, which reuse detection compares
+                # with the nonce store's epoch (authgate.crypto.stamps).
+                "jti": stamped(now_ms, 8).hex(),
                 "scope": scope,
                 "fam": fam,
                 "type": "refresh",
@@ -209,7 +223,7 @@ class TokenIssuer:
             f"refresh:{fam}",
             str(claims["jti"]),
             ttl_ms=max(1, (int(claims["exp"]) - self._now()) * 1000),
-            signed_at_ms=int(claims["iat"]) * 1000 + 999,
+            signed_at_ms=refresh_issued_at_ms(claims),
         )
         if outcome is not NonceOutcome.FRESH:
             await self.revoke_family(fam)

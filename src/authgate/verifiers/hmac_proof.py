@@ -16,6 +16,7 @@ from authgate.crypto.bpc_wire import body_hash
 from authgate.crypto.hmac_proof import (
     SCHEME,
     ProofFormatError,
+    challenge_issued_at_ms,
     challenge_signature,
     check_client_pubkey,
     equal,
@@ -62,7 +63,7 @@ class HMACProofVerifier:
         """A fresh challenge, stamped by the same clock its freshness is checked against."""
         return new_challenge(
             self.signing_secret,
-            self._clock.now_ms() // 1000,
+            self._clock.now_ms(),
             self._s.ttl_seconds,
             prefix=self._s.prefix,
         )
@@ -138,9 +139,10 @@ class HMACProofVerifier:
             f"hmac:{header.key_id}",
             header.nonce,
             ttl_ms=max(1, expires_ms - now_ms),
-            # issue_ts has one-second resolution: the challenge was issued within
-            # [issue_ts, issue_ts + 1) s, so compare the epoch with the end of that second.
-            signed_at_ms=header.issue_ts * 1000 + 999,
+            # issue_ts has one-second resolution; the nonce carries the millisecond (or, for
+            # a nonce without the stamp, the start of the second: a challenge that may
+            # predate the epoch may have been spent in data that was lost).
+            signed_at_ms=challenge_issued_at_ms(header.nonce, header.issue_ts),
             limits=checks,
         )
         if outcome is NonceOutcome.RATE_LIMITED:
