@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from authgate.stores.base import ManualClock, NonceOutcome, Stores
+from authgate.stores.redis import RedisStores
 
 from .conftest import REDIS_ONLY
 
@@ -19,7 +21,8 @@ async def exercise(stores: Stores, clock: ManualClock) -> None:
         NonceOutcome.FRESH
     )
     await stores.revocations.revoke("jti", expires_at_ms=now + 60_000)
-    await stores.rate_limits.hit("client", limit=5, period_ms=1000)
+    # A long period: the key must outlive a SCAN past Cluster's 16,384 epoch markers.
+    await stores.rate_limits.hit("client", limit=5, period_ms=60_000)
     await stores.api_keys.put("k", {"a": 1})
     await stores.signing_keys.put("k", {"a": 1})
     await stores.pairs.put("p", {"a": 1})
@@ -48,9 +51,15 @@ async def test_every_key_is_under_the_prefix(
     """The documented key layout, all under the configured prefix."""
     await exercise(stores, clock)
     keys = {k.removeprefix(key_prefix) async for k in redis_admin.scan_iter(match=f"{key_prefix}*")}
-    assert keys == {
+    markers = {k for k in keys if k.startswith("epoch")}
+    if isinstance(stores, RedisStores) and stores._conn.cluster:
+        # One store-epoch marker per hash slot, each in its slot.
+        assert len(markers) == 16384
+        assert {key_slot(m.encode()) for m in markers} == set(range(16384))
+    else:
+        assert markers == {"epoch"}
+    assert keys - markers == {
         "nonce:{p}:n",
-        "epoch",
         "revoked:jti",
         "revoked-index",
         "rl:{client}",

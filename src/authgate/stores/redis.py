@@ -59,7 +59,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -104,34 +103,54 @@ T = TypeVar("T")
 Client = Redis | RedisCluster
 
 # Shared Lua: the store-epoch check of every nonce script (KEYS[2] the epoch key, ARGV[1]
-# now_ms, ARGV[3] signed_at_ms). The marker is "<epoch_ms>:<replid>": the start of the data
-# set, and the replication id of the server that wrote it. A server's replication id changes
-# whenever its data may be older than what clients have seen: it restarts (from nothing, an
-# RDB snapshot or an AOF), or a replica is promoted. So a marker that is missing (flush,
-# restart without persistence) or that was written under another replication id (restart,
-# failover) is moved forward to now before any nonce is accepted here: anything signed earlier
-# may have been spent in the data that was lost. The epoch never moves backwards.
+# now_ms, ARGV[3] signed_at_ms). The marker is "<epoch_ms>:<replid>[:r]": the start of the
+# data set, and the replication id of the server that wrote it. A server's replication id
+# changes whenever its data may be older than what clients have seen: it restarts (from
+# nothing, an RDB snapshot or an AOF), or a replica is promoted. So a marker that is missing
+# (flush, restart without persistence) or that was written under another replication id
+# (restart, failover) is moved forward to now before any nonce is accepted here: anything
+# signed earlier may have been spent in the data that was lost. The epoch never moves
+# backwards. ":r" records that this history has had a replica: from then on a nonce counts
+# only once a replica acknowledges it (see RedisConnection.run_acked), and ``replicated``
+# tells the caller so (scripts add 4 to their code).
 _EPOCH_LUA = """
+local replicated = false
 local function check_epoch()
   local info = redis.call('INFO', 'replication')
   local replid = string.match(info, 'master_replid:(%x+)') or ''
+  local replicas = tonumber(string.match(info, 'connected_slaves:(%d+)') or '0')
   local marker = redis.call('GET', KEYS[2])
-  local at, written_by
+  local at, written_by, flag
   if marker then
-    at, written_by = string.match(marker, '^(%d+):?(%x*)$')
+    at, written_by, flag = string.match(marker, '^(%d+):?(%x*):?(r?)$')
   end
   if at and written_by == replid then
+    replicated = flag == 'r' or replicas > 0
+    if replicated and flag ~= 'r' then
+      redis.call('SET', KEYS[2], at .. ':' .. replid .. ':r')
+    end
     return tonumber(at)
   end
   local epoch = tonumber(ARGV[1])
   if at and tonumber(at) > epoch then
     epoch = tonumber(at)
   end
-  redis.call('SET', KEYS[2], string.format('%d', epoch) .. ':' .. replid)
+  replicated = replicas > 0
+  local suffix = ''
+  if replicated then
+    suffix = ':r'
+  end
+  redis.call('SET', KEYS[2], string.format('%d', epoch) .. ':' .. replid .. suffix)
   return epoch
 end
 local function signed_before_epoch()
   return tonumber(ARGV[3]) < check_epoch()
+end
+local function coded(code)
+  if replicated then
+    return code + 4
+  end
+  return code
 end
 """
 
@@ -148,21 +167,22 @@ return check_epoch()
 # KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
 # Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[4]
 # the JSON entry and ARGV[5] the cap; appended only when the nonce is fresh.
-# Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent).
+# Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent),
+# plus 4 when a replica must acknowledge the write (see _EPOCH_LUA).
 NONCE_CONSUME_SCRIPT = (
     _EPOCH_LUA
     + """
 if signed_before_epoch() then
-  return 2
+  return coded(2)
 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
   if KEYS[3] then
     redis.call('LPUSH', KEYS[3], ARGV[4])
     redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
   end
-  return 0
+  return coded(0)
 end
-return 1
+return coded(1)
 """
 )
 
@@ -260,21 +280,21 @@ return flatten(0, decided)
 # then limit, period_ms per rate-limit key. The limits are charged, and the nonce spent,
 # only when the nonce is fresh and every limit admits the request.
 # Returns {code, then allowed, remaining, retry, reset per key}; code 0 fresh,
-# 1 replayed, 2 before the epoch, 3 rate limited (nonce left unspent).
+# 1 replayed, 2 before the epoch, 3 rate limited (nonce left unspent); plus 4 as above.
 NONCE_LIMIT_SCRIPT = (
     _EPOCH_LUA
     + _GCRA_MANY_LUA
     + """
 local now = tonumber(ARGV[1])
 if signed_before_epoch() then
-  return {2}
+  return {coded(2)}
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {1}
+  return {coded(1)}
 end
 local ok, decided = gcra_many(now, 4, #KEYS - 3, 6)
 if not ok then
-  return flatten(3, decided)
+  return flatten(coded(3), decided)
 end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 commit(now, decided)
@@ -283,7 +303,7 @@ if cap > 0 then
   redis.call('LPUSH', KEYS[3], ARGV[4])
   redis.call('LTRIM', KEYS[3], 0, cap - 1)
 end
-return flatten(0, decided)
+return flatten(coded(0), decided)
 """
 )
 
@@ -312,6 +332,9 @@ class RedisConnection:
         self._sentinel: Sentinel | None = None
         self._options = self._client_options(settings)
         self._node_clients: dict[tuple[str, int], Redis] = {}
+        self._wait_expected: dict[int, bool] = {}
+        self._initialized = not self.cluster
+        self._initializing = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
         self._refreshed_at = -1.0
         self.client: Client = self._build(settings)
@@ -389,30 +412,45 @@ class RedisConnection:
         """
         try:
             async with asyncio.timeout(deadline or self._deadline):
+                if not self._initialized:
+                    await self._initialize()
                 return await operation()
         except (RedisError, RedisClusterException, OSError) as exc:
             # OSError covers TimeoutError (the deadline) and raw socket errors. The message
             # stays generic: the cause may name the server, never the URL or its password.
             raise StoreUnavailable() from exc
 
-    async def run_acked(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Run a nonce script and, when ``replica_acks`` > 0, ``WAIT`` on the same connection.
+    async def _initialize(self) -> None:
+        """Load the Cluster slot map once, before any command: a burst of first commands on a
+        fresh cluster client races redis-py's own initialisation and fails."""
+        async with self._initializing:
+            if not self._initialized and isinstance(self.client, RedisCluster):
+                await self.client.initialize()
+            self._initialized = True
 
-        A nonce counts as spent only once enough replicas hold it: a write that only the
-        master took is lost when a replica is promoted, and another authgate could then
-        accept the same nonce on the new master. Too few acknowledgements in time raise
-        ``StoreUnavailable`` (the write stays, so a retry of the same bytes is a replay).
-        Both commands go in one pipeline: one round trip, plus the replication delay.
+    async def run_acked(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a nonce script; its outcome code, with a replica's acknowledgement if needed.
+
+        A nonce counts as spent only once a replica holds it, as soon as the server's
+        current history has had one (the script says so: code + 4): a write that only the
+        master took is lost when a replica is promoted, and during a manual failover the
+        old master goes on accepting writes for a moment, so another authgate could accept
+        the same nonce on the new master. The script and a ``WAIT`` go in one pipeline on
+        one connection (one round trip, plus the replication delay). Too few
+        acknowledgements in time raise ``StoreUnavailable`` (the write stays, so a retry of
+        the same bytes is a replay). A promoted replica that has no replica of its own
+        (its history never had one) accepts without: after a master is lost, service comes
+        back without waiting for a new replica. Returns the reply, its code without the +4.
         """
         if not self.replica_acks:
-            return await self.run(lambda: script(keys=keys, args=args))
+            return _split(await self.run(lambda: script(keys=keys, args=args)))[0]
 
         async def acked() -> Any:
             client = await self.acking_client(keys[0])
             try:
                 return await self._script_then_wait(client, script, keys, args)
             except (RedisError, OSError):
-                self._slot_map_suspect()
+                self.slot_map_suspect()
                 raise
 
         return await self.run(acked)
@@ -420,16 +458,31 @@ class RedisConnection:
     async def _script_then_wait(
         self, client: Redis, script: AsyncScript, keys: list[str], args: list[Any]
     ) -> Any:
+        # WAIT is sent with the script unless this server said last time that no replica
+        # is needed (a lone promoted master: a WAIT there would always run to its timeout).
+        wait = self._wait_expected.get(id(client), True)
         for attempt in range(2):
             async with client.pipeline(transaction=False) as pipe:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.execute_command("WAIT", self.replica_acks, self._ack_timeout_ms)
-                reply, acks = await pipe.execute(raise_on_error=False)
+                if wait:
+                    pipe.execute_command("WAIT", self.replica_acks, self._ack_timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            reply = replies[0]
             if isinstance(reply, NoScriptError) and attempt == 0:
                 await client.script_load(script.script)
                 continue
             if isinstance(reply, BaseException):
                 raise reply
+            plain, needs_ack = _split(reply)
+            self._wait_expected[id(client)] = needs_ack
+            fresh = (plain if isinstance(plain, int) else plain[0]) == 0
+            if not fresh or not needs_ack:
+                return plain
+            if not wait:
+                # The server gained a replica since the last call: this write was not
+                # waited for. Refuse it (503); the next call waits.
+                raise RedisConnectionError("replica acknowledgement was not requested")
+            acks = replies[1]
             if isinstance(acks, BaseException):
                 raise acks
             if int(acks) < self.replica_acks:
@@ -438,10 +491,10 @@ class RedisConnection:
                     extra={"event": "replica_acks_missing", "acks": int(acks)},
                 )
                 raise RedisConnectionError("too few replica acknowledgements")
-            return reply
+            return plain
         raise RedisConnectionError("script could not be loaded")  # pragma: no cover
 
-    def _slot_map_suspect(self) -> None:
+    def slot_map_suspect(self) -> None:
         """After a failed call to a Cluster node: reload the slot map (at most every 0.5 s).
 
         The plain node clients bypass the cluster client, which would otherwise only learn
@@ -509,6 +562,16 @@ class RedisConnection:
 _NODE_OPTIONS = frozenset(
     ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 )
+
+def _split(reply: Any) -> tuple[Any, bool]:
+    """A nonce script's reply with its plain outcome code, and whether a replica must
+    acknowledge the write (the script added 4 to the code)."""
+    if isinstance(reply, list):
+        raw = int(reply[0])
+        return [raw % 4, *reply[1:]], raw >= 4
+    raw = int(reply)
+    return raw % 4, raw >= 4
+
 
 _SLOT_TAGS: list[str] = []
 
@@ -870,8 +933,9 @@ class RedisEventBus:
     with RESP3 and ``decode_responses`` turns ``PONG`` into ``{'type': 'P', ...}``), and a
     message that travels the same road as real ones is the better proof.
 
-    In Cluster mode the subscription is a plain connection to one node, chosen from the
-    cluster's current nodes at each (re)subscription: classic ``PUBLISH`` reaches every node.
+    In Cluster mode messages are published and subscribed on one node, the master of an
+    agreed slot (see :meth:`_publisher`), found again in the slot map at each
+    (re)subscription.
     """
 
     def __init__(self, conn: RedisConnection, *, heartbeat_seconds: float = 1.0) -> None:
@@ -905,7 +969,23 @@ class RedisEventBus:
 
     async def publish(self, channel: str, message: str) -> None:
         target = self._channel(channel)
-        await self._conn.run(lambda: self._conn.client.publish(target, message))
+
+        async def send() -> None:
+            await (await self._publisher()).publish(target, message)
+
+        await self._conn.run(send)
+
+    async def _publisher(self) -> Redis | RedisCluster:
+        """Where messages are published and subscriptions are held: the client itself, or
+        in Cluster the master of one slot every process agrees on (the slot of the key
+        ``<p>events``). ``PUBLISH`` answers once the message is handed to the subscribers
+        of the node it ran on, so a revocation reaches every replica before the revoking
+        call returns; a message published on another node would cross the cluster bus
+        after that."""
+        client = self._conn.client
+        if not isinstance(client, RedisCluster):
+            return client
+        return await self._conn.acking_client(self._conn.key("events"))
 
     async def start(self) -> None:
         if self._task is None:
@@ -932,26 +1012,18 @@ class RedisEventBus:
                     "event subscription lost",
                     extra={"event": "events_lost", "error": type(exc).__name__},
                 )
+                self._conn.slot_map_suspect()
             else:
                 backoff = 0.05
             self._live = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _subscriber(self) -> Redis | RedisCluster:
-        client = self._conn.client
-        if not isinstance(client, RedisCluster):
-            return client
-        # A fresh cluster client has no node list yet (SUBSCRIBE would raise KeyError).
-        await client.initialize()
-        node = random.choice(client.get_nodes())  # noqa: S311 - spreading load, not secrecy
-        return self._conn.node_client(node.host, int(node.port))
-
     async def _listen_once(self) -> None:
         names = {self._channel(c): c for c in self._handlers}
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._heartbeat * 3):
-            pubsub = (await self._subscriber()).pubsub()
+            pubsub = (await self._publisher()).pubsub()
         try:
             async with asyncio.timeout(self._heartbeat * 3):
                 await pubsub.subscribe(self._heartbeat_channel, *names)
@@ -964,7 +1036,7 @@ class RedisEventBus:
                 now = loop.time()
                 if now >= next_beat:
                     async with asyncio.timeout(self._heartbeat * 3):
-                        await self._conn.client.publish(self._heartbeat_channel, "1")
+                        await (await self._publisher()).publish(self._heartbeat_channel, "1")
                     next_beat = now + self._heartbeat
                 if now - last_seen > self._heartbeat * 3:
                     raise TimeoutError("event subscription heartbeat missed")
