@@ -563,6 +563,7 @@ _NODE_OPTIONS = frozenset(
     ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 )
 
+
 def _split(reply: Any) -> tuple[Any, bool]:
     """A nonce script's reply with its plain outcome code, and whether a replica must
     acknowledge the write (the script added 4 to the code)."""
