@@ -6,6 +6,7 @@ so every replica's cache drops its copy.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -161,7 +162,7 @@ class PairService:
             mode=str(mode),
             public_key_jwk=jwk,
             fingerprint=jwk_fingerprint(jwk),
-            secret_hash=_hasher.hash(secret),
+            secret_hash=await asyncio.to_thread(_hasher.hash, secret),
             secret_sealed=self._envelope.seal(secret.encode(), context=f"pair:{pair_id}"),
             status=PairStatus.ACTIVE if approve_now else PairStatus.PENDING,
             created_at=now,
@@ -217,7 +218,7 @@ class PairService:
             record.with_changes(
                 public_key_jwk=jwk,
                 fingerprint=jwk_fingerprint(jwk),
-                secret_hash=_hasher.hash(secret),
+                secret_hash=await asyncio.to_thread(_hasher.hash, secret),
                 secret_sealed=self._envelope.seal(secret.encode(), context=f"pair:{pair_id}"),
             )
         )

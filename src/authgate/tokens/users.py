@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class UserService:
             raise UserError(f"username: {username} already exists")
         record = {
             "username": username,
-            "hash": _hasher.hash(password),
+            "hash": await asyncio.to_thread(_hasher.hash, password),
             "scopes": sorted(scope_set),
             "role": role,
             "created_at": self._clock.now_ms(),
@@ -81,7 +82,7 @@ class UserService:
         record = await self._store.get(username) if USERNAME.fullmatch(username) else None
         if record is None:
             raise LookupError(username)
-        record["hash"] = _hasher.hash(password)
+        record["hash"] = await asyncio.to_thread(_hasher.hash, password)
         await self._store.put(username, record)
         return self._user(record)
 
@@ -103,7 +104,9 @@ class UserService:
         record = await self._store.get(username) if USERNAME.fullmatch(username) else None
         stored = str(record.get("hash", _DUMMY)) if record is not None else _DUMMY
         try:
-            _hasher.verify(stored, password)
+            # argon2 takes hundreds of milliseconds by design: off the event loop, so other
+            # requests (and the event bus's heartbeat) are not held up meanwhile.
+            await asyncio.to_thread(_hasher.verify, stored, password)
         except (VerificationError, InvalidHashError):
             return None
         return self._user(record) if record is not None else None
