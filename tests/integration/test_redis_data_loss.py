@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -36,10 +37,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def open_stores(server: RedisServer, **overrides: object) -> RedisStores:
+def open_stores(server: RedisServer, **overrides: Any) -> RedisStores:
     """authgate's stores on ``server`` (a long deadline: these tests count outcomes only)."""
     overrides.setdefault("deadline_seconds", 2.0)
-    settings = RedisSettings(url=SecretStr(server.url), key_prefix="loss:", **overrides)  # type: ignore[arg-type]
+    settings = RedisSettings(url=SecretStr(server.url), key_prefix="loss:", **overrides)
     return RedisStores(settings)
 
 
@@ -74,9 +75,7 @@ def persistent_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
 
 
 @pytest.fixture
-async def stores_on(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[list[RedisStores]]:
+async def stores_on() -> AsyncIterator[list[RedisStores]]:
     """A list the test fills with the stores it opens; all closed afterwards."""
     opened: list[RedisStores] = []
     yield opened
