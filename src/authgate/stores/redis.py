@@ -946,6 +946,7 @@ class RedisEventBus:
         self._handlers: dict[str, list[EventHandler]] = {}
         self._resync: list[ResyncHandler] = []
         self._live = False
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._heartbeat_channel = self._channel(f"_heartbeat:{uuid.uuid4().hex}")
         self.subscriptions = 0
@@ -994,22 +995,32 @@ class RedisEventBus:
             self._task = asyncio.create_task(self._listen_forever(), name="authgate-events")
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening.
+
+        The listener also checks ``_closing``: a cancellation that lands as a deadline
+        fires inside redis-py can come out as ``TimeoutError``, which alone would read as
+        "resubscribe" and keep the task alive.
+        """
+        self._closing = True
         self._live = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()  # again if a cancellation was swallowed
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
 
     async def _listen_forever(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             try:
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means: resubscribe
+                if self._closing:
+                    return
                 log.warning(
                     "event subscription lost",
                     extra={"event": "events_lost", "error": type(exc).__name__},
@@ -1037,7 +1048,7 @@ class RedisEventBus:
             # event loop held up by other work sends none meanwhile, so it is not a loss.
             unanswered = 0
             next_beat = loop.time()
-            while True:
+            while not self._closing:
                 now = loop.time()
                 if now >= next_beat:
                     if unanswered >= 3:
