@@ -760,13 +760,11 @@ def redis_cluster() -> Iterator[ClusterSet]:
         yield topology
 
 
-@pytest.fixture
-def sentinel_factory() -> Iterator[Callable[..., SentinelSet]]:
-    """Starts Sentinel sets of the test's own (``SentinelSet`` options); stops them after."""
-    started: list[SentinelSet] = []
+def _factory(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[Callable[..., Any]]:
+    started: list[SentinelSet | ClusterSet] = []
 
-    def make(**options: Any) -> SentinelSet:
-        topology = SentinelSet(**options)
+    def make(**options: Any) -> SentinelSet | ClusterSet:
+        topology = kind(**options)
         started.append(topology)
         return topology.start()
 
@@ -775,23 +773,18 @@ def sentinel_factory() -> Iterator[Callable[..., SentinelSet]]:
     finally:
         for topology in started:
             topology.stop()
+
+
+@pytest.fixture
+def sentinel_factory() -> Iterator[Callable[..., SentinelSet]]:
+    """Starts Sentinel sets of the test's own (``SentinelSet`` options); stops them after."""
+    yield from _factory(SentinelSet)
 
 
 @pytest.fixture
 def cluster_factory() -> Iterator[Callable[..., ClusterSet]]:
     """Starts Clusters of the test's own (``ClusterSet`` options); stops them after."""
-    started: list[ClusterSet] = []
-
-    def make(**options: Any) -> ClusterSet:
-        topology = ClusterSet(**options)
-        started.append(topology)
-        return topology.start()
-
-    try:
-        yield make
-    finally:
-        for topology in started:
-            topology.stop()
+    yield from _factory(ClusterSet)
 
 
 def shared_topology(request: pytest.FixtureRequest, kind: str) -> Topology:

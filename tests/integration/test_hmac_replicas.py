@@ -58,7 +58,14 @@ def replicas(
 
 async def new_key(redis_url: str, key_prefix: str) -> str:
     """An API key written straight to Redis under the replicas' KEK, as the CLI would."""
-    stores = RedisStores(RedisSettings.model_validate({"url": redis_url, "key_prefix": key_prefix}))
+    return await new_key_in(
+        RedisSettings.model_validate({"url": redis_url, "key_prefix": key_prefix})
+    )
+
+
+async def new_key_in(settings: RedisSettings) -> str:
+    """:func:`new_key` on any Redis deployment (standalone, Sentinel, Cluster)."""
+    stores = RedisStores(settings)
     try:
         service = ApiKeyService(
             store=stores.api_keys,

@@ -30,10 +30,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from authgate.apikeys import ApiKeyService
 from authgate.client.hmac import proof_header
 from authgate.config.model import RedisSettings
-from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.stores.base import SystemClock
 from authgate.stores.redis import RedisStores
 from authgate.tokens.users import UserService
@@ -41,7 +39,13 @@ from tests.integration.conftest import Authgate, Upstream, report_propagation
 from tests.integration.test_bpc_replicas import Pair, register
 from tests.integration.test_bpc_replicas import admitted as bpc_admitted
 from tests.integration.test_bpc_replicas import call as bpc_call
-from tests.integration.test_hmac_replicas import TARGET, UNIFORM, api_key_reads, challenge
+from tests.integration.test_hmac_replicas import (
+    TARGET,
+    UNIFORM,
+    api_key_reads,
+    challenge,
+    new_key_in,
+)
 from tests.integration.test_hmac_replicas import admitted as hmac_admitted
 from tests.integration.test_hmac_replicas import call as hmac_call
 from tests.integration.test_rate_limit_replicas import ask, assert_limited, proof_for, rule
@@ -131,17 +135,8 @@ async def in_process(settings: RedisSettings) -> AsyncIterator[RedisStores]:
         await stores.close()
 
 
-async def new_api_key(settings: RedisSettings) -> str:
-    """An API key written to the topology under the processes' KEK."""
-    async with in_process(settings) as stores:
-        service = ApiKeyService(
-            store=stores.api_keys,
-            events=stores.events,
-            envelope=Envelope(parse_kek(KEK)),
-            clock=SystemClock(),
-        )
-        _, raw = await service.create(name="topology-test", scopes=["read"])
-        return raw
+# An API key written to the topology under the processes' KEK.
+new_api_key = new_key_in
 
 
 async def add_operator(settings: RedisSettings) -> None:
