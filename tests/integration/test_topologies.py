@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import re
 import time
 import uuid
@@ -40,6 +39,7 @@ from tests.integration.test_bpc_replicas import Pair, register
 from tests.integration.test_bpc_replicas import admitted as bpc_admitted
 from tests.integration.test_bpc_replicas import call as bpc_call
 from tests.integration.test_hmac_replicas import (
+    KEK,
     TARGET,
     UNIFORM,
     api_key_reads,
@@ -75,7 +75,6 @@ __all__ = ["cluster_factory", "redis_cluster", "sentinel_factory", "sentinel_set
 pytestmark = [pytest.mark.redis_topology, pytest.mark.slow]
 
 KINDS = ["sentinel", "cluster"]
-KEK = base64.b64encode(os.urandom(32)).decode()
 CHALLENGE_SECRET = "topology-replicas-challenge-secret-012345"
 COPIES = 50
 KEYED_LIMIT = 3
