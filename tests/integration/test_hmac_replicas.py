@@ -64,8 +64,9 @@ async def new_key(redis_url: str, key_prefix: str) -> str:
 
 
 async def new_key_in(settings: RedisSettings) -> str:
-    """:func:`new_key` on any Redis deployment (standalone, Sentinel, Cluster)."""
-    stores = RedisStores(settings)
+    """:func:`new_key` on any Redis deployment (standalone, Sentinel, Cluster), with a set-up
+    deadline: a fresh Cluster client's first call also loads the slot map."""
+    stores = RedisStores(settings.model_copy(update={"deadline_seconds": 5.0}))
     try:
         service = ApiKeyService(
             store=stores.api_keys,
