@@ -125,8 +125,9 @@ def two_gates(config: dict[str, Any], directory: Path) -> Iterator[tuple[Authgat
 
 @contextlib.asynccontextmanager
 async def in_process(settings: RedisSettings) -> AsyncIterator[RedisStores]:
-    """Stores of the deployment in this process, as the CLI would open them."""
-    stores = RedisStores(settings)
+    """Stores of the deployment in this process, as the CLI would open them (with a set-up
+    deadline, not a request's)."""
+    stores = RedisStores(settings.model_copy(update={"deadline_seconds": 5.0}))
     try:
         await stores.ping()  # loads the Cluster slot map before anything else
         yield stores
