@@ -7,8 +7,8 @@
   vector's key set served as a JWKS (so JWK vetting in ``VerificationKey.from_jwk`` runs).
 
 Every ``valid`` vector must verify and every ``invalid`` one must fail, except where a
-table below says otherwise and why. The data lives outside the repository (see
-``/work/shared/testdata/README.md``); ``AUTHGATE_TESTDATA`` points elsewhere.
+table below says otherwise and why. The data lives in ``tests/data/wycheproof``
+(provenance and licence in its README); ``AUTHGATE_TESTDATA`` points elsewhere.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,24 +31,18 @@ from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey, verify_p256_der
 from authgate.errors import AuthGateError, TokenSignatureInvalid
 from authgate.verifiers.jwt_bearer import IssuerKeys, parse_compact_jws, verify_signature
+from tests.wycheproof import wycheproof_dir
 
-
-def _wycheproof_dir() -> Path:
-    configured = os.environ.get("AUTHGATE_TESTDATA")
-    base = (
-        Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared/testdata"
-    )
-    return base / "wycheproof" if (base / "wycheproof").is_dir() else base
-
-
-WYCHEPROOF = _wycheproof_dir()
+WYCHEPROOF = wycheproof_dir()
 
 
 @cache
 def _load(name: str) -> dict[str, Any]:
     path = WYCHEPROOF / name
     if not path.is_file():  # fail, never skip: these vectors are the point of the file
-        raise FileNotFoundError(f"Wycheproof vectors missing: {path} (set AUTHGATE_TESTDATA)")
+        raise FileNotFoundError(
+            f"Wycheproof vectors missing: {path} (see tests/data/wycheproof/README.md)"
+        )
     data: dict[str, Any] = json.loads(path.read_bytes())
     return data
 

@@ -11,10 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import string
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +34,7 @@ from authgate.crypto.hmac_proof import (
     proof,
     proof_message,
 )
+from tests.wycheproof import wycheproof_dir
 
 # --- strategies ---------------------------------------------------------------------------
 
@@ -310,15 +309,7 @@ def test_equal_compares_whole_strings(a: str, b: str, same: bool) -> None:
 # --- Wycheproof HMAC-SHA256 ---------------------------------------------------------------
 
 
-def _wycheproof_dir() -> Path:
-    configured = os.environ.get("AUTHGATE_TESTDATA")
-    base = (
-        Path(configured) if configured else Path(__file__).resolve().parents[3] / "shared/testdata"
-    )
-    return base / "wycheproof" if (base / "wycheproof").is_dir() else base
-
-
-WYCHEPROOF = _wycheproof_dir()
+WYCHEPROOF = wycheproof_dir()
 HMAC_FILE = "hmac_sha256_test.json"
 
 
@@ -326,7 +317,9 @@ HMAC_FILE = "hmac_sha256_test.json"
 def _vectors() -> dict[str, Any]:
     path = WYCHEPROOF / HMAC_FILE
     if not path.is_file():  # fail, never skip
-        raise FileNotFoundError(f"Wycheproof vectors missing: {path} (set AUTHGATE_TESTDATA)")
+        raise FileNotFoundError(
+            f"Wycheproof vectors missing: {path} (see tests/data/wycheproof/README.md)"
+        )
     data: dict[str, Any] = json.loads(path.read_bytes())
     return data
 
