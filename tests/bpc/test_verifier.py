@@ -1,4 +1,4 @@
-"""The BPC verifier: every error code of PROTOCOLS.md §1 from the input that must produce it,
+"""The BPC verifier: every error code of docs/protocols.md §1 from the input that must produce it,
 the order rule (nothing unauthenticated consumes a nonce or counts toward lock-out), lock-out
 that only the device key can trigger, and the forward-auth body rule.
 

@@ -1,4 +1,4 @@
-"""HMAC challenge proofs (PROTOCOLS.md §2): wire format, verifier, CLI.
+"""HMAC challenge proofs (docs/protocols.md §2): wire format, verifier, CLI.
 
 :func:`hmac_gateway` is the whole application in process (aiohttp test server, memory
 stores, optionally a clock the test moves by hand) in front of the echo upstream, with a

@@ -1,4 +1,4 @@
-"""BPC v1.0 wire format (PROTOCOLS.md §1): canonical payload, body hash, secret HMAC.
+"""BPC v1.0 wire format (docs/protocols.md §1): canonical payload, body hash, secret HMAC.
 
 Shared by the verifier and the SDK so both sides compute byte-identical values. Parsing is
 strict: exactly the eight members, the right types, UTF-8, no duplicate keys.

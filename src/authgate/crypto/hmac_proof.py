@@ -1,4 +1,4 @@
-"""HMAC challenge proofs (PROTOCOLS.md §2, authgate form): challenge, proof, header.
+"""HMAC challenge proofs (docs/protocols.md §2, authgate form): challenge, proof, header.
 
 Challenge (``GET /challenge``)::
 

@@ -1,4 +1,4 @@
-"""BPC v1.0 signed-request verifier (PROTOCOLS.md §1, with the authgate rules).
+"""BPC v1.0 signed-request verifier (docs/protocols.md §1, with the authgate rules).
 
 Order, cheapest first, and nothing unauthenticated touches shared state:
 

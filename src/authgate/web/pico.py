@@ -1,4 +1,4 @@
-"""The pico-compatible token surface under ``/api/v1/auth`` (PROTOCOLS.md §3).
+"""The pico-compatible token surface under ``/api/v1/auth`` (docs/protocols.md §3).
 
 ===========================  ===========================================================
 ``GET  /jwks``               served by ``web/health.py`` (the same JWKS document)
