@@ -1,18 +1,13 @@
-"""Where the Wycheproof vectors live: ``tests/data/wycheproof`` (see its README for their
-provenance and licence). ``AUTHGATE_TESTDATA`` may point at another copy."""
+"""Where the Wycheproof vectors live: ``tests/data/wycheproof``, inside the repository (its
+README gives their provenance and licence)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-_IN_REPO = Path(__file__).resolve().parent / "data" / "wycheproof"
+WYCHEPROOF_DIR = Path(__file__).resolve().parent / "data" / "wycheproof"
 
 
 def wycheproof_dir() -> Path:
-    """The vector directory (``AUTHGATE_TESTDATA``, or its ``wycheproof/``, if set)."""
-    configured = os.environ.get("AUTHGATE_TESTDATA")
-    if not configured:
-        return _IN_REPO
-    base = Path(configured)
-    return base / "wycheproof" if (base / "wycheproof").is_dir() else base
+    """The vector directory."""
+    return WYCHEPROOF_DIR

@@ -8,7 +8,7 @@
 
 Every ``valid`` vector must verify and every ``invalid`` one must fail, except where a
 table below says otherwise and why. The data lives in ``tests/data/wycheproof``
-(provenance and licence in its README); ``AUTHGATE_TESTDATA`` points elsewhere.
+(provenance and licence in its README).
 """
 
 from __future__ import annotations
