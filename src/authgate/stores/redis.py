@@ -1008,8 +1008,7 @@ class RedisEventBus:
             task.cancel()  # again if a cancellation was swallowed
             await asyncio.wait({task}, timeout=1.0)
         if task is not None and not task.cancelled():
-            with contextlib.suppress(Exception):
-                task.result()
+            task.exception()  # retrieved: a listener that ended on an error is not an error now
 
     async def _listen_forever(self) -> None:
         backoff = 0.05
