@@ -21,7 +21,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from tests.integration.test_revocation_replicas import (
 from tests.pico import PICO
 from tests.redis_topology import (
     ClusterSet,
+    Failover,
     SentinelSet,
     Topology,
     cluster_factory,
@@ -457,6 +458,33 @@ async def recovered(load: Load) -> None:
             await asyncio.sleep(0.1)
 
 
+async def fault_under_load(
+    session: aiohttp.ClientSession,
+    gates: tuple[Authgate, Authgate],
+    fault: Callable[[Pair], Awaitable[Failover]],
+    label: str,
+    *,
+    settle: float,
+) -> None:
+    """Fresh signed requests and replays through both gates, ``fault`` in the middle; then
+    recovery, every request replayed once more, and the outcome rules of ``check_outcomes``."""
+    pair = await register(session, gates[0])
+    await bpc_admitted(session, gates[1], pair)
+    load = Load(session, gates, pair)
+    workers = [asyncio.create_task(load.worker(i)) for i in range(LOAD_WORKERS)]
+    try:
+        await asyncio.sleep(settle)
+        failover = await fault(pair)
+        await asyncio.sleep(settle)
+    finally:
+        load.stop.set()
+        await asyncio.gather(*workers)
+    await recovered(load)
+    await load.replay_everything()
+    print(load.summary(f"{label} in {failover.seconds:.2f} s"))
+    check_outcomes(load)
+
+
 def fresh_topology(
     kind: str,
     sentinel_factory: Callable[..., SentinelSet],
@@ -484,30 +512,17 @@ async def test_failover_under_load_admits_no_replay_and_recovers(
     2xx or 503 (or a before-epoch 401) meanwhile, and both admit fresh requests afterwards."""
     topology = fresh_topology(kind, sentinel_factory, cluster_factory)
     config = gate_config(topology, f"authgate-fo-{uuid.uuid4().hex[:8]}:", upstream_server.port)
+
+    async def kill_master(pair: Pair) -> Failover:
+        if isinstance(topology, SentinelSet):
+            victim = await asyncio.to_thread(topology.kill_master)
+            return await asyncio.to_thread(topology.wait_for_failover, victim.port)
+        node = await asyncio.to_thread(topology.master_for_slot, key_slot("{" + pair.pair_id + "}"))
+        await asyncio.to_thread(topology.kill, node)
+        return await asyncio.to_thread(topology.wait_for_failover, node)
+
     with two_gates(config, tmp_path) as gates:
-        pair = await register(session, gates[0])
-        await bpc_admitted(session, gates[1], pair)
-        load = Load(session, gates, pair)
-        workers = [asyncio.create_task(load.worker(i)) for i in range(LOAD_WORKERS)]
-        try:
-            await asyncio.sleep(1.0)
-            if isinstance(topology, SentinelSet):
-                victim = await asyncio.to_thread(topology.kill_master)
-                failover = await asyncio.to_thread(topology.wait_for_failover, victim.port)
-            else:
-                victim = await asyncio.to_thread(
-                    topology.master_for_slot, key_slot("{" + pair.pair_id + "}")
-                )
-                await asyncio.to_thread(topology.kill, victim)
-                failover = await asyncio.to_thread(topology.wait_for_failover, victim)
-            await asyncio.sleep(1.0)
-        finally:
-            load.stop.set()
-            await asyncio.gather(*workers)
-        await recovered(load)
-        await load.replay_everything()
-        print(load.summary(f"{kind} failover in {failover.seconds:.2f} s"))
-        check_outcomes(load)
+        await fault_under_load(session, gates, kill_master, f"{kind} failover", settle=1.0)
 
 
 async def test_manual_sentinel_failover_never_admits_a_nonce_twice(
@@ -521,23 +536,15 @@ async def test_manual_sentinel_failover_never_admits_a_nonce_twice(
     admitted at most once, then both processes admit fresh requests."""
     topology = sentinel_factory()
     config = gate_config(topology, f"authgate-mf-{uuid.uuid4().hex[:8]}:", upstream_server.port)
+
+    async def manual_failover(_pair: Pair) -> Failover:
+        old = await asyncio.to_thread(topology.manual_failover)
+        return await asyncio.to_thread(topology.wait_for_failover, old, rejoined=True)
+
     with two_gates(config, tmp_path) as gates:
-        pair = await register(session, gates[0])
-        await bpc_admitted(session, gates[1], pair)
-        load = Load(session, gates, pair)
-        workers = [asyncio.create_task(load.worker(i)) for i in range(LOAD_WORKERS)]
-        try:
-            await asyncio.sleep(0.5)
-            old = await asyncio.to_thread(topology.manual_failover)
-            failover = await asyncio.to_thread(topology.wait_for_failover, old, rejoined=True)
-            await asyncio.sleep(0.5)
-        finally:
-            load.stop.set()
-            await asyncio.gather(*workers)
-        await recovered(load)
-        await load.replay_everything()
-        print(load.summary(f"manual Sentinel failover in {failover.seconds:.2f} s"))
-        check_outcomes(load)
+        await fault_under_load(
+            session, gates, manual_failover, "manual Sentinel failover", settle=0.5
+        )
 
 
 # --- (g) the Cluster event bus -------------------------------------------------------------
