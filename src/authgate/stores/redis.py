@@ -401,7 +401,11 @@ class RedisConnection:
         """
         if not self.cluster:
             return self.key("epoch")
-        return self.key(f"epoch:{{{slot_tag(key_slot(tag.encode()))}}}")
+        return self.slot_epoch_key(key_slot(tag.encode()))
+
+    def slot_epoch_key(self, slot: int) -> str:
+        """Cluster: the store-epoch marker of hash slot ``slot`` (a key in that slot)."""
+        return self.key(f"epoch:{{{slot_tag(slot)}}}")
 
     async def run(
         self, operation: Callable[[], Awaitable[T]], *, deadline: float | None = None
@@ -524,7 +528,8 @@ class RedisConnection:
         """
         if not isinstance(self.client, RedisCluster):
             return self.client
-        await self.client.initialize()  # a no-op once the slot map is loaded
+        if not self._initialized:  # the event bus gets here outside run()
+            await self._initialize()
         node = self.client.get_node_from_key(key)
         if node is None:
             raise RedisClusterException(f"no node serves the slot of {key!r}")
@@ -653,7 +658,7 @@ class RedisNonceStore:
             await self._conn.run(lambda: script(keys=[key, key], args=[now]))
             self._primed = True
             return
-        keys = [self._conn.key(f"epoch:{{{slot_tag(slot)}}}") for slot in range(16384)]
+        keys = [self._conn.slot_epoch_key(slot) for slot in range(REDIS_CLUSTER_HASH_SLOTS)]
 
         async def prime_all() -> None:
             # A cluster pipeline refuses EVALSHA: one plain pipeline per slot's master.
