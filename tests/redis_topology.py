@@ -277,6 +277,11 @@ class Failover:
     seconds: float
 
 
+def in_process_settings(section: dict[str, Any]) -> RedisSettings:
+    """A ``stores.redis`` section (plain data) as :class:`RedisSettings`, URL wrapped."""
+    return RedisSettings.model_validate({**section, "url": SecretStr(section["url"])})
+
+
 class SentinelSet:
     """One master, ``replicas`` replicas and three sentinels (quorum 2) monitoring it."""
 
@@ -376,9 +381,7 @@ class SentinelSet:
 
     def redis_settings(self, key_prefix: str, **overrides: Any) -> RedisSettings:
         """:class:`RedisSettings` for an in-process client."""
-        data = self.settings(key_prefix, **overrides)
-        data["url"] = SecretStr(data["url"])
-        return RedisSettings.model_validate(data)
+        return in_process_settings(self.settings(key_prefix, **overrides))
 
     # -- topology
 
@@ -619,9 +622,7 @@ class ClusterSet:
 
     def redis_settings(self, key_prefix: str, **overrides: Any) -> RedisSettings:
         """:class:`RedisSettings` for an in-process client."""
-        data = self.settings(key_prefix, **overrides)
-        data["url"] = SecretStr(data["url"])
-        return RedisSettings.model_validate(data)
+        return in_process_settings(self.settings(key_prefix, **overrides))
 
     # -- topology
 

@@ -120,9 +120,14 @@ def jti_of(token: str) -> str:
 @pytest.fixture
 async def operator(replicas: tuple[Authgate, Authgate], session: aiohttp.ClientSession) -> str:
     """An operator access token from password login on A."""
+    return await operator_token(session, replicas[0])
+
+
+async def operator_token(session: aiohttp.ClientSession, gate: Authgate) -> str:
+    """An operator access token from password login on ``gate``."""
     username, password = OPERATOR
     status, body = await post(
-        session, f"{replicas[0].url}{PICO}/login", {"username": username, "password": password}
+        session, f"{gate.url}{PICO}/login", {"username": username, "password": password}
     )
     assert status == 200, body
     return str(body["access_token"])

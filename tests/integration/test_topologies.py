@@ -53,6 +53,7 @@ from tests.integration.test_revocation_replicas import (
     OPERATOR,
     decision,
     jti_of,
+    operator_token,
     post,
     revocation_propagation,
     sign_in,
@@ -146,16 +147,6 @@ async def add_operator(settings: RedisSettings) -> None:
         await UserService(store=stores.users, clock=SystemClock()).add(
             *OPERATOR, scopes=[], role="operator"
         )
-
-
-async def operator_token(session: aiohttp.ClientSession, gate: Authgate) -> str:
-    """An operator access token from password login on ``gate``."""
-    username, password = OPERATOR
-    status, body = await post(
-        session, f"{gate.url}{PICO}/login", {"username": username, "password": password}
-    )
-    assert status == 200, body
-    return str(body["access_token"])
 
 
 async def store_calls(
