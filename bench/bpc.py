@@ -85,7 +85,7 @@ async def authgate_rate(live_nonces: int, requests: int) -> tuple[float, int]:
     from tests.support import make_settings
 
     from authgate.web.app import create_app
-    from authgate.web.state import GATE, PAIRS
+    from authgate.web.state import SERVICES
 
     settings = make_settings(
         development=True,
@@ -100,7 +100,7 @@ async def authgate_rate(live_nonces: int, requests: int) -> tuple[float, int]:
     await runner.setup()
     try:
         key, jwk, _ = BPCSigner.generate_key()
-        result = await app[PAIRS].register(
+        result = await app[SERVICES].pairs.register(
             {
                 "name": "bench",
                 "scope": "read",
@@ -116,7 +116,7 @@ async def authgate_rate(live_nonces: int, requests: int) -> tuple[float, int]:
                 "filler", str(uuid.uuid4()), ttl_ms=130_000, signed_at_ms=now
             )
         contexts = [context(signer.headers("GET", TARGET)) for _ in range(requests)]
-        gate = app[GATE]
+        gate = app[SERVICES].gate
         await gate.evaluate(contexts[0])  # warm the pair cache
         started = time.perf_counter()
         for ctx in contexts[1:]:
@@ -185,7 +185,7 @@ async def redis_round_trips(requests: int) -> tuple[float, int]:
     try:
         await wait_for(lambda: app[STORES].events.live, timeout=10)
         key, jwk, _ = BPCSigner.generate_key()
-        result = await app[PAIRS].register(
+        result = await app[SERVICES].pairs.register(
             {
                 "name": "bench",
                 "scope": "read",
@@ -195,7 +195,7 @@ async def redis_round_trips(requests: int) -> tuple[float, int]:
             }
         )
         signer = BPCSigner(result.pair.pair_id, SECRET, key)
-        gate = app[GATE]
+        gate = app[SERVICES].gate
         await gate.evaluate(context(signer.headers("GET", TARGET)))  # pair now cached
 
         def calls() -> float:

@@ -12,7 +12,7 @@ from authgate.crypto.keys import KeyRing
 from authgate.log import JSONFormatter
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
-from authgate.web.state import API_KEYS
+from authgate.web.state import SERVICES
 from tests.support import TokenFactory, echo_app, make_settings, serve_app
 
 
@@ -54,7 +54,7 @@ async def test_credentials_never_appear_in_logs(caplog: pytest.LogCaptureFixture
             wrong = BPCSigner(signer.pair_id, "wrong-secret-1", key).headers("GET", "/api/x")
             await client.get("/api/x", headers=wrong)
 
-            _, raw_key = await app[API_KEYS].create(name="k", scopes=["read"])
+            _, raw_key = await app[SERVICES].api_keys.create(name="k", scopes=["read"])
             challenge = await (await client.get("/challenge")).json()
             header = proof_header(challenge, raw_key, "GET", "/api/x")
             secrets += [raw_key, header.rsplit(".", 1)[1], "c" * 40]

@@ -15,14 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from authgate.compose import Services
 from authgate.config.loader import load_settings
 from authgate.config.model import Settings
 from authgate.errors import AuthGateError, ConfigError
 from authgate.pairs.records import PairRecordError
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
-from authgate.services import build_api_keys, build_pair_services, load_envelope
-from authgate.stores import build_stores
-from authgate.stores.base import SystemClock
 
 Action = Callable[[PairService, argparse.Namespace], Awaitable[Any]]
 
@@ -51,12 +49,11 @@ def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
 
 
 async def _with_pairs(settings: Settings, action: Action, args: argparse.Namespace) -> Any:
-    stores = build_stores(settings.stores, SystemClock())
+    services = Services(settings)
     try:
-        services = build_pair_services(settings, stores, load_envelope(settings), SystemClock())
-        return await action(services.service, args)
+        return await action(services.pairs, args)
     finally:
-        await stores.close()
+        await services.close()
 
 
 async def _list(pairs: PairService, args: argparse.Namespace) -> Any:
@@ -133,9 +130,9 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 
 async def _apikeys(settings: Settings, args: argparse.Namespace) -> Any:
-    stores = build_stores(settings.stores, SystemClock())
+    services = Services(settings)
     try:
-        service = build_api_keys(settings, stores, load_envelope(settings), SystemClock())
+        service = services.api_keys
         if args.action == "create":
             key, raw = await service.create(name=args.name, scopes=args.scope or ())
             return {
@@ -147,7 +144,7 @@ async def _apikeys(settings: Settings, args: argparse.Namespace) -> Any:
             return (await service.revoke(args.key_id)).public_view()
         return [k.public_view() for k in await service.all_keys()]
     finally:
-        await stores.close()
+        await services.close()
 
 
 def run_apikeys(args: argparse.Namespace) -> int:
@@ -217,16 +214,11 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> Any:
-    from authgate.tokens.issuer import TokenIssuer
-    from authgate.tokens.keys import build_key_manager
-    from authgate.tokens.revocation import RevocationList
-    from authgate.tokens.users import UserService
-
-    clock = SystemClock()
-    stores = build_stores(settings.stores, clock)
+    services = Services(settings)
+    clock = services.clock
     try:
         if args.command == "users":
-            users = UserService(store=stores.users, clock=clock)
+            users = services.users
             if args.action == "add":
                 return (
                     await users.add(
@@ -243,17 +235,9 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
         if args.command == "token" and args.action == "revoke":
             longest = max(settings.tokens.refresh_ttl_seconds, settings.tokens.max_mint_ttl_seconds)
             until = clock.now_ms() + (longest + settings.jwt.leeway_seconds) * 1000
-            revocations = RevocationList(store=stores.revocations, events=stores.events)
-            await revocations.revoke(args.jti, expires_at_ms=until)
+            await services.revocations.revoke(args.jti, expires_at_ms=until)
             return {"revoked": args.jti, "until_ms": until}
-        keys = build_key_manager(
-            settings,
-            store=stores.signing_keys,
-            events=stores.events,
-            envelope=load_envelope(settings),
-            clock=clock,
-            kek_configured=settings.secrets.key_encryption_key is not None,
-        )
+        keys = services.keys
         if args.command == "keys":
             if not keys.managed:
                 raise ValueError(
@@ -266,14 +250,7 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
         if not (keys.managed or settings.jwt.signing_key_files):
             raise ValueError("no durable signing key: a minted token would match no server's key")
         await keys.load()
-        issuer = TokenIssuer(
-            keys=keys,
-            settings=settings,
-            clock=clock,
-            revocations=RevocationList(store=stores.revocations, events=stores.events),
-            nonces=stores.nonces,
-            audit=stores.audit,
-        )
+        issuer = services.issuer
         if not 30 <= args.ttl <= settings.tokens.max_mint_ttl_seconds:
             raise ValueError(f"--ttl must be 30 to {settings.tokens.max_mint_ttl_seconds} seconds")
         roles = {settings.tokens.pico_operator_role, settings.tokens.pico_service_role}
@@ -293,7 +270,7 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
             "jti": issued.claims["jti"],
         }
     finally:
-        await stores.close()
+        await services.close()
 
 
 def run_keys_users_tokens(args: argparse.Namespace) -> int:

@@ -64,6 +64,13 @@ def _run_worker(settings: Settings, reuse_port: bool) -> None:
         # reaches the parent only, which forwards it once (twice would force an exit).
         os.setpgid(0, 0)
     configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    asyncio.run(_serve_worker(settings, reuse_port))
+
+
+async def _serve_worker(settings: Settings, reuse_port: bool) -> None:
+    """Build the application inside the event loop its services will run on, then serve."""
+    from authgate.web.drain import serve
+
     app = worker_app(settings)
     log.info(
         "listening",
@@ -74,17 +81,13 @@ def _run_worker(settings: Settings, reuse_port: bool) -> None:
             "backend": settings.stores.backend,
         },
     )
-    from authgate.web.drain import serve
-
-    asyncio.run(
-        serve(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            reuse_port=reuse_port,
-            shutdown_delay_seconds=settings.server.shutdown_delay_seconds,
-            drain_timeout_seconds=settings.server.drain_timeout_seconds,
-        )
+    await serve(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        reuse_port=reuse_port,
+        shutdown_delay_seconds=settings.server.shutdown_delay_seconds,
+        drain_timeout_seconds=settings.server.drain_timeout_seconds,
     )
 
 

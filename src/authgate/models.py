@@ -59,9 +59,29 @@ class Principal:
     credential_id: str = ""
     issuer: str = ""
     claims: Mapping[str, Any] = field(default_factory=dict)
-    # True when the verifier already applied the route's credential rate limits (inside
-    # its nonce round trip), so the gate does not charge them again.
-    limits_applied: bool = False
+    # What the decision still owes the stores (a nonce to spend): the gate does it, with
+    # the rule's credential limits and the audit entry, in one round trip.
+    spend: Spend | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A single-use value a verifier checked but did not spend.
+
+    The gate spends ``nonce`` (under ``scope``) exactly once, charging the rule's
+    credential rate limits and writing ``audit`` in the same store operation. ``refuse``
+    turns a nonce outcome other than fresh or rate-limited (a replay, or a request signed
+    before the store's epoch) into the verifier's own refusal (charging and auditing it as
+    the verifier charges and audits its other refusals).
+    """
+
+    scope: str
+    nonce: str
+    ttl_ms: int
+    signed_at_ms: int
+    refuse: Callable[[str], Awaitable[Exception]]
+    audit: Mapping[str, Any] | None = None
+    audit_cap: int = 0
 
 
 ANONYMOUS = Principal(subject="", credential_type=CredentialType.ANONYMOUS)

@@ -1,8 +1,11 @@
-"""``Gate.evaluate``: the one decision path, shared by the proxy and every forward-auth door.
+"""``Gate.evaluate``: the one decision path, for every door and every endpoint.
 
-policy (first matching rule) -> the first verifier whose credential is present decides
--> credential type allowed on the rule -> required scopes -> :class:`Decision`.
-Every outcome is counted and logged here, with a stable reason, never a secret.
+policy (first matching rule, or the internal rule of one of authgate's own endpoints)
+-> the client's rate limits -> the first verifier whose credential is present decides
+-> credential type allowed on the rule -> what the verifier left to spend (a nonce), with
+the credential's rate limits, in one store round trip -> required scopes -> :class:`Decision`.
+Rate limits are decided here and nowhere else. Every outcome is counted and logged here,
+with a stable reason, never a secret.
 """
 
 from __future__ import annotations
@@ -16,19 +19,29 @@ from typing import Any, Protocol
 from authgate.errors import (
     AuthGateError,
     CredentialTypeNotAllowed,
-    MissingCredential,
 )
 from authgate.metrics import CounterChild, HistogramChild, Metrics
-from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
+from authgate.models import (
+    ANONYMOUS,
+    CredentialType,
+    Decision,
+    Principal,
+    RequestContext,
+    Spend,
+)
 from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule, Policy
-from authgate.stores.base import RateLimitStore
+from authgate.stores.base import NonceOutcome, NonceStore, RateLimitStore
 
 log = logging.getLogger("authgate.decision")
 
 
 class Verifier(Protocol):
-    """One credential type: ``extract`` says "not mine" with ``None``; ``verify`` raises."""
+    """One credential type: ``extract`` says "not mine" with ``None``; ``verify`` raises.
+
+    A verifier checks and returns who is calling; a single-use value it checked (a nonce)
+    comes back as the principal's ``spend`` for the gate to spend, never spent by it.
+    """
 
     credential_type: CredentialType
 
@@ -62,32 +75,43 @@ class Gate:
         verifiers: Sequence[Verifier],
         metrics: Metrics,
         rate_limits: RateLimitStore,
+        nonces: NonceStore,
         access_log: bool = True,
     ) -> None:
         self._rate_limits = rate_limits
+        self._nonces = nonces
         self._policy = policy
         self._verifiers = tuple(verifiers)
         self._metrics = metrics
         self._access_log = access_log
         self._children: dict[tuple[str, str, str], tuple[CounterChild, HistogramChild]] = {}
+        self._internal: dict[CompiledRule, tuple[Verifier, ...]] = {}
 
     @property
     def policy(self) -> Policy:
         """The compiled route rules."""
         return self._policy
 
-    async def evaluate(self, context: RequestContext) -> Decision:
-        """Return the decision for ``context`` or raise the refusal."""
+    async def evaluate(self, context: RequestContext, rule: CompiledRule | None = None) -> Decision:
+        """Return the decision for ``context`` or raise the refusal.
+
+        ``rule`` is the internal rule of one of authgate's own endpoints (which the policy
+        does not route); only the verifiers of its credential types are consulted.
+        """
         started = time.perf_counter()
         credential_type = "none"
         rule_id = ""
         try:
-            rule = self._policy.match(context.method, context.host, context.path)
+            if rule is None:
+                rule = self._policy.match(context.method, context.host, context.path)
+                verifiers = self._verifiers
+            else:
+                verifiers = self._verifiers_for(rule)
             rule_id = rule.id
             if rule.rate_limits:
                 await self._limit(rule, "client", f"client:{context.client_ip}")
             principal = ANONYMOUS
-            for verifier in self._verifiers:
+            for verifier in verifiers:
                 credential = verifier.extract(context)
                 if credential is None:
                     continue
@@ -100,37 +124,52 @@ class Gate:
                 break
             else:
                 if not rule.anonymous:
-                    raise MissingCredential()
+                    raise rule.missing_credential(rule.missing_message)
                 credential_type = CredentialType.ANONYMOUS.value
-            if rule.rate_limits and not principal.limits_applied:
+            if principal.spend is not None:
+                await self._spend(principal.spend, rule)
+            elif rule.rate_limits:
                 await self._limit(rule, "credential", _credential_identity(principal, context))
             rule.check_scopes(principal)
         except AuthGateError as exc:
-            self.record(
+            self._record(
                 "denied",
                 exc.reason,
                 credential_type,
                 rule_id,
                 "",
-                context.request_id,
-                context.method,
-                context.client_ip,
+                context,
                 started,
                 detail=exc.detail,
             )
             raise
-        self.record(
-            "granted",
-            "ok",
-            credential_type,
-            rule_id,
-            principal.subject,
-            context.request_id,
-            context.method,
-            context.client_ip,
-            started,
-        )
+        self._record("granted", "ok", credential_type, rule_id, principal.subject, context, started)
         return Decision(principal=principal, rule_id=rule.id, upstream=rule.upstream, rule=rule)
+
+    def _verifiers_for(self, rule: CompiledRule) -> tuple[Verifier, ...]:
+        verifiers = self._internal.get(rule)
+        if verifiers is None:
+            verifiers = tuple(v for v in self._verifiers if v.credential_type in rule.credentials)
+            self._internal[rule] = verifiers
+        return verifiers
+
+    async def _spend(self, spend: Spend, rule: CompiledRule) -> None:
+        """Spend the verifier's nonce with the credential's limits and audit: one round trip."""
+        checks = checks_for(rule, "credential") if rule.rate_limits else []
+        outcome, results = await self._nonces.consume_limited(
+            spend.scope,
+            spend.nonce,
+            ttl_ms=spend.ttl_ms,
+            signed_at_ms=spend.signed_at_ms,
+            limits=checks,
+            audit=spend.audit,
+            audit_cap=spend.audit_cap,
+        )
+        if outcome is NonceOutcome.FRESH:
+            return
+        if outcome is NonceOutcome.RATE_LIMITED:
+            raise_if_limited(results, checks, by="credential")
+        raise await spend.refuse(outcome.value)
 
     async def _limit(self, rule: CompiledRule, by: str, tag: str) -> None:
         checks = checks_for(rule, by)
@@ -138,46 +177,22 @@ class Gate:
             results = await self._rate_limits.hit_many(tag, checks)
             raise_if_limited(results, checks, by=by)
 
-    def record(
+    def _record(
         self,
         outcome: str,
         reason: str,
         credential: str,
         rule_id: str,
         subject: str,
-        request_id: str,
-        method: str,
-        client_ip: str,
+        context: RequestContext,
         started: float,
         *,
         detail: str = "",
     ) -> None:
-        """Count and log one decision (every decision, whichever path reached it);
-        ``started`` is the ``time.perf_counter()`` reading when deciding began and
-        ``detail`` what a refusal hides from the client but an operator needs (never a
-        secret: the errors' ``detail`` strings are fixed phrases)."""
+        """Count and log one decision; ``started`` is the ``time.perf_counter()`` reading
+        when deciding began and ``detail`` what a refusal hides from the client but an
+        operator needs (never a secret: the errors' ``detail`` strings are fixed phrases)."""
         elapsed = time.perf_counter() - started
-        count, seconds = self.children(outcome, reason, credential)
-        count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
-        seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
-        seconds.sum += elapsed
-        if self._access_log:
-            self.log(
-                outcome,
-                reason,
-                credential,
-                rule_id,
-                subject,
-                request_id,
-                method,
-                client_ip,
-                detail=detail,
-            )
-
-    def children(
-        self, outcome: str, reason: str, credential: str
-    ) -> tuple[CounterChild, HistogramChild]:
-        """The decision counter and latency histogram of one label combination."""
         key = (outcome, reason, credential)
         children = self._children.get(key)
         if children is None:  # bind each label combination once
@@ -186,39 +201,23 @@ class Gate:
                 self._metrics.decision_seconds.labels(outcome),
             )
             self._children[key] = children
-        return children
-
-    @property
-    def access_log(self) -> bool:
-        """Whether every decision is logged."""
-        return self._access_log
-
-    def log(
-        self,
-        outcome: str,
-        reason: str,
-        credential: str,
-        rule_id: str,
-        subject: str,
-        request_id: str,
-        method: str,
-        client_ip: str,
-        *,
-        detail: str = "",
-    ) -> None:
-        """The access-log line of one decision."""
-        log.info(
-            "decision",
-            extra={
-                "event": "decision",
-                "granted": outcome == "granted",
-                "reason": reason,
-                "rule_id": rule_id,
-                "verifier": credential,
-                "subject": subject,
-                "request_id": request_id,
-                "method": method,
-                "client_ip": client_ip,
-                "detail": detail,
-            },
-        )
+        count, seconds = children
+        count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
+        seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
+        seconds.sum += elapsed
+        if self._access_log:
+            log.info(
+                "decision",
+                extra={
+                    "event": "decision",
+                    "granted": outcome == "granted",
+                    "reason": reason,
+                    "rule_id": rule_id,
+                    "verifier": credential,
+                    "subject": subject,
+                    "request_id": context.request_id,
+                    "method": context.method,
+                    "client_ip": context.client_ip,
+                    "detail": detail,
+                },
+            )

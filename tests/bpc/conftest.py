@@ -42,16 +42,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from authgate.config.model import BPCSettings, Rule
 from authgate.crypto.envelope import Envelope
 from authgate.errors import AuthGateError
-from authgate.models import Principal, RequestContext
+from authgate.metrics import Metrics
+from authgate.models import CredentialType, Principal, RequestContext
 from authgate.pairs import service as pair_service
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.service import PairService
-from authgate.policy.rules import CompiledRule, compile_rule
+from authgate.pipeline import Gate
+from authgate.policy.rules import CompiledRule, Policy, compile_rule, internal_rule
 from authgate.stores.base import Clock, ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.web.app import create_app
-from authgate.web.state import PAIRS
+from authgate.web.state import SERVICES
 from tests.support import echo_app, make_settings, serve_app
 
 SECRET = "correct-horse-battery"
@@ -158,6 +160,10 @@ class Device:
         return self.headers_for(raw)
 
 
+# A rule for requests decided without a route: a BPC credential, the pair's own scope.
+ANY_PAIR = internal_rule("test-any-pair", CredentialType.BPC, missing_message="no BPC headers")
+
+
 def route(**options: Any) -> CompiledRule:
     """A compiled catch-all rule with route options (``allow_unsigned_query``, ...)."""
     return compile_rule(Rule(id="test", path_prefix="/", **options))
@@ -231,11 +237,17 @@ class Verifying:
         rule: CompiledRule | None = None,
         **request: Any,
     ) -> Principal:
-        """Verify one request; returns the principal or raises."""
+        """Decide one request through a gate over this verifier (which spends the nonce);
+        returns the principal or raises."""
         context = self.context(headers, **request)
-        credential = self.verifier.extract(context)
-        assert credential is not None
-        return await self.verifier.verify(credential, context, rule)
+        gate = Gate(
+            policy=Policy([], default_action="deny"),
+            verifiers=[self.verifier],
+            metrics=Metrics(),
+            rate_limits=self.stores.rate_limits,
+            nonces=self.stores.nonces,
+        )
+        return (await gate.evaluate(context, rule or ANY_PAIR)).principal
 
     async def refuse(
         self, headers: dict[str, str], *, rule: CompiledRule | None = None, **request: Any
@@ -317,7 +329,7 @@ class Gateway:
     @property
     def pairs(self) -> PairService:
         """The running app's pair service (operator-side view)."""
-        return self.app[PAIRS]
+        return self.app[SERVICES].pairs
 
     async def register(
         self,

@@ -7,7 +7,7 @@ import gc
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate.cli import worker_app
-from authgate.web.state import GATE
+from authgate.web.state import SERVICES
 from tests.support import make_settings
 
 
@@ -19,7 +19,7 @@ async def test_the_start_up_heap_is_frozen_once_the_app_has_started() -> None:
     frozen_with_gate: list[bool] = []
 
     async def observe(app_: object) -> None:
-        frozen_with_gate.append(gc.get_freeze_count() > 0 and GATE in app)
+        frozen_with_gate.append(gc.get_freeze_count() > 0 and app[SERVICES].http is not None)
 
     app.on_startup.append(observe)
     try:

@@ -23,7 +23,7 @@ from authgate.client.hmac import proof_header
 from authgate.stores.base import Clock
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
-from authgate.web.state import API_KEYS, METRICS
+from authgate.web.state import METRICS, SERVICES
 from tests.support import echo_app, make_settings, serve_app
 
 CHALLENGE_SECRET = "hmac-suite-challenge-secret-0123456789abcdef"
@@ -48,7 +48,7 @@ class HMACGateway:
 
     async def new_key(self, name: str = "key", scopes: Sequence[str] = ("read",)) -> str:
         """A fresh API key (the raw ``agk_<id>_<secret>`` form, shown once)."""
-        _, raw = await self.app[API_KEYS].create(name=name, scopes=scopes)
+        _, raw = await self.app[SERVICES].api_keys.create(name=name, scopes=scopes)
         return raw
 
     async def challenge(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from authgate.client.hmac import proof_header
 from authgate.crypto.hmac_proof import b64, new_challenge
 from authgate.stores.base import ManualClock
-from authgate.web.state import API_KEYS
+from authgate.web.state import SERVICES
 from tests.hmac import CHALLENGE_SECRET, HMACGateway, Reply, hmac_gateway
 
 RULES: list[dict[str, Any]] = [
@@ -339,7 +339,7 @@ async def test_revoked_key_gets_the_same_401(gate: HMACGateway) -> None:
     key = await gate.new_key()
     reference = await replay_refusal(gate, key)  # the key is now cached
     pending = await gate.proof(key, "GET", TARGET)
-    await gate.app[API_KEYS].revoke(key.split("_")[1])
+    await gate.app[SERVICES].api_keys.revoke(key.split("_")[1])
     assert_uniform(await gate.send("GET", TARGET, auth(pending)), reference)
     fresh = await gate.proof(key, "GET", TARGET)
     assert_uniform(await gate.send("GET", TARGET, auth(fresh)), reference)

@@ -20,7 +20,7 @@ from authgate.crypto.keys import KeyRing, SigningKey
 from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
-from authgate.web.state import USERS
+from authgate.web.state import SERVICES
 from tests.support import TokenFactory, make_settings
 
 Client = TestClient[web.Request, web.Application]
@@ -161,5 +161,5 @@ async def gate(
         key_ring=KeyRing([tokens.key]),
     )
     async with TestClient(TestServer(app)) as client:
-        await app[USERS].add("ops", OPERATOR_PASSWORD, scopes=["read"], role="operator")
+        await app[SERVICES].users.add("ops", OPERATOR_PASSWORD, scopes=["read"], role="operator")
         yield Gate(client, app, clock, tokens)

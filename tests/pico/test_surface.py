@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from authgate.errors import AuthGateError
 from authgate.web.pico import REVOCATION_AUDIT_STREAM
-from authgate.web.state import ISSUER, STORES, USERS
+from authgate.web.state import SERVICES, STORES
 from tests.pico import OPERATOR_PASSWORD, PICO, Gate, Wallet, gate
 from tests.support import AUDIENCE, TokenFactory, serve_app
 
@@ -77,7 +77,7 @@ async def test_refresh_rotates_and_keeps_identity_and_role(gw: Gate) -> None:
     assert status == 200, second
     assert second["refresh_token"] != first["refresh_token"]
     assert second["access_token"] != first["access_token"]
-    claims = await gw.app[ISSUER].decode(second["access_token"], kind="access")
+    claims = await gw.app[SERVICES].issuer.decode(second["access_token"], kind="access")
     assert (claims["sub"], claims["role"]) == (wallet.identity, "user")
     assert await gw.access(second["access_token"]) == 200
 
@@ -126,12 +126,12 @@ async def test_login_issues_operator_tokens(gw: Gate) -> None:
     """The right password yields a token pair carrying the user's role (operator)."""
     status, body = await login(gw)
     assert status == 200, body
-    claims = await gw.app[ISSUER].decode(body["access_token"], kind="access")
+    claims = await gw.app[SERVICES].issuer.decode(body["access_token"], kind="access")
     assert (claims["sub"], claims["role"], claims["scope"]) == ("user:ops", "operator", "read")
     assert await gw.access(body["access_token"]) == 200
     status, rotated = await gw.post("/refresh", {"refresh_token": body["refresh_token"]})
     assert status == 200
-    claims = await gw.app[ISSUER].decode(rotated["access_token"], kind="access")
+    claims = await gw.app[SERVICES].issuer.decode(rotated["access_token"], kind="access")
     assert claims["role"] == "operator"
 
 
@@ -151,10 +151,10 @@ async def test_login_failures_are_one_401(gw: Gate, username: str, password: str
 
 async def test_login_keeps_a_users_own_role(gw: Gate) -> None:
     """A user given another role is not promoted to operator by logging in here."""
-    await gw.app[USERS].add("viewer", OPERATOR_PASSWORD, scopes=[], role="viewer")
+    await gw.app[SERVICES].users.add("viewer", OPERATOR_PASSWORD, scopes=[], role="viewer")
     status, body = await login(gw, "viewer")
     assert status == 200
-    claims = await gw.app[ISSUER].decode(body["access_token"], kind="access")
+    claims = await gw.app[SERVICES].issuer.decode(body["access_token"], kind="access")
     assert claims["role"] == "viewer"
     headers = {"Authorization": f"Bearer {body['access_token']}"}
     assert (await gw.post("/revoke", {"jti": "x"}, headers))[0] == 403
@@ -193,7 +193,7 @@ async def test_revoke_needs_the_operator_role(
 ) -> None:
     """Only operators (or admins) revoke; the revoked token then fails everywhere."""
     victim = await gw.sign_in(Wallet.generate("Ed25519"))
-    jti = (await gw.app[ISSUER].decode(victim["access_token"], kind="access"))["jti"]
+    jti = (await gw.app[SERVICES].issuer.decode(victim["access_token"], kind="access"))["jti"]
     headers = gw.bearer(**claims) if claims is not None else None
     answer, body = await gw.post("/revoke", {"jti": jti, "reason": "stolen laptop"}, headers)
     assert answer == status, body
@@ -311,7 +311,7 @@ async def test_revoked_jtis_lists_token_ids_not_families(gw: Gate) -> None:
     """Revoked ids are listed with their expiry; a revoked refresh family is not (pico
     validators compare ``jti`` only), though authgate itself refuses its tokens."""
     victim = await gw.sign_in(Wallet.generate("Ed25519"))
-    jti = (await gw.app[ISSUER].decode(victim["access_token"], kind="access"))["jti"]
+    jti = (await gw.app[SERVICES].issuer.decode(victim["access_token"], kind="access"))["jti"]
     assert (await gw.post("/revoke", {"jti": jti}, gw.bearer(role="operator")))[0] == 200
     reused = await gw.sign_in(Wallet.generate("Ed25519"))
     for _ in range(2):

@@ -20,7 +20,7 @@ from authgate.errors import ConfigError
 from authgate.stores.base import SystemClock
 from authgate.web.app import create_app
 from authgate.web.pico import ChallengeCodec
-from authgate.web.state import ISSUER
+from authgate.web.state import SERVICES
 from tests.pico import ALGORITHMS, PICO, SECP256K1_N, Gate, Wallet, gate
 from tests.support import make_settings
 
@@ -50,7 +50,7 @@ def der(r: int, s: int, *, pad_r: bool = False, long_form: bool = False) -> byte
 
 async def claims_of(g: Gate, token: str) -> dict[str, Any]:
     """The verified claims of an access token authgate issued."""
-    return await g.app[ISSUER].decode(token, kind="access")
+    return await g.app[SERVICES].issuer.decode(token, kind="access")
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ async def test_sign_in_with_each_algorithm(gw: Gate, algorithm: str, uncompresse
     assert claims["sub"] == wallet.identity
     assert claims["role"] == "user"
     assert claims["scope"] == ""
-    refresh = await gw.app[ISSUER].decode(body["refresh_token"], kind="refresh")
+    refresh = await gw.app[SERVICES].issuer.decode(body["refresh_token"], kind="refresh")
     assert (refresh["type"], refresh["role"]) == ("refresh", "user")
 
 

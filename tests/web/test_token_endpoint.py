@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
-from authgate.web.state import API_KEYS, USERS
+from authgate.web.state import SERVICES
 from tests.support import make_settings
 
 FORM = "application/x-www-form-urlencoded"
@@ -28,11 +28,11 @@ async def gw() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], 
     )
     app = create_app(settings, stores=MemoryStores())
     async with TestClient(TestServer(app)) as client:
-        _, reader = await app[API_KEYS].create(name="reader", scopes=["read", "write"])
-        _, admin = await app[API_KEYS].create(
+        _, reader = await app[SERVICES].api_keys.create(name="reader", scopes=["read", "write"])
+        _, admin = await app[SERVICES].api_keys.create(
             name="admin", scopes=["authgate:admin", "authgate:introspect"]
         )
-        await app[USERS].add("ops", "correct horse battery", scopes=["read"], role="operator")
+        await app[SERVICES].users.add("ops", "correct horse battery", scopes=["read"], role="operator")
         yield client, {"reader": reader, "admin": admin}
 
 
@@ -264,7 +264,7 @@ async def test_password_attempts_are_limited_per_address_across_both_logins() ->
     app = create_app(settings, clock=clock, stores=MemoryStores(clock))
     good = "grant_type=password&username=ops&password=correct+horse+battery"
     async with TestClient(TestServer(app)) as client:
-        await app[USERS].add("ops", "correct horse battery", scopes=["read"], role="operator")
+        await app[SERVICES].users.add("ops", "correct horse battery", scopes=["read"], role="operator")
         wrong, _ = await post(client, "/token", "grant_type=password&username=ops&password=no")
         assert wrong == 400
         assert (await post(client, "/token", good))[0] == 200

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from authgate.config.model import PolicySettings, RateLimit, Rule
-from authgate.errors import NoMatchingRule, ScopeDenied
+from authgate.errors import (
+    AuthGateError,
+    BPCMissingHeaders,
+    MissingCredential,
+    NoMatchingRule,
+    ScopeDenied,
+)
 from authgate.models import CredentialType, Principal
 
 _ALL_CREDENTIALS = frozenset({CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC})
@@ -36,6 +42,9 @@ class CompiledRule:
     # BPC: the pair's scope limits methods. authgate's own lifecycle endpoints turn this
     # off so a read-only pair can still rotate or revoke itself.
     enforce_pair_scope: bool = True
+    # The refusal when no credential is present (internal rules name their endpoint).
+    missing_credential: type[AuthGateError] = MissingCredential
+    missing_message: str | None = None
 
     def matches(self, method: str, host: str, path: str) -> bool:
         """Whether this rule applies to the request."""
@@ -120,17 +129,65 @@ _DEFAULT_AUTHENTICATE = CompiledRule(
 )
 
 
-LIFECYCLE_RULE = CompiledRule(
-    id="bpc-lifecycle",
-    hosts=(),
-    path=None,
-    methods=frozenset(),
-    credentials=frozenset({CredentialType.BPC}),
-    scopes=frozenset(),
-    anonymous=False,
-    upstream=None,
+def internal_rule(
+    rule_id: str,
+    credential: CredentialType,
+    *,
+    scopes: frozenset[str] = frozenset(),
+    missing: type[AuthGateError] = MissingCredential,
+    missing_message: str,
+    enforce_pair_scope: bool = True,
+) -> CompiledRule:
+    """The rule of one of authgate's own endpoints: the policy never routes to it; the
+    endpoint hands it to ``Gate.evaluate`` so its callers are decided, counted, logged and
+    limited like any other request."""
+    return CompiledRule(
+        id=rule_id,
+        hosts=(),
+        path=None,
+        methods=frozenset(),
+        credentials=frozenset({credential}),
+        scopes=scopes,
+        anonymous=False,
+        upstream=None,
+        enforce_pair_scope=enforce_pair_scope,
+        missing_credential=missing,
+        missing_message=missing_message,
+    )
+
+
+# A pair rotates, revokes or reads itself whatever methods its scope allows.
+LIFECYCLE_RULE = internal_rule(
+    "bpc-lifecycle",
+    CredentialType.BPC,
+    missing=BPCMissingHeaders,
+    missing_message="this endpoint needs a BPC-signed request",
     enforce_pair_scope=False,
 )
+# The BPC token-exchange grant of ``/token``.
+EXCHANGE_RULE = internal_rule(
+    "token-bpc-exchange",
+    CredentialType.BPC,
+    missing=BPCMissingHeaders,
+    missing_message="the BPC grant needs a BPC-signed request",
+    enforce_pair_scope=False,
+)
+# The pico endpoints that take a bearer token (roles are checked by the endpoint).
+BEARER_CALLER_RULE = internal_rule(
+    "bearer-caller",
+    CredentialType.JWT,
+    missing_message="this endpoint needs a bearer token",
+)
+
+
+def admin_rule(admin_scope: str) -> CompiledRule:
+    """The admin API's rule: a bearer JWT holding ``admin_scope``."""
+    return internal_rule(
+        "admin-api",
+        CredentialType.JWT,
+        scopes=frozenset({admin_scope}),
+        missing_message="the admin API needs a bearer token",
+    )
 
 
 class Policy:

@@ -60,11 +60,10 @@ from authgate.errors import (
     UnknownPair,
     UnsupportedVersion,
 )
-from authgate.models import CredentialType, Principal, RequestContext
+from authgate.models import CredentialType, Principal, RequestContext, Spend
 from authgate.pairs.directory import LoadedPair, PairDirectory
 from authgate.pairs.records import PairRecordError, PairStatus
 from authgate.pairs.service import PairService
-from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule
 from authgate.stores.base import Clock, NonceOutcome, NonceStore, RateLimitStore
 
@@ -131,13 +130,19 @@ class BPCVerifier:
             pair = await self._pair_for(credential)
             return await self._verify(credential, context, rule, pair)
         except (BPCError, ScopeDenied) as exc:
-            if isinstance(exc, BPCError) and not exc.proves_device_key:
-                # Charged before the audit write: an address over its budget gets 429 and
-                # writes nothing, so it cannot flush a victim's capped trail.
-                await self._charge_failure(context.client_ip)
-            if pair is not None:
-                await self._audit_failure(pair, context, exc.reason)
+            await self._refused(exc, pair, context)
             raise
+
+    async def _refused(
+        self, exc: BPCError | ScopeDenied, pair: LoadedPair | None, context: RequestContext
+    ) -> None:
+        """Charge the failure to the client's address and write it to the pair's trail."""
+        if isinstance(exc, BPCError) and not exc.proves_device_key:
+            # Charged before the audit write: an address over its budget gets 429 and
+            # writes nothing, so it cannot flush a victim's capped trail.
+            await self._charge_failure(context.client_ip)
+        if pair is not None:
+            await self._audit_failure(pair, context, exc.reason)
 
     async def _pair_for(self, credential: BPCCredential) -> LoadedPair | None:
         """Look the named pair up early only to attribute failures to its trail."""
@@ -241,23 +246,26 @@ class BPCVerifier:
         if (rule is None or rule.enforce_pair_scope) and not record.allows_method(context.method):
             raise ScopeDenied(f"pair scope {record.scope!r} does not allow {context.method}")
 
-        checks = checks_for(rule, "credential") if rule is not None else []
-        outcome, results = await self._nonces.consume_limited(
-            record.pair_id,
-            payload.nonce,
+        async def refuse(outcome: str) -> Exception:
+            exc = (
+                ReplayDetected()
+                if outcome == NonceOutcome.REPLAYED.value
+                else TimestampExpired(
+                    "signed before the nonce store's epoch; sign the request again"
+                )
+            )
+            await self._refused(exc, pair, context)
+            return exc
+
+        spend = Spend(
+            scope=record.pair_id,
+            nonce=payload.nonce,
             ttl_ms=self._nonce_ttl_ms,
             signed_at_ms=payload.timestamp,
-            limits=checks,
+            refuse=refuse,
             audit=self._entry(context, "ok", now),
             audit_cap=self._s.audit_cap,
         )
-        if outcome is NonceOutcome.RATE_LIMITED:
-            raise_if_limited(results, checks, by="credential")
-        if outcome is NonceOutcome.REPLAYED:
-            raise ReplayDetected()
-        if outcome is NonceOutcome.BEFORE_EPOCH:
-            raise TimestampExpired("signed before the nonce store's epoch; sign the request again")
-
         return Principal(
             subject=record.pair_id,
             credential_type=CredentialType.BPC,
@@ -269,7 +277,7 @@ class BPCVerifier:
                 "fingerprint": record.fingerprint,
                 "device_key_only": record.device_key_only,
             },
-            limits_applied=True,
+            spend=spend,
         )
 
     async def _spend_wrong_secret_nonce(self, pair_id: str, nonce: str, signed_at: int) -> None:

@@ -26,10 +26,9 @@ from authgate.crypto.hmac_proof import (
     proof_message,
 )
 from authgate.errors import ProofInvalid
-from authgate.models import CredentialType, Principal, RequestContext
-from authgate.policy.limits import checks_for, raise_if_limited
+from authgate.models import CredentialType, Principal, RequestContext, Spend
 from authgate.policy.rules import CompiledRule
-from authgate.stores.base import Clock, NonceOutcome, NonceStore
+from authgate.stores.base import Clock
 
 
 class HMACProofVerifier:
@@ -43,7 +42,6 @@ class HMACProofVerifier:
         settings: HMACSettings,
         secrets: tuple[bytes, ...],
         api_keys: ApiKeyService,
-        nonces: NonceStore,
         clock: Clock,
     ) -> None:
         if not secrets:
@@ -51,7 +49,6 @@ class HMACProofVerifier:
         self._s = settings
         self._secrets = secrets
         self._keys = api_keys
-        self._nonces = nonces
         self._clock = clock
 
     @property
@@ -134,26 +131,26 @@ class HMACProofVerifier:
         # second issue_ts + ttl; keep the nonce spent past that (plus the skew, for replicas
         # whose clocks lag), or a replay in that last second would find it already expired.
         expires_ms = (header.issue_ts + self._s.ttl_seconds + 1 + self._s.clock_skew_seconds) * 1000
-        checks = checks_for(rule, "credential") if rule is not None else []
-        outcome, results = await self._nonces.consume_limited(
-            f"hmac:{header.key_id}",
-            header.nonce,
+        spend = Spend(
+            scope=f"hmac:{header.key_id}",
+            nonce=header.nonce,
             ttl_ms=max(1, expires_ms - now_ms),
             # issue_ts has one-second resolution; the nonce carries the millisecond (or, for
             # a nonce without the stamp, the start of the second: a challenge that may
             # predate the epoch may have been spent in data that was lost).
             signed_at_ms=challenge_issued_at_ms(header.nonce, header.issue_ts),
-            limits=checks,
+            refuse=_nonce_refused,
         )
-        if outcome is NonceOutcome.RATE_LIMITED:
-            raise_if_limited(results, checks, by="credential")
-        if outcome is not NonceOutcome.FRESH:
-            raise ProofInvalid(detail=f"nonce {outcome.value}")
         return Principal(
             subject=f"apikey:{key.key_id}",
             credential_type=CredentialType.HMAC,
             scopes=key.scopes,
             credential_id=key.key_id,
             claims={"name": key.name},
-            limits_applied=True,
+            spend=spend,
         )
+
+
+async def _nonce_refused(outcome: str) -> Exception:
+    """A challenge nonce already spent (or spent before the store's epoch)."""
+    return ProofInvalid(detail=f"nonce {outcome}")

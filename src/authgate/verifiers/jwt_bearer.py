@@ -362,19 +362,6 @@ class JWTBearerVerifier:
         """The bearer token, or ``None`` when the request carries no bearer credential."""
         return bearer_token(context.headers.get("authorization"))
 
-    def verified(self, digest: bytes) -> VerifiedToken | None:
-        """The cache entry of the token with this digest, if it is cached (no side effects)."""
-        return self._cache.get(digest)
-
-    def still_valid(self, token: VerifiedToken) -> bool:
-        """Whether an already verified token is, right now, inside its validity window and
-        known here not to be revoked. ``False`` when :meth:`verify` must decide (expired,
-        not yet valid, revoked, or revocation state only the store can tell). Never raises,
-        never waits, changes nothing: for the forward-auth repeat path (``web/repeat.py``)."""
-        return token.valid_from <= self._seconds() < token.valid_until and self._known_unrevoked(
-            token.revocation_ids
-        )
-
     async def verify(
         self, token: str, context: RequestContext, rule: object | None = None
     ) -> Principal:

@@ -22,43 +22,21 @@ from aiohttp import web
 from authgate.errors import (
     Conflict,
     InvalidRequest,
-    MissingCredential,
     NotFound,
-    ScopeDenied,
 )
 from authgate.models import Principal
 from authgate.tokens.keys import RotationRefused
 from authgate.web.body import read_json_object
-from authgate.web.problem import REQUEST_ID, Routes
-from authgate.web.state import (
-    API_KEYS,
-    ISSUER,
-    JWT_VERIFIER,
-    KEY_RING,
-    PAIRS,
-    REQUEST_CONTEXTS,
-    SETTINGS,
-)
+from authgate.web.callers import caller
+from authgate.web.problem import Routes
+from authgate.web.state import SERVICES, SETTINGS
 
 MAX_BODY = 16_384
 
 
-async def bearer_caller(request: web.Request, *, what: str) -> Principal:
-    """The caller of one of authgate's own endpoints, by its bearer JWT."""
-    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
-    verifier = request.app[JWT_VERIFIER]
-    token = verifier.extract(context)
-    if token is None:
-        raise MissingCredential(f"{what} needs a bearer token")
-    return await verifier.verify(token, context)
-
-
 async def _admin(request: web.Request) -> Principal:
-    principal = await bearer_caller(request, what="the admin API")
-    scope = request.app[SETTINGS].tokens.admin_scope
-    if scope not in principal.scopes:
-        raise ScopeDenied(f"the admin API needs scope {scope}")
-    return principal
+    """The admin API's caller: a bearer JWT with the admin scope, decided by the gate."""
+    return await caller(request, request.app[SERVICES].admin_rule)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -79,13 +57,13 @@ def _limit(request: web.Request, default: int = 100) -> int:
 async def mints(request: web.Request) -> web.Response:
     """The mint audit trail."""
     await _admin(request)
-    return _json({"items": await request.app[ISSUER].mints(_limit(request))})
+    return _json({"items": await request.app[SERVICES].issuer.mints(_limit(request))})
 
 
 async def keys(request: web.Request) -> web.Response:
     """Signing keys."""
     await _admin(request)
-    manager = request.app[KEY_RING]
+    manager = request.app[SERVICES].keys
     if manager.managed:
         return _json({"managed": True, "keys": manager.states()})
     return _json({"managed": False, "keys": [{"kid": k.kid, "alg": k.alg} for k in manager.keys]})
@@ -99,7 +77,7 @@ async def rotate(request: web.Request) -> web.Response:
     if not isinstance(force, bool):
         raise InvalidRequest("force: must be a boolean")
     try:
-        return _json(await request.app[KEY_RING].rotate(force=force))
+        return _json(await request.app[SERVICES].keys.rotate(force=force))
     except RotationRefused as exc:
         raise Conflict(str(exc)) from None
 
@@ -133,7 +111,7 @@ async def mint(request: web.Request) -> web.Response:
     roles = {settings.pico_operator_role, settings.pico_service_role}
     if role is not None and role not in roles:
         raise InvalidRequest(f"role: must be one of {sorted(roles)}")
-    issued = await request.app[ISSUER].issue(
+    issued = await request.app[SERVICES].issuer.issue(
         subject=sub,
         scopes=scope.split(),
         audience=aud,
@@ -152,14 +130,15 @@ async def revoke(request: web.Request) -> web.Response:
     jti = (await _body(request)).get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= 256:
         raise InvalidRequest("jti: must be a non-empty string")
-    await request.app[ISSUER].revoke_jti(jti)
+    await request.app[SERVICES].issuer.revoke_jti(jti)
     return _json({"revoked": jti})
 
 
 async def list_apikeys(request: web.Request) -> web.Response:
     """API keys (no secrets)."""
     await _admin(request)
-    return _json({"items": [k.public_view() for k in await request.app[API_KEYS].all_keys()]})
+    keys = await request.app[SERVICES].api_keys.all_keys()
+    return _json({"items": [k.public_view() for k in keys]})
 
 
 async def create_apikey(request: web.Request) -> web.Response:
@@ -172,7 +151,7 @@ async def create_apikey(request: web.Request) -> web.Response:
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidRequest("scopes: must be a list of strings")
     try:
-        key, raw = await request.app[API_KEYS].create(name=name, scopes=scopes)
+        key, raw = await request.app[SERVICES].api_keys.create(name=name, scopes=scopes)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     return _json({**key.public_view(), "api_key": raw}, 201)
@@ -182,7 +161,7 @@ async def revoke_apikey(request: web.Request) -> web.Response:
     """Revoke an API key."""
     await _admin(request)
     try:
-        key = await request.app[API_KEYS].revoke(request.match_info["key_id"])
+        key = await request.app[SERVICES].api_keys.revoke(request.match_info["key_id"])
     except LookupError:
         raise NotFound("no such API key") from None
     return _json(key.public_view())
@@ -191,7 +170,8 @@ async def revoke_apikey(request: web.Request) -> web.Response:
 async def pairs(request: web.Request) -> web.Response:
     """BPC pairs."""
     await _admin(request)
-    return _json({"items": [p.public_view() for p in await request.app[PAIRS].all_pairs()]})
+    pairs = await request.app[SERVICES].pairs.all_pairs()
+    return _json({"items": [p.public_view() for p in pairs]})
 
 
 def add_routes(routes: Routes, prefix: str) -> None:

@@ -10,8 +10,9 @@
 ``GET  /bpc/audit``     BPC-signed, ``?limit=N`` inside the signed path  200 ``{entries}``
 =====================  ==========================================  ======================
 
-Signed requests are checked by the same :class:`BPCVerifier` as proxied traffic (one
-decision path); handlers only translate JSON.
+Signed requests are decided by ``Gate.evaluate`` under the internal lifecycle rule, with the
+same :class:`BPCVerifier` as proxied traffic (one decision path: counted, logged, limited);
+handlers only translate JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 from aiohttp import web
 
 from authgate.errors import (
-    BPCMissingHeaders,
     InvalidRequest,
     NotFound,
     OperatorRequired,
@@ -33,8 +33,9 @@ from authgate.pairs.service import PairNotFound, PairRequestError, PairService
 from authgate.policy.limits import refusal
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.body import read_json_object
-from authgate.web.problem import REQUEST_ID, Routes
-from authgate.web.state import BPC_VERIFIER, PAIRS, REQUEST_CONTEXTS, SETTINGS, STORES
+from authgate.web.callers import caller, own_context
+from authgate.web.problem import Routes
+from authgate.web.state import SERVICES, SETTINGS, STORES
 
 MAX_LIFECYCLE_BODY = 16_384
 
@@ -59,16 +60,13 @@ def _operator(request: web.Request) -> bool:
 
 
 async def _signed(request: web.Request) -> tuple[RequestContext, Principal]:
-    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
-    verifier = request.app[BPC_VERIFIER]
-    credential = verifier.extract(context)
-    if credential is None:
-        raise BPCMissingHeaders("this endpoint needs a BPC-signed request")
-    return context, await verifier.verify(credential, context, LIFECYCLE_RULE)
+    """The pair that signed this request, decided by the gate under the lifecycle rule."""
+    context = own_context(request)
+    return context, await caller(request, LIFECYCLE_RULE, context)
 
 
 def _pairs(request: web.Request) -> PairService:
-    return request.app[PAIRS]
+    return request.app[SERVICES].pairs
 
 
 def _request_error(exc: PairRequestError) -> InvalidRequest:
@@ -82,7 +80,7 @@ async def register(request: web.Request) -> web.Response:
         raise RegistrationClosed("pair registration is disabled")
     if policy == "operator_token" and not _operator(request):
         raise RegistrationClosed("pair registration needs the operator token")
-    context = request.app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+    context = own_context(request)
     limit = await request.app[STORES].rate_limits.hit(
         f"bpc-register:{context.client_ip}",
         limit=request.app[SETTINGS].bpc.registrations_per_hour,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from authgate.web.problem import Routes
-from authgate.web.state import HMAC_VERIFIER
+from authgate.web.state import SERVICES
 
 
 async def challenge(request: web.Request) -> web.Response:
     """A fresh challenge; nothing is stored until a proof spends its nonce."""
-    body = request.app[HMAC_VERIFIER].issue_challenge()
+    body = request.app[SERVICES].hmac_verifier.issue_challenge()
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

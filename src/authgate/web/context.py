@@ -1,7 +1,8 @@
 """HTTP request -> :class:`RequestContext`, believing forwarded headers only from trusted proxies.
 
-Each forward-auth contract has its own builder, so no endpoint has to guess which headers
-to believe. ``X-Forwarded-For`` is read right to left: the client is the first address,
+Each door (the sidecar and one per forward-auth contract) is a :class:`Door` that owns
+the headers it reads and builds the context, so no endpoint has to guess which headers to
+believe. ``X-Forwarded-For`` is read right to left: the client is the first address,
 from the right, that is not a trusted proxy.
 """
 
@@ -12,6 +13,8 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 from aiohttp import web
 
@@ -115,25 +118,6 @@ def lower_headers(request: web.Request) -> dict[str, str]:
     return out
 
 
-SINGLE_VALUED = frozenset(
-    {
-        "authorization",
-        "host",
-        "x-original-uri",
-        "x-original-method",
-        "x-forwarded-method",
-        "x-forwarded-uri",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-bpc-pair-id",
-        "x-bpc-signed-data",
-        "x-bpc-signature",
-        "x-bpc-version",
-        "x-client-pubkey",
-    }
-)
-
-
 def _method(value: str, header: str) -> str:
     if _METHOD.fullmatch(value) is None:
         raise MalformedHeader(f"{header} is not an upper-case HTTP method")
@@ -162,56 +146,28 @@ def _require(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-class ContextBuilder:
-    """Builds contexts for each front door with one trusted-proxy policy."""
+class Door:
+    """One way a request reaches authgate: which headers say what the original request was,
+    whether they are believed only from a trusted proxy, and how the context is built.
 
-    def __init__(
-        self, *, trusted: TrustedProxies, request_id_header: str, max_body_bytes: int
-    ) -> None:
+    Every door (the sidecar and one per forward-auth contract) is one of these; nothing
+    else lists which headers a door reads. ``reads`` are lower-case header names.
+    """
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]]
+    forwards_body: ClassVar[bool] = True
+
+    def __init__(self, *, trusted: TrustedProxies, max_body_bytes: int) -> None:
         self.trusted = trusted
-        self.request_id_header = request_id_header
         self.max_body_bytes = max_body_bytes
 
-    def _base(self, request: web.Request) -> tuple[dict[str, str], str, str]:
+    def context(self, request: web.Request, rid: str) -> RequestContext:
+        """The request as the door reconstructs it, or a :class:`BadRequest` leaf."""
         headers = lower_headers(request)
         peer = peer_address(request)
         client = self.trusted.client_ip(peer, headers.get("x-forwarded-for"))
-        return headers, peer, client
-
-    def direct(self, request: web.Request, *, rid: str) -> RequestContext:
-        """The sidecar proxy: the request itself is the original request."""
-        headers, peer, client = self._base(request)
-        target = canonicalize(request.raw_path)
-        host = _host(headers.get("host", ""), "Host") if "host" in headers else ""
-        scheme = request.scheme
-        if self.trusted.trusts(peer) and "x-forwarded-proto" in headers:
-            scheme = _scheme(headers["x-forwarded-proto"], "X-Forwarded-Proto")
-        return RequestContext(
-            method=request.method.upper(),
-            path=target.path,
-            query=target.query,
-            host=host,
-            scheme=scheme,
-            headers=headers,
-            client_ip=client,
-            request_id=rid,
-            read_body=body_reader(request, limit=self.max_body_bytes),
-            raw_target=request.raw_path,
-        )
-
-    def _forwarded(
-        self,
-        request: web.Request,
-        *,
-        rid: str,
-        method: str,
-        raw_target: str,
-        host: str,
-        scheme: str,
-        headers: dict[str, str],
-        client: str,
-        with_body: bool,
-    ) -> RequestContext:
+        method, raw_target, host, scheme = self.original(request, headers, peer)
         target = canonicalize(raw_target)
         return RequestContext(
             method=method,
@@ -222,68 +178,148 @@ class ContextBuilder:
             headers=headers,
             client_ip=client,
             request_id=rid,
-            read_body=body_reader(request, limit=self.max_body_bytes) if with_body else None,
+            read_body=(
+                body_reader(request, limit=self.max_body_bytes) if self.forwards_body else None
+            ),
             raw_target=raw_target,
         )
+
+    def original(
+        self, request: web.Request, headers: Mapping[str, str], peer: str
+    ) -> tuple[str, str, str, str]:
+        """The original request's method, raw target, host and scheme."""
+        raise NotImplementedError
 
     def _require_trusted(self, peer: str) -> None:
         if not self.trusted.trusts(peer):
             raise UntrustedProxy()
 
-    def nginx(self, request: web.Request, *, rid: str) -> RequestContext:
-        """nginx ``auth_request``: ``X-Original-Method`` and ``X-Original-URI``; no body."""
-        headers, peer, client = self._base(request)
+
+class Sidecar(Door):
+    """The sidecar proxy: the request itself is the original request."""
+
+    name = "sidecar"
+    reads = ("host", "x-forwarded-proto")
+
+    def original(
+        self, request: web.Request, headers: Mapping[str, str], peer: str
+    ) -> tuple[str, str, str, str]:
+        """The request line and ``Host``; ``X-Forwarded-Proto`` from a trusted proxy."""
+        host = _host(headers["host"], "Host") if "host" in headers else ""
+        scheme = request.scheme
+        if "x-forwarded-proto" in headers and self.trusted.trusts(peer):
+            scheme = _scheme(headers["x-forwarded-proto"], "X-Forwarded-Proto")
+        return request.method.upper(), request.raw_path, host, scheme
+
+
+class Nginx(Door):
+    """nginx ``auth_request``: ``X-Original-Method`` and ``X-Original-URI``; no body."""
+
+    name = "nginx"
+    reads = ("x-original-method", "x-original-uri", "x-forwarded-host", "host", "x-forwarded-proto")
+    forwards_body = False
+
+    def original(
+        self, request: web.Request, headers: Mapping[str, str], peer: str
+    ) -> tuple[str, str, str, str]:
+        """From the ``X-Original-*`` headers of a trusted proxy."""
         self._require_trusted(peer)
         method = _method(_require(headers, "X-Original-Method"), "X-Original-Method")
         raw_target = _require(headers, "X-Original-URI")
         host_value = headers.get("x-forwarded-host") or headers.get("host", "")
-        return self._forwarded(
-            request,
-            rid=rid,
-            method=method,
-            raw_target=raw_target,
-            host=_host(host_value, "X-Forwarded-Host") if host_value else "",
-            scheme=_scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
-            headers=headers,
-            client=client,
-            with_body=False,
+        host = _host(host_value, "X-Forwarded-Host") if host_value else ""
+        return (
+            method,
+            raw_target,
+            host,
+            _scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
         )
 
-    def traefik(self, request: web.Request, *, rid: str) -> RequestContext:
-        """Traefik / Caddy: ``X-Forwarded-Method/Proto/Host/Uri``; body when forwarded."""
-        headers, peer, client = self._base(request)
+
+class Traefik(Door):
+    """Traefik ``ForwardAuth`` / Caddy ``forward_auth``: ``X-Forwarded-Method/Proto/Host/Uri``;
+    the body when the proxy forwards it."""
+
+    name = "traefik"
+    reads = ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto")
+
+    def original(
+        self, request: web.Request, headers: Mapping[str, str], peer: str
+    ) -> tuple[str, str, str, str]:
+        """From the ``X-Forwarded-*`` headers of a trusted proxy."""
         self._require_trusted(peer)
         method = _method(_require(headers, "X-Forwarded-Method"), "X-Forwarded-Method")
         raw_target = _require(headers, "X-Forwarded-Uri")
         host = _host(_require(headers, "X-Forwarded-Host"), "X-Forwarded-Host")
-        return self._forwarded(
-            request,
-            rid=rid,
-            method=method,
-            raw_target=raw_target,
-            host=host,
-            scheme=_scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
-            headers=headers,
-            client=client,
-            with_body=True,
+        return (
+            method,
+            raw_target,
+            host,
+            _scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
         )
 
-    def envoy(self, request: web.Request, *, rid: str, prefix: str) -> RequestContext:
-        """Envoy ``ext_authz``: original method; original path after ``prefix``."""
-        headers, peer, client = self._base(request)
+
+class Envoy(Door):
+    """Envoy ``ext_authz`` HTTP service: the original method, and the original path after
+    the door's own prefix (``path_prefix``); the body when ``with_request_body`` is set."""
+
+    name = "envoy"
+    reads = ("host", "x-forwarded-proto")
+    prefix: ClassVar[str] = "/auth/envoy"
+
+    def original(
+        self, request: web.Request, headers: Mapping[str, str], peer: str
+    ) -> tuple[str, str, str, str]:
+        """From the request line (after the prefix) and ``Host`` of a trusted proxy."""
         self._require_trusted(peer)
         raw = request.raw_path
-        if not raw.startswith(prefix + "/"):
+        if not raw.startswith(self.prefix + "/"):
             raise MissingForwardedHeader("ext_authz request lacks the original path")
         host_value = headers.get("host", "")
-        return self._forwarded(
-            request,
-            rid=rid,
-            method=_method(request.method.upper(), "method"),
-            raw_target=raw[len(prefix) :],
-            host=_host(host_value, "Host") if host_value else "",
-            scheme=_scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
-            headers=headers,
-            client=client,
-            with_body=True,
+        host = _host(host_value, "Host") if host_value else ""
+        return (
+            _method(request.method.upper(), "method"),
+            raw[len(self.prefix) :],
+            host,
+            _scheme(headers.get("x-forwarded-proto"), "X-Forwarded-Proto"),
+        )
+
+
+DOORS: tuple[type[Door], ...] = (Sidecar, Nginx, Traefik, Envoy)
+
+# The headers a credential is read from (the verifiers' inputs).
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-bpc-pair-id",
+        "x-bpc-signed-data",
+        "x-bpc-signature",
+        "x-bpc-version",
+        "x-client-pubkey",
+    }
+)
+# Headers that must appear at most once: two ``Authorization`` or ``X-Original-URI`` lines
+# could be read differently by authgate and by the proxy or upstream.
+SINGLE_VALUED = CREDENTIAL_HEADERS.union(*(door.reads for door in DOORS))
+
+
+@dataclass(frozen=True, slots=True)
+class Doors:
+    """The doors of one application, over one trusted-proxy policy."""
+
+    trusted: TrustedProxies
+    sidecar: Sidecar
+    nginx: Nginx
+    traefik: Traefik
+    envoy: Envoy
+
+    @classmethod
+    def build(cls, *, trusted: TrustedProxies, max_body_bytes: int) -> Doors:
+        """Every door, each with ``trusted`` and the body limit."""
+        return cls(
+            trusted,
+            Sidecar(trusted=trusted, max_body_bytes=max_body_bytes),
+            Nginx(trusted=trusted, max_body_bytes=max_body_bytes),
+            Traefik(trusted=trusted, max_body_bytes=max_body_bytes),
+            Envoy(trusted=trusted, max_body_bytes=max_body_bytes),
         )

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from authgate.errors import AuthGateError
 from authgate.web.problem import Routes
-from authgate.web.state import DRAINING, JWKS_CACHES, KEY_RING, METRICS, SETTINGS, STORES
+from authgate.web.state import DRAINING, METRICS, SERVICES, SETTINGS, STORES
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,8 +30,8 @@ async def readyz(request: web.Request) -> web.Response:
         checks["stores"] = "ok"
     except (AuthGateError, TimeoutError) as exc:
         checks["stores"] = getattr(exc, "reason", "store_unavailable")
-    checks["signing_keys"] = "ok" if app[KEY_RING].loaded else "missing"
-    for cache in app[JWKS_CACHES]:
+    checks["signing_keys"] = "ok" if app[SERVICES].keys.loaded else "missing"
+    for cache in app[SERVICES].jwks_caches:
         if not cache.loaded:
             with contextlib.suppress(AuthGateError):
                 await cache.get("")  # loads the issuer's keys (rate-limited by the cache)
@@ -56,7 +56,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def jwks(request: web.Request) -> web.Response:
     """authgate's public signing keys."""
     return web.json_response(
-        request.app[KEY_RING].jwks(), headers={"Cache-Control": "public, max-age=300"}
+        request.app[SERVICES].keys.jwks(), headers={"Cache-Control": "public, max-age=300"}
     )
 
 

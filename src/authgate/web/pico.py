@@ -74,17 +74,12 @@ from authgate.errors import (
     Unauthenticated,
 )
 from authgate.models import Principal
+from authgate.policy.rules import BEARER_CALLER_RULE
 from authgate.stores.base import Clock, NonceOutcome
-from authgate.web.admin import bearer_caller
 from authgate.web.body import read_json_object
+from authgate.web.callers import caller
 from authgate.web.problem import REQUEST_ID, Routes
-from authgate.web.state import (
-    ISSUER,
-    REVOCATIONS,
-    SETTINGS,
-    STORES,
-    USERS,
-)
+from authgate.web.state import REVOCATIONS, SERVICES, SETTINGS, STORES
 from authgate.web.token import charge_password_attempt
 
 try:  # ML-DSA arrived in cryptography 47; with an older one ML-DSA-65 sign-in is refused.
@@ -268,7 +263,8 @@ def _json(body: Mapping[str, Any]) -> web.Response:
 
 
 async def _caller(request: web.Request) -> Principal:
-    return await bearer_caller(request, what="this endpoint")
+    """The bearer-token caller, decided by the gate (roles are checked by the endpoint)."""
+    return await caller(request, BEARER_CALLER_RULE)
 
 
 def _require(principal: Principal, settings: Settings, roles: Sequence[str]) -> None:
@@ -314,7 +310,7 @@ async def sign_in(request: web.Request) -> web.Response:
     )
     if outcome is not NonceOutcome.FRESH:
         raise Unauthenticated(_CHALLENGE_REFUSED, detail=f"challenge {outcome.value}")
-    issued = await app[ISSUER].issue(
+    issued = await app[SERVICES].issuer.issue(
         subject=identity,
         scopes=(),
         refresh=True,
@@ -328,7 +324,7 @@ async def refresh(request: web.Request) -> web.Response:
     """``POST /refresh``: rotation through the one refresh path (``TokenIssuer``)."""
     fields = await read_fields(request, required=("refresh_token",))
     try:
-        issued = await request.app[ISSUER].redeem_refresh(
+        issued = await request.app[SERVICES].issuer.redeem_refresh(
             fields["refresh_token"], scopes=None, client_id=None
         )
     except OAuthError as exc:
@@ -345,10 +341,10 @@ async def login(request: web.Request) -> web.Response:
     if len(fields["username"]) > 64 or len(fields["password"]) > _MAX_PASSWORD:
         raise InvalidRequest("username or password too long")
     await charge_password_attempt(request)
-    user = await app[USERS].authenticate(fields["username"], fields["password"])
+    user = await app[SERVICES].users.authenticate(fields["username"], fields["password"])
     if user is None:
         raise Unauthenticated("wrong username or password")
-    issued = await app[ISSUER].issue(
+    issued = await app[SERVICES].issuer.issue(
         subject=f"user:{user.username}",
         scopes=user.scopes,
         refresh=True,
@@ -369,7 +365,7 @@ async def revoke(request: web.Request) -> web.Response:
     reason = fields.get("reason", "")
     if len(reason) > _MAX_REASON or not reason.isprintable():
         raise InvalidRequest(f"reason: at most {_MAX_REASON} printable characters")
-    await app[ISSUER].revoke_jti(jti)
+    await app[SERVICES].issuer.revoke_jti(jti)
     await app[STORES].audit.append(
         REVOCATION_AUDIT_STREAM,
         {"jti": jti, "by": principal.subject, "reason": reason},

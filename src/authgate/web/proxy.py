@@ -27,14 +27,7 @@ from authgate.models import Decision, RequestContext
 from authgate.web.body import BUFFERED_BODY
 from authgate.web.drain import DRAIN
 from authgate.web.problem import REQUEST_ID, Routes
-from authgate.web.state import (
-    GATE,
-    IDENTITY,
-    METRICS,
-    REQUEST_CONTEXTS,
-    SETTINGS,
-    UPSTREAM_SESSION,
-)
+from authgate.web.state import DOORS, IDENTITY, METRICS, SERVICES, SETTINGS
 
 log = logging.getLogger("authgate.proxy")
 
@@ -82,7 +75,7 @@ def upstream_headers(
     for name in [k for k in out if k.lower().startswith("x-bpc-")]:
         out.popall(name, None)
     peer = request.remote or ""
-    trusted = app[REQUEST_CONTEXTS].trusted.trusts(peer)
+    trusted = app[DOORS].trusted.trusts(peer)
     for name in (
         "X-Forwarded-For",
         "X-Forwarded-Proto",
@@ -104,6 +97,13 @@ def upstream_headers(
     return out
 
 
+def _session(request: web.Request) -> aiohttp.ClientSession:
+    session = request.app[SERVICES].http
+    if session is None:  # pragma: no cover - the application's start-up opens it
+        raise UpstreamUnreachable("the upstream client is not open")
+    return session
+
+
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
     async for chunk in request.content.iter_chunked(_CHUNK):
         yield chunk
@@ -119,8 +119,8 @@ def _is_websocket(request: web.Request) -> bool:
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Authenticate and forward any request no other route claims."""
     app = request.app
-    context = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
-    decision = await app[GATE].evaluate(context)
+    context = app[DOORS].sidecar.context(request, request[REQUEST_ID])
+    decision = await app[SERVICES].gate.evaluate(context)
     upstream = decision.upstream or app[SETTINGS].proxy.upstream
     if upstream is None:
         raise UpstreamUnreachable(f"rule {decision.rule_id!r} has no upstream")
@@ -158,7 +158,7 @@ async def _exchange(
     headers: CIMultiDict[str],
     started: list[web.StreamResponse],
 ) -> web.StreamResponse:
-    session = request.app[UPSTREAM_SESSION]
+    session = _session(request)
     metrics = request.app[METRICS]
     # A verifier that hashed the body buffered it: forward exactly those bytes.
     data: bytes | AsyncIterator[bytes] | None = request.get(BUFFERED_BODY)
@@ -222,7 +222,7 @@ async def _exchange(
 async def _proxy_websocket(
     request: web.Request, url: URL, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
-    session = request.app[UPSTREAM_SESSION]
+    session = _session(request)
     for name in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Host"):
         headers.popall(name, None)
     protocols = [

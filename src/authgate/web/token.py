@@ -20,20 +20,12 @@ from authgate.apikeys import ApiKey
 from authgate.errors import AuthGateError, OAuthError
 from authgate.models import CredentialType
 from authgate.policy.limits import refusal
-from authgate.policy.rules import LIFECYCLE_RULE
+from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.body import read_bounded
-from authgate.web.problem import REQUEST_ID, Routes
-from authgate.web.state import (
-    API_KEYS,
-    BPC_VERIFIER,
-    ISSUER,
-    KEY_RING,
-    REQUEST_CONTEXTS,
-    SETTINGS,
-    STORES,
-    USERS,
-)
+from authgate.web.callers import caller, own_context
+from authgate.web.problem import Routes
+from authgate.web.state import SERVICES, SETTINGS, STORES
 
 MAX_FORM_BYTES = 16_384
 BPC_GRANT = "urn:authgate:grant-type:bpc"
@@ -104,7 +96,7 @@ async def authenticate_client(
         basic if basic is not None else (form.get("client_id", ""), form.get("client_secret", ""))
     )
     raw = secret if secret.startswith("agk_") else f"agk_{client_id}_{secret}"
-    key = await request.app[API_KEYS].authenticate(raw)
+    key = await request.app[SERVICES].api_keys.authenticate(raw)
     if key is None or key.key_id != client_id:
         raise _invalid_client("unknown client or wrong secret", basic=basic is not None)
     return key
@@ -118,12 +110,12 @@ async def token(request: web.Request) -> web.Response:
     """``POST /token``."""
     app = request.app
     settings = app[SETTINGS]
-    issuer = app[ISSUER]
+    issuer = app[SERVICES].issuer
     bpc_context = None
     raw_body: bytes | None = None
     if "X-BPC-Pair-ID" in request.headers:
         # The BPC exchange grant: the signed body hash covers the form, so read it once.
-        bpc_context = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID])
+        bpc_context = own_context(request)
         if bpc_context.read_body is not None:
             raw_body = await bpc_context.read_body()
     form = await read_form(request, raw_body)
@@ -160,7 +152,7 @@ async def token(request: web.Request) -> web.Response:
         if not username or not password:
             raise OAuthError("invalid_request", "username and password are required")
         await charge_password_attempt(request)
-        user = await app[USERS].authenticate(username, password)
+        user = await app[SERVICES].users.authenticate(username, password)
         if user is None:
             raise OAuthError("invalid_grant", "wrong username or password")
         if requested is not None and not requested <= user.scopes:
@@ -176,12 +168,10 @@ async def token(request: web.Request) -> web.Response:
     else:
         if bpc_context is None:
             raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
-        verifier = app[BPC_VERIFIER]
-        credential = verifier.extract(bpc_context)
-        if credential is None:
+        if "x-bpc-pair-id" not in bpc_context.headers:
             raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
         try:
-            principal = await verifier.verify(credential, bpc_context, LIFECYCLE_RULE)
+            principal = await caller(request, EXCHANGE_RULE, bpc_context)
         except AuthGateError as exc:
             raise OAuthError("invalid_grant", f"BPC signature refused: {exc.reason}") from None
         if principal.credential_type is not CredentialType.BPC:  # pragma: no cover
@@ -205,7 +195,7 @@ async def token(request: web.Request) -> web.Response:
 async def _claims_of(
     request: web.Request, token_value: str, hint: str | None
 ) -> dict[str, Any] | None:
-    issuer = request.app[ISSUER]
+    issuer = request.app[SERVICES].issuer
     kinds = ["refresh", "access"] if hint == "refresh_token" else ["access", "refresh"]
     for kind in kinds:
         try:
@@ -237,7 +227,7 @@ async def revoke(request: web.Request) -> web.Response:
         raise OAuthError(
             "unauthorized_client", "the token was not issued to this client", status=403
         )
-    await request.app[ISSUER].revoke_claims(claims)
+    await request.app[SERVICES].issuer.revoke_claims(claims)
     return _json({})
 
 
@@ -255,7 +245,7 @@ async def introspect(request: web.Request) -> web.Response:
     if not value:
         raise OAuthError("invalid_request", "token is required")
     claims = await _claims_of(request, value, form.get("token_type_hint"))
-    if claims is None or await request.app[ISSUER].is_revoked(claims):
+    if claims is None or await request.app[SERVICES].issuer.is_revoked(claims):
         return _json({"active": False})
     return _json(introspection(claims))
 
@@ -292,7 +282,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
     body = _metadata(request)
     body["subject_types_supported"] = ["public"]
     body["id_token_signing_alg_values_supported"] = sorted(
-        {k.alg for k in request.app[KEY_RING].keys}
+        {k.alg for k in request.app[SERVICES].keys.keys}
     )
     return web.json_response(body, headers={"Cache-Control": "public, max-age=3600"})
 
@@ -305,7 +295,7 @@ async def charge_password_attempt(request: web.Request) -> None:
     share the budget, ``tokens.password_attempts_per_minute``).
     """
     app = request.app
-    client_ip = app[REQUEST_CONTEXTS].direct(request, rid=request[REQUEST_ID]).client_ip
+    client_ip = own_context(request).client_ip
     budget = app[SETTINGS].tokens.password_attempts_per_minute
     result = await app[STORES].rate_limits.hit(
         f"password:{client_ip}", limit=budget, period_ms=60_000

@@ -1,0 +1,377 @@
+"""The composition root: every service of one authgate, built from its settings.
+
+``authgate serve`` (through ``web/app.py``), the operator CLI and the tests build here and
+nowhere else: only this module constructs stores, keys, verifiers and the gate
+(``tests/test_layering.py`` keeps it so). Each service is built on first use, so a CLI
+command that lists pairs never reads signing keys. ``start`` and ``close`` bracket a
+serving process: they open and close what needs the event loop (the HTTP client, the event
+bus, key maintenance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from functools import cached_property
+
+import aiohttp
+
+from authgate.apikeys import ApiKeyService
+from authgate.config.model import Settings
+from authgate.crypto.envelope import Envelope, parse_kek
+from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.keys import KeyRing
+from authgate.errors import AuthGateError
+from authgate.metrics import Metrics
+from authgate.pairs.directory import PairDirectory
+from authgate.pairs.service import PairService
+from authgate.pipeline import Gate, Verifier
+from authgate.policy.rules import CompiledRule, Policy, admin_rule
+from authgate.stores import build_stores
+from authgate.stores.base import Clock, Stores, SystemClock
+from authgate.stores.instrumented import instrument
+from authgate.tokens.issuer import TokenIssuer
+from authgate.tokens.keys import KeyManager, RotationRefused, build_key_manager
+from authgate.tokens.revocation import RevocationList
+from authgate.tokens.users import UserService
+from authgate.verifiers.bpc import BPCVerifier
+from authgate.verifiers.hmac_proof import HMACProofVerifier
+from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
+from authgate.web.body import read_bounded
+
+log = logging.getLogger("authgate")
+
+
+class Services:
+    """Every service of one process, over one set of stores.
+
+    ``stores`` and ``key_ring`` may be injected (tests); otherwise they come from the
+    settings. Stores are wrapped so that every call is measured.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        stores: Stores | None = None,
+        key_ring: KeyRing | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self._injected_stores = stores
+        self._injected_keys = KeyManager(ring=key_ring) if key_ring is not None else None
+        self.http: aiohttp.ClientSession | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # --- state -------------------------------------------------------------------------
+
+    @cached_property
+    def stores(self) -> Stores:
+        """The configured stores, every call measured."""
+        raw = self._injected_stores or build_stores(self.settings.stores, self.clock)
+        return instrument(raw, self.metrics)
+
+    @cached_property
+    def envelope(self) -> Envelope:
+        """The configured key-encryption key, or a random one (secrets die with the process)."""
+        kek = self.settings.secrets.key_encryption_key
+        if kek is None:
+            return Envelope.ephemeral()
+        previous = tuple(
+            parse_kek(k.get_secret_value())
+            for k in self.settings.secrets.previous_key_encryption_keys
+        )
+        return Envelope(parse_kek(kek.get_secret_value()), previous=previous)
+
+    @cached_property
+    def challenge_secrets(self) -> tuple[bytes, ...]:
+        """Challenge secrets (signing one first), or one random secret per process."""
+        configured = self.settings.hmac.challenge_secret
+        if configured is None:
+            return (secrets.token_bytes(32),)
+        return tuple(
+            s.get_secret_value().encode()
+            for s in (configured, *self.settings.hmac.previous_challenge_secrets)
+        )
+
+    # --- tokens ------------------------------------------------------------------------
+
+    @cached_property
+    def keys(self) -> KeyManager:
+        """authgate's signing keys: files, store-managed, or one ephemeral key."""
+        if self._injected_keys is not None:
+            return self._injected_keys
+        return build_key_manager(
+            self.settings,
+            store=self.stores.signing_keys,
+            events=self.stores.events,
+            envelope=self.envelope,
+            clock=self.clock,
+            kek_configured=self.settings.secrets.key_encryption_key is not None,
+        )
+
+    @cached_property
+    def revocations(self) -> RevocationList:
+        """Revoked token ids and refresh families."""
+        return RevocationList(
+            store=self.stores.revocations, events=self.stores.events, clock=self.clock
+        )
+
+    @cached_property
+    def users(self) -> UserService:
+        """Password users."""
+        return UserService(store=self.stores.users, clock=self.clock)
+
+    @cached_property
+    def issuer(self) -> TokenIssuer:
+        """Mints, refreshes and revokes authgate's own tokens."""
+        return TokenIssuer(
+            keys=self.keys,
+            settings=self.settings,
+            clock=self.clock,
+            revocations=self.revocations,
+            nonces=self.stores.nonces,
+            audit=self.stores.audit,
+        )
+
+    @cached_property
+    def jwks_caches(self) -> tuple[JWKSCache, ...]:
+        """One key cache per external issuer, fetching over :attr:`http`."""
+        return tuple(
+            JWKSCache(
+                url=i.jwks_url,
+                fetch=self._fetch_jwks,
+                algorithms=i.algorithms,
+                ttl_seconds=i.jwks_ttl_seconds,
+                min_refresh_interval_seconds=i.min_refresh_interval_seconds,
+            )
+            for i in self.settings.jwt.external_issuers
+        )
+
+    # --- credentials -------------------------------------------------------------------
+
+    @cached_property
+    def api_keys(self) -> ApiKeyService:
+        """API keys (the HMAC proofs' secrets and OAuth clients)."""
+        return ApiKeyService(
+            store=self.stores.api_keys,
+            events=self.stores.events,
+            envelope=self.envelope,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def pair_directory(self) -> PairDirectory:
+        """The BPC pair cache."""
+        return PairDirectory(
+            store=self.stores.pairs,
+            events=self.stores.events,
+            envelope=self.envelope,
+            size=self.settings.bpc.pair_cache_size,
+            ttl_seconds=self.settings.bpc.pair_cache_ttl_seconds,
+        )
+
+    @cached_property
+    def pairs(self) -> PairService:
+        """The BPC pair lifecycle."""
+        return PairService(
+            store=self.stores.pairs,
+            audit=self.stores.audit,
+            directory=self.pair_directory,
+            envelope=self.envelope,
+            clock=self.clock,
+            settings=self.settings.bpc,
+            development=self.settings.development,
+        )
+
+    @cached_property
+    def jwt_verifier(self) -> JWTBearerVerifier:
+        """Bearer JWTs of authgate itself and of the external issuers."""
+        jwt = self.settings.jwt
+        issuers = [
+            IssuerKeys(
+                issuer=jwt.issuer,
+                audiences=frozenset(jwt.audiences),
+                algorithms=frozenset(jwt.algorithms),
+                require_jti=True,
+                key_ring=self.keys,
+            ),
+            *(
+                IssuerKeys(
+                    issuer=i.issuer,
+                    audiences=frozenset(i.audiences),
+                    algorithms=frozenset(i.algorithms),
+                    require_jti=i.require_jti,
+                    jwks=cache,
+                )
+                for i, cache in zip(jwt.external_issuers, self.jwks_caches, strict=True)
+            ),
+        ]
+        return JWTBearerVerifier(
+            issuers=issuers,
+            revocations=self.revocations,
+            clock=self.clock,
+            leeway_seconds=jwt.leeway_seconds,
+            max_token_bytes=jwt.max_token_bytes,
+            cache_size=jwt.cache_size,
+            metrics=self.metrics,
+        )
+
+    @cached_property
+    def bpc_verifier(self) -> BPCVerifier:
+        """BPC signed requests."""
+        return BPCVerifier(
+            settings=self.settings.bpc,
+            directory=self.pair_directory,
+            pairs=self.pairs,
+            nonces=self.stores.nonces,
+            rate_limits=self.stores.rate_limits,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def hmac_verifier(self) -> HMACProofVerifier:
+        """HMAC challenge proofs."""
+        return HMACProofVerifier(
+            settings=self.settings.hmac,
+            secrets=self.challenge_secrets,
+            api_keys=self.api_keys,
+            clock=self.clock,
+        )
+
+    # --- the decision ------------------------------------------------------------------
+
+    @cached_property
+    def gate(self) -> Gate:
+        """The one decision path, over the enabled verifiers (BPC, HMAC, then JWT)."""
+        verifiers: list[Verifier] = []
+        if self.settings.bpc.enabled:
+            verifiers.append(self.bpc_verifier)
+        if self.settings.hmac.enabled:
+            verifiers.append(self.hmac_verifier)
+        verifiers.append(self.jwt_verifier)
+        return Gate(
+            policy=Policy.from_settings(self.settings.policy),
+            verifiers=verifiers,
+            rate_limits=self.stores.rate_limits,
+            nonces=self.stores.nonces,
+            metrics=self.metrics,
+            access_log=self.settings.logging.access_log,
+        )
+
+    @cached_property
+    def admin_rule(self) -> CompiledRule:
+        """The internal rule of the admin API."""
+        return admin_rule(self.settings.tokens.admin_scope)
+
+    # --- a serving process -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open what a serving process needs: the HTTP client, the stores' epoch, the
+        signing keys, the event bus, and key maintenance when the store manages keys."""
+        self._warn_ephemeral()
+        proxy = self.settings.proxy
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=proxy.pool_size),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=proxy.connect_timeout_seconds,
+                sock_read=proxy.read_timeout_seconds,
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        try:
+            await self.stores.nonces.prime()
+        except AuthGateError:
+            log.warning("store not reachable at start-up", extra={"event": "store_unavailable"})
+        await self.keys.load()
+        _ = self.gate  # everything the doors use is built before the first request
+        await self.stores.events.start()
+        if self.keys.managed:
+            self._maintenance = asyncio.create_task(self._maintain_keys())
+
+    async def close(self) -> None:
+        """Stop key maintenance, close the HTTP client and the stores."""
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        await self.stores.close()
+
+    def _warn_ephemeral(self) -> None:
+        if self.settings.development:
+            return
+        if self.settings.secrets.key_encryption_key is None and self.settings.bpc.enabled:
+            log.warning(
+                "secrets.key_encryption_key is not set: BPC pair secrets are sealed under a "
+                "random per-process key and cannot be opened after a restart or by another "
+                "replica",
+                extra={"event": "ephemeral_kek"},
+            )
+        if self.settings.hmac.challenge_secret is None and self.settings.hmac.enabled:
+            log.warning(
+                "hmac.challenge_secret is not set: challenges are signed with a random "
+                "per-process secret, so other replicas reject them",
+                extra={"event": "ephemeral_challenge_secret"},
+            )
+
+    async def _maintain_keys(self) -> None:
+        """Reload on change announcements, refresh every minute, rotate on schedule."""
+        keys, settings = self.keys, self.settings
+        interval_ms = int(settings.tokens.rotation_interval_days * 86_400_000)
+        ticks = 0
+        while True:
+            await asyncio.sleep(1)
+            ticks += 1
+            try:
+                await keys.reload_if_changed()
+                if ticks % 60 == 0:
+                    await keys.load()
+                    if await keys.due_for_rotation(interval_ms):
+                        # One replica a minute may rotate: the rate limiter doubles as a lock.
+                        lock = await self.stores.rate_limits.hit(
+                            "key-rotation-lock", limit=1, period_ms=60_000
+                        )
+                        if lock.allowed:
+                            await keys.rotate()
+            except (AuthGateError, RotationRefused) as exc:
+                log.warning(
+                    "signing key maintenance skipped",
+                    extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},
+                )
+
+    async def _fetch_jwks(self, url: str) -> bytes:
+        """A JWKS document over :attr:`http`, bounded in size and time, counted."""
+        try:
+            body = await self._get_jwks(url)
+        except Exception:
+            self.metrics.jwks_fetches.labels("error").inc()
+            raise
+        self.metrics.jwks_fetches.labels("ok").inc()
+        return body
+
+    async def _get_jwks(self, url: str) -> bytes:
+        if self.http is None:
+            raise ValueError("the HTTP client is not open (Services.start)")
+        jwt = self.settings.jwt
+        async with self.http.get(
+            url,
+            timeout=aiohttp.ClientTimeout(total=jwt.jwks_fetch_timeout_seconds),
+            allow_redirects=False,
+        ) as resp:
+            if resp.status != 200:
+                raise ValueError(f"JWKS answered {resp.status}")
+            body = await read_bounded(resp.content, jwt.jwks_max_bytes)
+        if len(body) > jwt.jwks_max_bytes:
+            raise ValueError("JWKS document too large")
+        return body
