@@ -168,7 +168,7 @@ async def redis_round_trips(requests: int) -> tuple[float, int]:
     from authgate.config.model import RedisSettings
     from authgate.stores.redis import RedisStores
     from authgate.web.app import create_app
-    from authgate.web.state import GATE, METRICS, PAIRS, STORES
+    from authgate.web.state import METRICS, SERVICES, STORES
 
     prefix = f"authgate-bench:{uuid.uuid4().hex}:"
     url = os.environ.get("AUTHGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
