@@ -7,10 +7,10 @@
 Scenarios (each server a fresh subprocess pinned to CPU 0, the load generator on CPU 1):
 
 * ``bare``        aiohttp app answering 200 with an empty body, no access log: the ceiling.
-* ``warm``        authgate ``/auth``, one valid ES256 token, the same request each time:
-                  answered as a repeat grant (``web/repeat.py``), access log off, level WARNING.
-* ``warm-uris``   as ``warm`` but every request has a new ``X-Original-URI``: no repeat
-                  grant, the full decision path with the verified-token cache hit.
+* ``warm``        authgate ``/auth``, one valid ES256 token, the same request each time
+                  (information only: real traffic varies), access log off, level WARNING.
+* ``warm-uris``   as ``warm`` but every request has a new ``X-Original-URI``: the decision
+                  path real traffic takes, with the verified-token cache hit.
 * ``cold``        authgate ``/auth``, every request a new pre-minted token (cache miss: full
                   parse + ECDSA verify), access log off.
 * ``warm-log``    as ``warm`` but with the defaults a user gets: access log on, level INFO,
@@ -255,7 +255,7 @@ def metrics_snapshot(port: int) -> dict[str, float]:
     _, _, body = raw_request(port, req)
     out: dict[str, float] = {}
     pattern = re.compile(
-        r'^(authgate_cache_lookups_total\{cache="(jwt|repeat)",result="(hit|miss)"\}'
+        r'^(authgate_cache_lookups_total\{cache="(jwt)",result="(hit|miss)"\}'
         r'|authgate_decisions_total\{outcome="(granted|denied)"[^}]*\})\s+(\S+)$'
     )
     for line in body.decode().splitlines():
@@ -432,11 +432,10 @@ def measure(
     )
     if authgate:
         delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-        repeats = int(delta.get("repeat-hit", 0))
         hits, misses = int(delta.get("jwt-hit", 0)), int(delta.get("jwt-miss", 0))
         looked = hits + misses
         result.notes.append(
-            f"repeat grants {repeats}; token cache hits {hits}, misses {misses}"
+            f"token cache hits {hits}, misses {misses}"
             + (f" ({100 * misses / looked:.1f}% miss)" if looked else "")
         )
         if delta.get("denied"):
@@ -558,8 +557,8 @@ def render_section(
         verdict(results, bare_rps),
         "",
         "Scenarios: **bare** = aiohttp answering 200 with an empty body, no access log (the "
-        "ceiling); **warm** = authgate, one token, the same request each time (answered as a "
-        "repeat grant: see README, Bearer JWTs), access log off, level WARNING; **warm-uris** = "
+        "ceiling); **warm** = authgate, one token, the same request each time (information "
+        "only: real traffic varies), access log off, level WARNING; **warm-uris** = "
         "warm with a new X-Original-URI on every request (the full path, token cache hit); "
         "**cold** = "
         "every request a new token (parse + ECDSA P-256 verify), access log off; **warm-log** = warm with the defaults a user gets (access log on, "

@@ -32,7 +32,9 @@ async def gw() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], 
         _, admin = await app[SERVICES].api_keys.create(
             name="admin", scopes=["authgate:admin", "authgate:introspect"]
         )
-        await app[SERVICES].users.add("ops", "correct horse battery", scopes=["read"], role="operator")
+        await app[SERVICES].users.add(
+            "ops", "correct horse battery", scopes=["read"], role="operator"
+        )
         yield client, {"reader": reader, "admin": admin}
 
 
@@ -264,7 +266,9 @@ async def test_password_attempts_are_limited_per_address_across_both_logins() ->
     app = create_app(settings, clock=clock, stores=MemoryStores(clock))
     good = "grant_type=password&username=ops&password=correct+horse+battery"
     async with TestClient(TestServer(app)) as client:
-        await app[SERVICES].users.add("ops", "correct horse battery", scopes=["read"], role="operator")
+        await app[SERVICES].users.add(
+            "ops", "correct horse battery", scopes=["read"], role="operator"
+        )
         wrong, _ = await post(client, "/token", "grant_type=password&username=ops&password=no")
         assert wrong == 400
         assert (await post(client, "/token", good))[0] == 200

@@ -210,7 +210,7 @@ class JWTSettings(Section):
         10_000,
         ge=0,
         le=1_000_000,
-        description="Verified-token cache entries and forward-auth repeat grants (0: neither).",
+        description="Verified-token cache entries (0: no cache).",
     )
     external_issuers: tuple[ExternalIssuer, ...] = Field(
         (), description="Third-party issuers (see below)."
