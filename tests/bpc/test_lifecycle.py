@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authgate.pairs.records import PairStatus
 from authgate.stores.base import ManualClock
+from authgate.web.state import METRICS
 from tests.bpc.conftest import (
     SECRET,
     Device,
@@ -277,6 +278,26 @@ async def test_rotate_replaces_key_and_secret(gateway: Gateway) -> None:
     mixed = Device(secret=SECRET, now_ms=rotated.now_ms, pair_id=device.pair_id)
     mixed.private_key = rotated.private_key
     assert await works(gateway, mixed) == (401, "signature_invalid")
+
+
+async def test_lifecycle_callers_are_decisions_and_replays_are_refused(gateway: Gateway) -> None:
+    """A signed lifecycle request is decided by the gate (counted as a BPC decision); the
+    same signed request sent again is a replay, refused and counted."""
+    device = await registered(gateway)
+    registry = gateway.app[METRICS].registry
+
+    def counted(outcome: str, reason: str) -> float:
+        labels = {"outcome": outcome, "reason": reason, "credential": "bpc"}
+        return registry.get_sample_value("authgate_decisions_total", labels) or 0.0
+
+    granted = counted("granted", "ok")
+    headers = device.headers("GET", "/bpc/audit?limit=5")
+    first, _, _ = await gateway.send("GET", "/bpc/audit?limit=5", headers)
+    again, body, _ = await gateway.send("GET", "/bpc/audit?limit=5", headers)
+    assert first == 200
+    assert (again, body["error"]["code"]) == (401, "replay_detected")
+    assert counted("granted", "ok") == granted + 1
+    assert counted("denied", "replay_detected") == 1
 
 
 # --- revoke --------------------------------------------------------------------------------
