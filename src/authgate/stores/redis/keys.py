@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 if TYPE_CHECKING:
-    from authgate.stores.redis import RedisConnection
+    from authgate.stores.redis.connection import RedisConnection
 
 
 def hash_tag(value: str) -> str:
