@@ -1,6 +1,6 @@
 """State stores: narrow Protocols (``base``), in-memory and Redis back ends.
 
-:func:`build_stores` picks the back end from configuration. The Redis module is imported
+:func:`build_stores` picks the back end from configuration. The Redis package is imported
 only when it is chosen, so nothing else ever imports ``redis``.
 """
 
