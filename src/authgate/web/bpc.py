@@ -30,7 +30,7 @@ from authgate.errors import (
 )
 from authgate.models import Principal, RequestContext
 from authgate.pairs.service import PairNotFound, PairRequestError, PairService
-from authgate.policy.limits import refusal
+from authgate.policy.limits import rate_limited
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID, Routes
@@ -89,7 +89,7 @@ async def register(request: web.Request) -> web.Response:
         period_ms=3_600_000,
     )
     if not limit.allowed:
-        raise refusal(limit, "too many registrations from this address", period_ms=3_600_000)
+        raise rate_limited(limit, "too many registrations from this address", period_ms=3_600_000)
     data = await _json_body(request)
     try:
         result = await _pairs(request).register(data)

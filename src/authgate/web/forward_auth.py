@@ -18,7 +18,7 @@ from authgate.models import Decision, RequestContext
 from authgate.pipeline import Gate
 from authgate.web.context import ContextBuilder, request_id
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import Handler, Routes, refusal
+from authgate.web.problem import Handler, Routes, response_for
 from authgate.web.repeat import ENVOY, NGINX, TRAEFIK, Door, Grant, RepeatGrants
 
 ENVOY_PREFIX = "/auth/envoy"
@@ -70,8 +70,8 @@ def _door(state: DoorState, door: Door, context_for: ContextFor, doc: str) -> Ha
                 decision = await gate.evaluate(context)
                 headers = None
                 memory.remember(found, request, context, decision, identity)
-        except Exception as exc:  # noqa: BLE001 - refusal() answers or re-raises
-            return refusal(exc, rid)
+        except Exception as exc:  # noqa: BLE001 - response_for() answers or re-raises
+            return response_for(exc, rid)
         response = web.Response(
             status=200,
             headers=headers if headers is not None else identity.response_headers(decision),

@@ -67,7 +67,7 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     return response
 
 
-def refusal(exc: Exception, request_id: str) -> web.Response:
+def response_for(exc: Exception, request_id: str) -> web.Response:
     """The response for an exception a handler raised: its problem response, or a logged 500.
 
     ``web.HTTPException`` is re-raised for aiohttp to answer (it is a response, not a fault).
@@ -98,7 +98,7 @@ def guarded(handler: Handler, *, request_id_header: str) -> Handler:
         try:
             return await handler(request)
         except Exception as exc:  # noqa: BLE001 - every fault becomes a response
-            return refusal(exc, rid)
+            return response_for(exc, rid)
 
     guarded_handler.__name__ = getattr(handler, "__name__", "handler")
     guarded_handler.__doc__ = handler.__doc__

@@ -19,7 +19,7 @@ from aiohttp import web
 from authgate.apikeys import ApiKey
 from authgate.errors import AuthGateError, OAuthError
 from authgate.models import CredentialType
-from authgate.policy.limits import refusal
+from authgate.policy.limits import rate_limited
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.body import read_bounded
@@ -311,7 +311,7 @@ async def charge_password_attempt(request: web.Request) -> None:
         f"password:{client_ip}", limit=budget, period_ms=60_000
     )
     if not result.allowed:
-        raise refusal(result, "too many password attempts from this address", period_ms=60_000)
+        raise rate_limited(result, "too many password attempts from this address", period_ms=60_000)
 
 
 def add_routes(routes: Routes) -> None:
