@@ -335,26 +335,90 @@ class ReplayDetected(BPCError):
 
 
 class OAuthError(AuthGateError):
-    """An RFC 6749 / 7009 / 7662 error: its ``reason`` is the OAuth ``error`` code.
+    """An RFC 6749 / 7009 / 7662 error (a group): a leaf's ``reason`` is the OAuth ``error``.
 
     ``web/problem.py`` answers these in the OAuth shape
     (``{"error": ..., "error_description": ...}``) rather than authgate's own.
     """
 
-    reason = "invalid_request"
+    reason = "oauth_error"
     status = 400
     default_message = "invalid request"
 
-    def __init__(self, code: str, description: str, *, status: int | None = None) -> None:
-        super().__init__(description)
-        self.code = code
-        self.http_status = status or (401 if code == "invalid_client" else 400)
-        self.basic_challenge = False
 
-    @property
-    def oauth_reason(self) -> str:
-        """The OAuth error code (used as the metrics reason)."""
-        return self.code
+class OAuthInvalidRequest(OAuthError):
+    """A parameter is missing, repeated or malformed; the message names it."""
+
+    reason = "invalid_request"
+
+
+class OAuthInvalidClient(OAuthError):
+    """Client authentication failed (RFC 6749 §5.2): 401.
+
+    ``basic_challenge`` (given at construction) adds ``WWW-Authenticate: Basic``: the
+    client tried HTTP Basic, or sent no credentials where they are required.
+    """
+
+    reason = "invalid_client"
+    status = 401
+    default_message = "client authentication failed"
+
+    def __init__(
+        self, message: str | None = None, *, basic_challenge: bool, detail: str = ""
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.basic_challenge = basic_challenge
+
+
+class OAuthInvalidGrant(OAuthError):
+    """The grant (password, refresh token, BPC signature) is invalid."""
+
+    reason = "invalid_grant"
+    default_message = "invalid grant"
+
+
+class OAuthInvalidScope(OAuthError):
+    """The requested scope exceeds what the grant allows, or is malformed."""
+
+    reason = "invalid_scope"
+    default_message = "invalid scope"
+
+
+class OAuthInvalidTarget(OAuthError):
+    """The requested audience (``resource``, RFC 8707) is not served here."""
+
+    reason = "invalid_target"
+    default_message = "invalid target"
+
+
+class OAuthUnsupportedGrantType(OAuthError):
+    """``grant_type`` is not one authgate supports."""
+
+    reason = "unsupported_grant_type"
+    default_message = "unsupported grant type"
+
+
+class OAuthUnsupportedTokenType(OAuthError):
+    """``token_type_hint`` names a kind of token authgate does not revoke (RFC 7009)."""
+
+    reason = "unsupported_token_type"
+    default_message = "unsupported token type"
+
+
+class OAuthUnauthorizedClient(OAuthError):
+    """The authenticated client may not act on this token: 403."""
+
+    reason = "unauthorized_client"
+    status = 403
+    default_message = "unauthorized client"
+
+
+class OAuthInsufficientScope(OAuthError):
+    """The authenticated client lacks the scope the endpoint needs: 403."""
+
+    reason = "insufficient_scope"
+    status = 403
+    default_message = "insufficient scope"
 
 
 class RateLimited(AuthGateError):

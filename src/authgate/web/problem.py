@@ -15,6 +15,7 @@ from authgate.errors import (
     AuthGateError,
     DependencyUnavailable,
     OAuthError,
+    OAuthInvalidClient,
     RateLimited,
     Unauthenticated,
 )
@@ -30,11 +31,11 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     """The JSON error response for ``exc``."""
     if isinstance(exc, OAuthError):
         response = web.json_response(
-            {"error": exc.code, "error_description": exc.message}, status=exc.http_status
+            {"error": exc.reason, "error_description": exc.message}, status=exc.status
         )
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"
-        if exc.basic_challenge:
+        if isinstance(exc, OAuthInvalidClient) and exc.basic_challenge:
             response.headers["WWW-Authenticate"] = 'Basic realm="authgate"'
         if request_id:
             response.headers["X-Request-Id"] = request_id
