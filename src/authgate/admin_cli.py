@@ -17,9 +17,18 @@ from typing import Any
 
 from authgate.config.loader import load_settings
 from authgate.config.model import Settings
-from authgate.errors import AuthGateError, ConfigError
+from authgate.errors import (
+    ApiKeyError,
+    ApiKeyNotFound,
+    AuthGateError,
+    ConfigError,
+    PairNotFound,
+    PairRequestError,
+    RotationRefused,
+    UserError,
+)
 from authgate.pairs.records import PairRecordError
-from authgate.pairs.service import PairNotFound, PairRequestError, PairService
+from authgate.pairs.service import PairService
 from authgate.services import build_api_keys, build_pair_services, load_envelope
 from authgate.stores import build_stores
 from authgate.stores.base import SystemClock
@@ -29,6 +38,11 @@ Action = Callable[[PairService, argparse.Namespace], Awaitable[Any]]
 
 def _print(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _described(exc: AuthGateError) -> str:
+    """The message, and the detail a client would not see (the operator may)."""
+    return f"{exc.message} ({exc.detail})" if exc.detail else exc.message
 
 
 def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
@@ -121,7 +135,7 @@ def run_pairs(args: argparse.Namespace) -> int:
             )
         _print(asyncio.run(_with_pairs(settings, _ACTIONS[args.action], args)))
     except PairNotFound as exc:
-        print(f"not found: {exc}", file=sys.stderr)
+        print(f"not found: {_described(exc)}", file=sys.stderr)
         return 1
     except (PairRequestError, PairRecordError, ValueError, OSError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
@@ -157,10 +171,10 @@ def run_apikeys(args: argparse.Namespace) -> int:
         return 2
     try:
         _print(asyncio.run(_apikeys(settings, args)))
-    except LookupError as exc:
-        print(f"not found: {exc}", file=sys.stderr)
+    except ApiKeyNotFound as exc:
+        print(f"not found: {_described(exc)}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ApiKeyError, ValueError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
     except AuthGateError as exc:
@@ -298,7 +312,7 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
 
 def run_keys_users_tokens(args: argparse.Namespace) -> int:
     """``authgate keys|users|token ...``."""
-    from authgate.tokens.keys import KeysUnreadable, RotationRefused
+    from authgate.tokens.keys import KeysUnreadable
 
     settings = _load(args, need_kek=args.command == "keys")
     if settings is None:
@@ -310,7 +324,7 @@ def run_keys_users_tokens(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"not found: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, RotationRefused, KeysUnreadable) as exc:
+    except (UserError, ValueError, RotationRefused, KeysUnreadable) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     except AuthGateError as exc:

@@ -117,6 +117,22 @@ class InvalidRequest(BadRequest):
     default_message = "invalid request"
 
 
+class PairRequestError(InvalidRequest):
+    """A pair lifecycle request is invalid; ``field`` names the member at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ApiKeyError(InvalidRequest):
+    """An API key request is invalid; the message names the field."""
+
+
+class UserError(InvalidRequest):
+    """An operator-user request is invalid; the message names the field."""
+
+
 class BodyTooLarge(BadRequest):
     """A body that must be read exceeds the configured limit."""
 
@@ -507,12 +523,29 @@ class NotFound(AuthGateError):
     default_message = "not found"
 
 
+class PairNotFound(NotFound):
+    """No such pair, or no pending pair for an approval token (``detail``: the id asked)."""
+
+    default_message = "pair not found"
+
+
+class ApiKeyNotFound(NotFound):
+    """No such API key (``detail``: the id asked)."""
+
+    default_message = "no such API key"
+
+
 class Conflict(AuthGateError):
     """The action is refused in the current state (for example a rotation too early)."""
 
     reason = "conflict"
     status = 409
     default_message = "conflict"
+
+
+class RotationRefused(Conflict):
+    """Rotation now would sign with a key verifiers may not have fetched yet (or the keys
+    come from files); the message says what to do."""
 
 
 class DependencyUnavailable(AuthGateError):

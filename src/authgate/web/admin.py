@@ -20,14 +20,11 @@ from typing import Any
 from aiohttp import web
 
 from authgate.errors import (
-    Conflict,
     InvalidRequest,
     MissingCredential,
-    NotFound,
     ScopeDenied,
 )
 from authgate.models import Principal
-from authgate.tokens.keys import RotationRefused
 from authgate.web.body import read_json_object
 from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
@@ -98,10 +95,7 @@ async def rotate(request: web.Request) -> web.Response:
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequest("force: must be a boolean")
-    try:
-        return _json(await request.app[KEY_RING].rotate(force=force))
-    except RotationRefused as exc:
-        raise Conflict(str(exc)) from None
+    return _json(await request.app[KEY_RING].rotate(force=force))  # RotationRefused: 409
 
 
 async def mint(request: web.Request) -> web.Response:
@@ -171,20 +165,14 @@ async def create_apikey(request: web.Request) -> web.Response:
         raise InvalidRequest("name: must be a string")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidRequest("scopes: must be a list of strings")
-    try:
-        key, raw = await request.app[API_KEYS].create(name=name, scopes=scopes)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    key, raw = await request.app[API_KEYS].create(name=name, scopes=scopes)  # ApiKeyError: 400
     return _json({**key.public_view(), "api_key": raw}, 201)
 
 
 async def revoke_apikey(request: web.Request) -> web.Response:
     """Revoke an API key."""
     await _admin(request)
-    try:
-        key = await request.app[API_KEYS].revoke(request.match_info["key_id"])
-    except LookupError:
-        raise NotFound("no such API key") from None
+    key = await request.app[API_KEYS].revoke(request.match_info["key_id"])  # ApiKeyNotFound
     return _json(key.public_view())
 
 

@@ -27,7 +27,7 @@ from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
 from authgate.tokens.issuer import TokenIssuer
-from authgate.tokens.keys import KeyManager, RotationRefused, build_key_manager
+from authgate.tokens.keys import KeyManager, build_key_manager
 from authgate.tokens.revocation import RevocationList
 from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
@@ -83,7 +83,7 @@ async def _maintain_keys(keys: KeyManager, settings: Settings, stores: Stores) -
                     )
                     if lock.allowed:
                         await keys.rotate()
-        except (AuthGateError, RotationRefused) as exc:
+        except AuthGateError as exc:  # RotationRefused included
             log.warning(
                 "signing key maintenance skipped",
                 extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},
