@@ -81,6 +81,10 @@ class AuthGateError(Exception):
         super().__init__(self.message)
 
 
+class InternalError(AuthGateError):
+    """An unexpected fault (a bug, or an unreadable stored record): logged, answered 500."""
+
+
 class BadRequest(AuthGateError):
     """The request itself cannot be understood unambiguously."""
 
@@ -148,6 +152,9 @@ class Unauthenticated(AuthGateError):
     status = 401
     default_message = "authentication required"
     scheme: ClassVar[str] = "Bearer"
+    # The RFC 6750 ``error`` of the challenge; ``None`` answers a bare challenge (no
+    # credential was presented, so there is nothing to call invalid).
+    challenge_error: ClassVar[str | None] = "invalid_token"
 
 
 class MissingCredential(Unauthenticated):
@@ -155,6 +162,12 @@ class MissingCredential(Unauthenticated):
 
     reason = "credential_missing"
     default_message = "no credential presented"
+    challenge_error = None
+
+
+class LoginRefused(Unauthenticated):
+    """One of pico's login doors (password, wallet challenge or signature, refresh token)
+    refused the credential; one reason for every failure."""
 
 
 class TokenMalformed(Unauthenticated):

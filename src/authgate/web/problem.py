@@ -1,7 +1,9 @@
 """The only place an :class:`AuthGateError` becomes an HTTP response.
 
 Body: ``{"error": {"code": <reason>, "message": <text>}}`` (the shape the published BPC
-client reads). 401 carries ``WWW-Authenticate``; 503 carries ``Retry-After``.
+client reads); :class:`OAuthError` leaves answer ``{"error", "error_description"}``. 401
+carries ``WWW-Authenticate``; 503 carries ``Retry-After``. Status, shape and headers follow
+from the exception's class and attributes only, never from its reason string.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiohttp import web
 from authgate.errors import (
     AuthGateError,
     DependencyUnavailable,
+    InternalError,
     OAuthError,
     OAuthInvalidClient,
     RateLimited,
@@ -44,13 +47,11 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status
     )
     if isinstance(exc, Unauthenticated):
-        description = exc.message.replace("\\", "").replace('"', "'")
-        response.headers["WWW-Authenticate"] = (
-            f'{exc.scheme} realm="authgate", error="invalid_token", '
-            f'error_description="{description}"'
-            if exc.reason != "credential_missing"
-            else 'Bearer realm="authgate"'
-        )
+        challenge = f'{exc.scheme} realm="authgate"'
+        if exc.challenge_error is not None:
+            description = exc.message.replace("\\", "").replace('"', "'")
+            challenge += f', error="{exc.challenge_error}", error_description="{description}"'
+        response.headers["WWW-Authenticate"] = challenge
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, RateLimited):
@@ -82,7 +83,7 @@ def response_for(exc: Exception, request_id: str) -> web.Response:
         exc_info=exc,
         extra={"event": "internal_error", "request_id": request_id},
     )
-    return problem_response(AuthGateError(), request_id=request_id)
+    return problem_response(InternalError(), request_id=request_id)
 
 
 def guarded(handler: Handler, *, request_id_header: str) -> Handler:
