@@ -1,20 +1,43 @@
 """The one exception tree of authgate.
 
-Every refusal authgate makes is an :class:`AuthGateError` leaf with a stable
-``reason`` (snake_case; part of the public API, renaming one is a changelog entry)
-and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
+Every refusal authgate makes is an :class:`AuthGateError` with a stable ``reason``
+(snake_case; part of the public API, renaming one is a changelog entry) and an HTTP
+``status``, both class attributes. Only ``web/problem.py`` turns them into responses, and it
+decides the body shape and headers from the class and its attributes alone.
+
+The rule for code outside this module:
+
+* A refusal is raised as a class of this tree, with a message that names the field or
+  header at fault. Domain exceptions that can reach a caller (an HTTP client, or an operator
+  at the CLI) are defined here, as refinements of the leaf whose reason they answer with
+  (``PairRequestError`` is an :class:`InvalidRequest`), and re-exported by their domain
+  module. No handler translates one into another with ``str(exc)``.
+* Exceptions outside the tree are internal: a parser's fault that one verifier or reader
+  maps to its own leaf at exactly one ``except`` (``WireError``, ``ProofFormatError``,
+  ``StrictJSONError``), or an operator fault in stored state that is logged and answered
+  500 (``EnvelopeError``, ``PairRecordError``, ``ApiKeyUnreadable``, ``KeysUnreadable``).
+  ``tests/unit/test_errors.py`` pins that list.
+* A class whose subclasses carry their own reasons is a *group* (``BadRequest``,
+  ``Unauthenticated``, ``BPCError``, ``OAuthError`` ...): it is caught, never raised. A
+  subclass that keeps its parent's reason is a *refinement* for the code's sake (for
+  example ``SecretProofInvalid`` counts toward lock-out); the client cannot tell it apart.
 
 ::
 
-    AuthGateError
+    AuthGateError                       (group; 500 internal_error)
+    ├── InternalError (500)             internal_error (an unexpected fault, logged)
     ├── BadRequest (400)
     │   ├── InvalidTarget               invalid_target
     │   ├── MalformedHeader             malformed_header
     │   ├── MissingForwardedHeader      missing_forwarded_header
     │   ├── InvalidRequest              invalid_request
+    │   │   ├── PairRequestError        (a pair lifecycle request; ``field`` names the member)
+    │   │   ├── ApiKeyError             (an API key request)
+    │   │   └── UserError               (an operator-user request, CLI only)
     │   └── BodyTooLarge (413)          body_too_large
-    ├── Unauthenticated (401)
-    │   ├── MissingCredential           credential_missing
+    ├── Unauthenticated (401)           (WWW-Authenticate: ``scheme``, ``challenge_error``)
+    │   ├── MissingCredential           credential_missing (a bare challenge, no error)
+    │   ├── LoginRefused                unauthenticated (pico /login, /wallet, /refresh)
     │   ├── TokenMalformed              token_malformed
     │   ├── TokenTooLarge               token_too_large
     │   ├── TokenExpired                token_expired
@@ -40,6 +63,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │       ├── PairExpired             pair_expired
     │       ├── PairLockedOut           pair_locked_out
     │       ├── SignatureInvalid        signature_invalid
+    │       │   └── SecretProofInvalid  (counts toward lock-out)
     │       └── ReplayDetected          replay_detected
     ├── Forbidden (403)
     │   ├── NoMatchingRule              no_matching_rule
@@ -49,8 +73,20 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── RegistrationClosed          registration_closed
     │   └── OperatorRequired            operator_required
     ├── NotFound (404)                  not_found
+    │   ├── PairNotFound                (no such pair, or approval token)
+    │   └── ApiKeyNotFound              (no such API key)
     ├── Conflict (409)                  conflict
-    ├── OAuthError (400/401)            RFC 6749 codes, answered {"error","error_description"}
+    │   └── RotationRefused             (signing-key rotation now would be unsafe)
+    ├── OAuthError                      RFC 6749 codes, answered {"error","error_description"}
+    │   ├── OAuthInvalidRequest         invalid_request
+    │   ├── OAuthInvalidClient (401)    invalid_client (``basic_challenge`` set at construction)
+    │   ├── OAuthInvalidGrant           invalid_grant
+    │   ├── OAuthInvalidScope           invalid_scope
+    │   ├── OAuthInvalidTarget          invalid_target (RFC 8707)
+    │   ├── OAuthUnsupportedGrantType   unsupported_grant_type
+    │   ├── OAuthUnsupportedTokenType   unsupported_token_type (RFC 7009)
+    │   ├── OAuthUnauthorizedClient (403)  unauthorized_client
+    │   └── OAuthInsufficientScope (403)   insufficient_scope
     ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
     │   ├── StoreUnavailable            store_unavailable
@@ -59,7 +95,13 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
         ├── UpstreamUnreachable         upstream_unreachable
         └── UpstreamTimeout (504)       upstream_timeout
 
+OAuth reasons live in their own namespace (the OAuth body shape): ``invalid_request`` and
+``invalid_target`` there are not authgate's :class:`InvalidRequest` and
+:class:`InvalidTarget`.
+
 :class:`ConfigError` is separate: it stops start-up and never reaches a client.
+
+This module imports nothing from authgate: every other module may import it.
 """
 
 from __future__ import annotations
