@@ -18,15 +18,29 @@ from typing import Any
 from authgate.compose import Services
 from authgate.config.loader import load_settings
 from authgate.config.model import Settings
-from authgate.errors import AuthGateError, ConfigError
+from authgate.errors import (
+    ApiKeyError,
+    ApiKeyNotFound,
+    AuthGateError,
+    ConfigError,
+    PairNotFound,
+    PairRequestError,
+    RotationRefused,
+    UserError,
+)
 from authgate.pairs.records import PairRecordError
-from authgate.pairs.service import PairNotFound, PairRequestError, PairService
+from authgate.pairs.service import PairService
 
 Action = Callable[[PairService, argparse.Namespace], Awaitable[Any]]
 
 
 def _print(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _described(exc: AuthGateError) -> str:
+    """The message, and the detail a client would not see (the operator may)."""
+    return f"{exc.message} ({exc.detail})" if exc.detail else exc.message
 
 
 def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
@@ -118,7 +132,7 @@ def run_pairs(args: argparse.Namespace) -> int:
             )
         _print(asyncio.run(_with_pairs(settings, _ACTIONS[args.action], args)))
     except PairNotFound as exc:
-        print(f"not found: {exc}", file=sys.stderr)
+        print(f"not found: {_described(exc)}", file=sys.stderr)
         return 1
     except (PairRequestError, PairRecordError, ValueError, OSError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
@@ -154,10 +168,10 @@ def run_apikeys(args: argparse.Namespace) -> int:
         return 2
     try:
         _print(asyncio.run(_apikeys(settings, args)))
-    except LookupError as exc:
-        print(f"not found: {exc}", file=sys.stderr)
+    except ApiKeyNotFound as exc:
+        print(f"not found: {_described(exc)}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except (ApiKeyError, ValueError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
     except AuthGateError as exc:
@@ -275,7 +289,7 @@ async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> An
 
 def run_keys_users_tokens(args: argparse.Namespace) -> int:
     """``authgate keys|users|token ...``."""
-    from authgate.tokens.keys import KeysUnreadable, RotationRefused
+    from authgate.tokens.keys import KeysUnreadable
 
     settings = _load(args, need_kek=args.command == "keys")
     if settings is None:
@@ -287,7 +301,7 @@ def run_keys_users_tokens(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"not found: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, RotationRefused, KeysUnreadable) as exc:
+    except (UserError, ValueError, RotationRefused, KeysUnreadable) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     except AuthGateError as exc:

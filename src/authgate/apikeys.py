@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.crypto.envelope import Envelope, EnvelopeError
+from authgate.errors import ApiKeyError, ApiKeyNotFound
 from authgate.stores.base import Clock, EventBus, RecordStore
 
 KEY_PREFIX = "agk"
@@ -29,8 +30,12 @@ CHANNEL = "apikeys"
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-class ApiKeyError(ValueError):
-    """An API key request is invalid; the message names the field."""
+class ApiKeyUnreadable(ValueError):
+    """A stored key cannot be opened (another key-encryption key, or a damaged record).
+
+    Internal: an operator fault, never a refusal; reaching ``web/problem.py`` it is a
+    logged 500. (Refusals of a key request are :class:`~authgate.errors.ApiKeyError`.)
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +162,10 @@ class ApiKeyService:
         return key
 
     async def revoke(self, key_id: str) -> ApiKey:
-        """Revoke for good; raises ``LookupError`` for an unknown id."""
+        """Revoke for good; raises :class:`ApiKeyNotFound` for an unknown id."""
         record = await self._store.get(key_id) if KEY_ID.fullmatch(key_id) else None
         if record is None:
-            raise LookupError(key_id)
+            raise ApiKeyNotFound(detail=key_id)
         record["revoked_at"] = record.get("revoked_at") or self._clock.now_ms()
         await self._store.put(key_id, record)
         await self._changed(key_id)
@@ -184,7 +189,7 @@ class ApiKeyService:
         try:
             raw = self._envelope.open(record["sealed"], context=f"apikey:{key_id}").decode()
         except (EnvelopeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ApiKeyError(f"stored key {key_id} cannot be opened: {exc}") from None
+            raise ApiKeyUnreadable(f"stored key {key_id} cannot be opened: {exc}") from None
         return ApiKey(
             key_id=key_id,
             name=str(record.get("name", "")),

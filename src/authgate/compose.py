@@ -33,7 +33,7 @@ from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
 from authgate.tokens.issuer import TokenIssuer
-from authgate.tokens.keys import KeyManager, RotationRefused, build_key_manager
+from authgate.tokens.keys import KeyManager, KeysUnreadable, build_key_manager
 from authgate.tokens.revocation import RevocationList
 from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
@@ -344,7 +344,8 @@ class Services:
                         )
                         if lock.allowed:
                             await keys.rotate()
-            except (AuthGateError, RotationRefused) as exc:
+            except (AuthGateError, KeysUnreadable) as exc:  # RotationRefused is a Conflict
+                # One failed round never ends maintenance: the next tick tries again.
                 log.warning(
                     "signing key maintenance skipped",
                     extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},

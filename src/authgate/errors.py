@@ -1,20 +1,43 @@
 """The one exception tree of authgate.
 
-Every refusal authgate makes is an :class:`AuthGateError` leaf with a stable
-``reason`` (snake_case; part of the public API, renaming one is a changelog entry)
-and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
+Every refusal authgate makes is an :class:`AuthGateError` with a stable ``reason``
+(snake_case; part of the public API, renaming one is a changelog entry) and an HTTP
+``status``, both class attributes. Only ``web/problem.py`` turns them into responses, and it
+decides the body shape and headers from the class and its attributes alone.
+
+The rule for code outside this module:
+
+* A refusal is raised as a class of this tree, with a message that names the field or
+  header at fault. Domain exceptions that can reach a caller (an HTTP client, or an operator
+  at the CLI) are defined here, as refinements of the leaf whose reason they answer with
+  (``PairRequestError`` is an :class:`InvalidRequest`), and re-exported by their domain
+  module. No handler translates one into another with ``str(exc)``.
+* Exceptions outside the tree are internal: a parser's fault that one verifier or reader
+  maps to its own leaf at exactly one ``except`` (``WireError``, ``ProofFormatError``,
+  ``StrictJSONError``), or an operator fault in stored state that is logged and answered
+  500 (``EnvelopeError``, ``PairRecordError``, ``ApiKeyUnreadable``, ``KeysUnreadable``).
+  ``tests/unit/test_errors.py`` pins that list.
+* A class whose subclasses carry their own reasons is a *group* (``BadRequest``,
+  ``Unauthenticated``, ``BPCError``, ``OAuthError`` ...): it is caught, never raised. A
+  subclass that keeps its parent's reason is a *refinement* for the code's sake (for
+  example ``SecretProofInvalid`` counts toward lock-out); the client cannot tell it apart.
 
 ::
 
-    AuthGateError
+    AuthGateError                       (group; 500 internal_error)
+    ├── InternalError (500)             internal_error (an unexpected fault, logged)
     ├── BadRequest (400)
     │   ├── InvalidTarget               invalid_target
     │   ├── MalformedHeader             malformed_header
     │   ├── MissingForwardedHeader      missing_forwarded_header
     │   ├── InvalidRequest              invalid_request
+    │   │   ├── PairRequestError        (a pair lifecycle request; ``field`` names the member)
+    │   │   ├── ApiKeyError             (an API key request)
+    │   │   └── UserError               (an operator-user request, CLI only)
     │   └── BodyTooLarge (413)          body_too_large
-    ├── Unauthenticated (401)
-    │   ├── MissingCredential           credential_missing
+    ├── Unauthenticated (401)           (WWW-Authenticate: ``scheme``, ``challenge_error``)
+    │   ├── MissingCredential           credential_missing (a bare challenge, no error)
+    │   ├── LoginRefused                unauthenticated (pico /login, /wallet, /refresh)
     │   ├── TokenMalformed              token_malformed
     │   ├── TokenTooLarge               token_too_large
     │   ├── TokenExpired                token_expired
@@ -40,6 +63,7 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │       ├── PairExpired             pair_expired
     │       ├── PairLockedOut           pair_locked_out
     │       ├── SignatureInvalid        signature_invalid
+    │       │   └── SecretProofInvalid  (counts toward lock-out)
     │       └── ReplayDetected          replay_detected
     ├── Forbidden (403)
     │   ├── NoMatchingRule              no_matching_rule
@@ -49,8 +73,20 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
     │   ├── RegistrationClosed          registration_closed
     │   └── OperatorRequired            operator_required
     ├── NotFound (404)                  not_found
+    │   ├── PairNotFound                (no such pair, or approval token)
+    │   └── ApiKeyNotFound              (no such API key)
     ├── Conflict (409)                  conflict
-    ├── OAuthError (400/401)            RFC 6749 codes, answered {"error","error_description"}
+    │   └── RotationRefused             (signing-key rotation now would be unsafe)
+    ├── OAuthError                      RFC 6749 codes, answered {"error","error_description"}
+    │   ├── OAuthInvalidRequest         invalid_request
+    │   ├── OAuthInvalidClient (401)    invalid_client (``basic_challenge`` set at construction)
+    │   ├── OAuthInvalidGrant           invalid_grant
+    │   ├── OAuthInvalidScope           invalid_scope
+    │   ├── OAuthInvalidTarget          invalid_target (RFC 8707)
+    │   ├── OAuthUnsupportedGrantType   unsupported_grant_type
+    │   ├── OAuthUnsupportedTokenType   unsupported_token_type (RFC 7009)
+    │   ├── OAuthUnauthorizedClient (403)  unauthorized_client
+    │   └── OAuthInsufficientScope (403)   insufficient_scope
     ├── RateLimited (429)               rate_limited
     ├── DependencyUnavailable (503)
     │   ├── StoreUnavailable            store_unavailable
@@ -59,7 +95,13 @@ and an HTTP ``status``. Only ``web/problem.py`` turns them into responses.
         ├── UpstreamUnreachable         upstream_unreachable
         └── UpstreamTimeout (504)       upstream_timeout
 
+OAuth reasons live in their own namespace (the OAuth body shape): ``invalid_request`` and
+``invalid_target`` there are not authgate's :class:`InvalidRequest` and
+:class:`InvalidTarget`.
+
 :class:`ConfigError` is separate: it stops start-up and never reaches a client.
+
+This module imports nothing from authgate: every other module may import it.
 """
 
 from __future__ import annotations
@@ -79,6 +121,10 @@ class AuthGateError(Exception):
         # For logs only, never sent to the client (uniform-answer errors hide it).
         self.detail = detail
         super().__init__(self.message)
+
+
+class InternalError(AuthGateError):
+    """An unexpected fault (a bug, or an unreadable stored record): logged, answered 500."""
 
 
 class BadRequest(AuthGateError):
@@ -117,6 +163,22 @@ class InvalidRequest(BadRequest):
     default_message = "invalid request"
 
 
+class PairRequestError(InvalidRequest):
+    """A pair lifecycle request is invalid; ``field`` names the member at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ApiKeyError(InvalidRequest):
+    """An API key request is invalid; the message names the field."""
+
+
+class UserError(InvalidRequest):
+    """An operator-user request is invalid; the message names the field."""
+
+
 class BodyTooLarge(BadRequest):
     """A body that must be read exceeds the configured limit."""
 
@@ -132,6 +194,9 @@ class Unauthenticated(AuthGateError):
     status = 401
     default_message = "authentication required"
     scheme: ClassVar[str] = "Bearer"
+    # The RFC 6750 ``error`` of the challenge; ``None`` answers a bare challenge (no
+    # credential was presented, so there is nothing to call invalid).
+    challenge_error: ClassVar[str | None] = "invalid_token"
 
 
 class MissingCredential(Unauthenticated):
@@ -139,6 +204,12 @@ class MissingCredential(Unauthenticated):
 
     reason = "credential_missing"
     default_message = "no credential presented"
+    challenge_error = None
+
+
+class LoginRefused(Unauthenticated):
+    """One of pico's login doors (password, wallet challenge or signature, refresh token)
+    refused the credential; one reason for every failure."""
 
 
 class TokenMalformed(Unauthenticated):
@@ -335,26 +406,90 @@ class ReplayDetected(BPCError):
 
 
 class OAuthError(AuthGateError):
-    """An RFC 6749 / 7009 / 7662 error: its ``reason`` is the OAuth ``error`` code.
+    """An RFC 6749 / 7009 / 7662 error (a group): a leaf's ``reason`` is the OAuth ``error``.
 
     ``web/problem.py`` answers these in the OAuth shape
     (``{"error": ..., "error_description": ...}``) rather than authgate's own.
     """
 
-    reason = "invalid_request"
+    reason = "oauth_error"
     status = 400
     default_message = "invalid request"
 
-    def __init__(self, code: str, description: str, *, status: int | None = None) -> None:
-        super().__init__(description)
-        self.code = code
-        self.http_status = status or (401 if code == "invalid_client" else 400)
-        self.basic_challenge = False
 
-    @property
-    def oauth_reason(self) -> str:
-        """The OAuth error code (used as the metrics reason)."""
-        return self.code
+class OAuthInvalidRequest(OAuthError):
+    """A parameter is missing, repeated or malformed; the message names it."""
+
+    reason = "invalid_request"
+
+
+class OAuthInvalidClient(OAuthError):
+    """Client authentication failed (RFC 6749 §5.2): 401.
+
+    ``basic_challenge`` (given at construction) adds ``WWW-Authenticate: Basic``: the
+    client tried HTTP Basic, or sent no credentials where they are required.
+    """
+
+    reason = "invalid_client"
+    status = 401
+    default_message = "client authentication failed"
+
+    def __init__(
+        self, message: str | None = None, *, basic_challenge: bool, detail: str = ""
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.basic_challenge = basic_challenge
+
+
+class OAuthInvalidGrant(OAuthError):
+    """The grant (password, refresh token, BPC signature) is invalid."""
+
+    reason = "invalid_grant"
+    default_message = "invalid grant"
+
+
+class OAuthInvalidScope(OAuthError):
+    """The requested scope exceeds what the grant allows, or is malformed."""
+
+    reason = "invalid_scope"
+    default_message = "invalid scope"
+
+
+class OAuthInvalidTarget(OAuthError):
+    """The requested audience (``resource``, RFC 8707) is not served here."""
+
+    reason = "invalid_target"
+    default_message = "invalid target"
+
+
+class OAuthUnsupportedGrantType(OAuthError):
+    """``grant_type`` is not one authgate supports."""
+
+    reason = "unsupported_grant_type"
+    default_message = "unsupported grant type"
+
+
+class OAuthUnsupportedTokenType(OAuthError):
+    """``token_type_hint`` names a kind of token authgate does not revoke (RFC 7009)."""
+
+    reason = "unsupported_token_type"
+    default_message = "unsupported token type"
+
+
+class OAuthUnauthorizedClient(OAuthError):
+    """The authenticated client may not act on this token: 403."""
+
+    reason = "unauthorized_client"
+    status = 403
+    default_message = "unauthorized client"
+
+
+class OAuthInsufficientScope(OAuthError):
+    """The authenticated client lacks the scope the endpoint needs: 403."""
+
+    reason = "insufficient_scope"
+    status = 403
+    default_message = "insufficient scope"
 
 
 class RateLimited(AuthGateError):
@@ -443,12 +578,29 @@ class NotFound(AuthGateError):
     default_message = "not found"
 
 
+class PairNotFound(NotFound):
+    """No such pair, or no pending pair for an approval token (``detail``: the id asked)."""
+
+    default_message = "pair not found"
+
+
+class ApiKeyNotFound(NotFound):
+    """No such API key (``detail``: the id asked)."""
+
+    default_message = "no such API key"
+
+
 class Conflict(AuthGateError):
     """The action is refused in the current state (for example a rotation too early)."""
 
     reason = "conflict"
     status = 409
     default_message = "conflict"
+
+
+class RotationRefused(Conflict):
+    """Rotation now would sign with a key verifiers may not have fetched yet (or the keys
+    come from files); the message says what to do."""
 
 
 class DependencyUnavailable(AuthGateError):

@@ -81,9 +81,11 @@ async def test_a_forged_token_on_the_admin_api_is_a_logged_refusal(
             "/admin/tokens", json={"sub": "x"}, headers={"Authorization": f"Bearer {forged}"}
         )
     assert response.status == 401
-    assert decisions(client, "denied", "token_key_unknown", "jwt") + decisions(
-        client, "denied", "token_signature_invalid", "jwt"
-    ) == 1
+    assert (
+        decisions(client, "denied", "token_key_unknown", "jwt")
+        + decisions(client, "denied", "token_signature_invalid", "jwt")
+        == 1
+    )
     (line,) = decision_lines(caplog)
     assert line["rule_id"] == "admin-api" and not line["granted"]
     assert forged not in caplog.text

@@ -33,7 +33,12 @@ class PairStatus(StrEnum):
 
 
 class PairRecordError(ValueError):
-    """A stored or submitted pair record is malformed; the message names the field."""
+    """A stored or submitted pair record is malformed; the message names the field.
+
+    Internal, never a refusal by itself: a submitted key's fault becomes a
+    :class:`~authgate.errors.PairRequestError` naming the member (``pairs/service.py``),
+    an unreadable stored record is logged (``verifiers/bpc.py``) or answered as a 500.
+    """
 
 
 def public_key_from_jwk(jwk: Any) -> ec.EllipticCurvePublicKey:

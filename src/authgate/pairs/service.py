@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from authgate.config.model import BPCSettings
 from authgate.crypto.bpc_wire import PAIR_ID, jwk_fingerprint
 from authgate.crypto.envelope import Envelope
+from authgate.errors import PairNotFound, PairRequestError
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.records import (
     SCOPE_METHODS,
@@ -33,18 +34,6 @@ MODES = frozenset({"development", "production"})
 MIN_SECRET_CHARS = 8
 MAX_SECRET_CHARS = 1024
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-
-
-class PairRequestError(ValueError):
-    """A lifecycle request is invalid; ``field`` names the member at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class PairNotFound(LookupError):
-    """No such pair (or approval token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +113,7 @@ class PairService:
         """The stored record; raises :class:`PairNotFound`."""
         data = await self._store.get(pair_id) if PAIR_ID.fullmatch(pair_id) else None
         if data is None:
-            raise PairNotFound(pair_id)
+            raise PairNotFound(detail=pair_id)
         return PairRecord.from_json(data)
 
     async def all_pairs(self) -> list[PairRecord]:
@@ -187,13 +176,13 @@ class PairService:
         try:
             record = await self.get(pair_id)
         except PairNotFound:
-            raise PairNotFound("no pending pair for that approval token") from None
+            raise PairNotFound("no pending pair for that approval token", detail=pair_id) from None
         if record.status is not PairStatus.PENDING:
             raise PairRequestError("pairId", f"pair is {record.status.value}, not pending")
         if approval_token is not None:
             expected = record.approval_token_hash or ""
             if not hmac.compare_digest(expected, _token_hash(approval_token)):
-                raise PairNotFound("no pending pair for that approval token")
+                raise PairNotFound("no pending pair for that approval token", detail=pair_id)
         if (
             record.approval_expires_at is not None
             and record.approval_expires_at < self._clock.now_ms()

@@ -24,7 +24,7 @@ def checks_for(rule: CompiledRule, by: str) -> list[RateLimitCheck]:
     ]
 
 
-def refusal(result: RateLimitResult, message: str, *, period_ms: int) -> RateLimited:
+def rate_limited(result: RateLimitResult, message: str, *, period_ms: int) -> RateLimited:
     """The 429 for a refused check, with the IETF ``RateLimit-*`` fields (whole seconds,
     rounded up)."""
     return RateLimited(
@@ -43,4 +43,4 @@ def raise_if_limited(
     """Raise :class:`RateLimited` (with the IETF fields) when any check refused."""
     for result, check in zip(results, checks, strict=False):
         if not result.allowed:
-            raise refusal(result, f"rate limit exceeded ({by})", period_ms=check.period_ms)
+            raise rate_limited(result, f"rate limit exceeded ({by})", period_ms=check.period_ms)

@@ -22,7 +22,13 @@ from typing import Any
 
 from authgate.config.model import Settings
 from authgate.crypto.stamps import issued_at_ms, stamped
-from authgate.errors import AuthGateError, OAuthError
+from authgate.errors import (
+    AuthGateError,
+    OAuthError,
+    OAuthInvalidGrant,
+    OAuthInvalidScope,
+    OAuthInvalidTarget,
+)
 from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
@@ -107,7 +113,7 @@ class TokenIssuer:
         if requested is None:
             return self._s.jwt.audiences[0]
         if requested not in self._s.jwt.audiences:
-            raise OAuthError("invalid_target", f"audience {requested!r} is not served here")
+            raise OAuthInvalidTarget(f"audience {requested!r} is not served here")
         return requested
 
     async def issue(
@@ -181,18 +187,18 @@ class TokenIssuer:
         claims = strict_json_object(jws.payload, "payload")
         await self._own.verify_jws(jws)
         if claims.get("iss") != self.issuer:
-            raise OAuthError("invalid_grant", "token was not issued here")
+            raise OAuthInvalidGrant("token was not issued here")
         is_refresh = (
             claims.get("type") == "refresh"
             or str(jws.header.get("typ", "")).lower() == "refresh+jwt"
         )
         if is_refresh != (kind == "refresh"):
-            raise OAuthError("invalid_grant", f"not a {kind} token")
+            raise OAuthInvalidGrant(f"not a {kind} token")
         exp = claims.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, int) or exp <= self._now():
-            raise OAuthError("invalid_grant", "token has expired")
+            raise OAuthInvalidGrant("token has expired")
         if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("sub"), str):
-            raise OAuthError("invalid_grant", "token lacks jti or sub")
+            raise OAuthInvalidGrant("token lacks jti or sub")
         return claims
 
     async def is_revoked(self, claims: Mapping[str, Any]) -> bool:
@@ -211,14 +217,14 @@ class TokenIssuer:
         except OAuthError:
             raise
         except AuthGateError:
-            raise OAuthError("invalid_grant", "refresh token is invalid") from None
+            raise OAuthInvalidGrant("refresh token is invalid") from None
         fam = claims.get("fam")
         if not isinstance(fam, str):
-            raise OAuthError("invalid_grant", "refresh token has no family")
+            raise OAuthInvalidGrant("refresh token has no family")
         if claims.get("client_id") is not None and claims.get("client_id") != client_id:
-            raise OAuthError("invalid_grant", "refresh token was issued to another client")
+            raise OAuthInvalidGrant("refresh token was issued to another client")
         if await self.is_revoked(claims):
-            raise OAuthError("invalid_grant", "refresh token has been revoked")
+            raise OAuthInvalidGrant("refresh token has been revoked")
         outcome = await self._nonces.consume(
             f"refresh:{fam}",
             str(claims["jti"]),
@@ -227,13 +233,13 @@ class TokenIssuer:
         )
         if outcome is not NonceOutcome.FRESH:
             await self.revoke_family(fam)
-            raise OAuthError(
-                "invalid_grant", "refresh token reuse detected: the whole token family is revoked"
+            raise OAuthInvalidGrant(
+                "refresh token reuse detected: the whole token family is revoked"
             )
         granted = set(str(claims.get("scope", "")).split()) - {""}
         requested = set(scopes) if scopes is not None else granted
         if not requested <= granted:
-            raise OAuthError("invalid_scope", "requested scope exceeds the original grant")
+            raise OAuthInvalidScope("requested scope exceeds the original grant")
         carried = {k: claims[k] for k in _CARRIED if k in claims}
         return await self.issue(
             subject=str(claims["sub"]),
@@ -297,7 +303,7 @@ def scopes_from(value: str | None) -> set[str] | None:
     scopes = set(value.split(" ")) - {""}
     for scope in scopes:
         if not all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in scope):
-            raise OAuthError("invalid_scope", "scope has an invalid character")
+            raise OAuthInvalidScope("scope has an invalid character")
     return scopes
 
 

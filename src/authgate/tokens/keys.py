@@ -27,6 +27,7 @@ from typing import Any
 from authgate.config.model import Settings
 from authgate.crypto.envelope import Envelope, EnvelopeError
 from authgate.crypto.keys import KeyRing, SigningKey, VerificationKey
+from authgate.errors import RotationRefused
 from authgate.stores.base import Clock, EventBus, RecordStore
 
 CHANNEL = "keys"
@@ -34,11 +35,11 @@ log = logging.getLogger(__name__)
 
 
 class KeysUnreadable(Exception):
-    """Stored signing keys exist but cannot be opened (a wrong key-encryption key)."""
+    """Stored signing keys exist but cannot be opened (a wrong key-encryption key).
 
-
-class RotationRefused(Exception):
-    """Rotation now would sign with a key verifiers may not have fetched yet."""
+    Internal: it stops start-up (or a reload) and never reaches a client as a refusal.
+    Rotation refusals are :class:`~authgate.errors.RotationRefused`, a 409.
+    """
 
 
 @dataclass(frozen=True, slots=True)

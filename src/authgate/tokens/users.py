@@ -11,6 +11,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from authgate.errors import UserError
 from authgate.stores.base import Clock, RecordStore
 
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -18,10 +19,6 @@ _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
 _hasher = PasswordHasher()
 # Verified against when the user does not exist, so both paths cost one argon2 check.
 _DUMMY = _hasher.hash("authgate-no-such-user")
-
-
-class UserError(ValueError):
-    """A user request is invalid; the message names the field."""
 
 
 @dataclass(frozen=True, slots=True)

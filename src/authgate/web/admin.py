@@ -20,12 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from authgate.errors import (
-    Conflict,
     InvalidRequest,
-    NotFound,
 )
 from authgate.models import Principal
-from authgate.tokens.keys import RotationRefused
 from authgate.web.body import read_json_object
 from authgate.web.callers import caller
 from authgate.web.problem import Routes
@@ -76,10 +73,7 @@ async def rotate(request: web.Request) -> web.Response:
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequest("force: must be a boolean")
-    try:
-        return _json(await request.app[SERVICES].keys.rotate(force=force))
-    except RotationRefused as exc:
-        raise Conflict(str(exc)) from None
+    return _json(await request.app[SERVICES].keys.rotate(force=force))  # RotationRefused: 409
 
 
 async def mint(request: web.Request) -> web.Response:
@@ -150,20 +144,14 @@ async def create_apikey(request: web.Request) -> web.Response:
         raise InvalidRequest("name: must be a string")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidRequest("scopes: must be a list of strings")
-    try:
-        key, raw = await request.app[SERVICES].api_keys.create(name=name, scopes=scopes)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    key, raw = await request.app[SERVICES].api_keys.create(name=name, scopes=scopes)  # 400s
     return _json({**key.public_view(), "api_key": raw}, 201)
 
 
 async def revoke_apikey(request: web.Request) -> web.Response:
     """Revoke an API key."""
     await _admin(request)
-    try:
-        key = await request.app[SERVICES].api_keys.revoke(request.match_info["key_id"])
-    except LookupError:
-        raise NotFound("no such API key") from None
+    key = await request.app[SERVICES].api_keys.revoke(request.match_info["key_id"])  # 404
     return _json(key.public_view())
 
 

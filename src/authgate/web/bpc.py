@@ -24,13 +24,12 @@ from aiohttp import web
 
 from authgate.errors import (
     InvalidRequest,
-    NotFound,
     OperatorRequired,
     RegistrationClosed,
 )
 from authgate.models import Principal, RequestContext
-from authgate.pairs.service import PairNotFound, PairRequestError, PairService
-from authgate.policy.limits import refusal
+from authgate.pairs.service import PairService
+from authgate.policy.limits import rate_limited
 from authgate.policy.rules import LIFECYCLE_RULE
 from authgate.web.body import read_json_object
 from authgate.web.callers import caller, own_context
@@ -69,10 +68,6 @@ def _pairs(request: web.Request) -> PairService:
     return request.app[SERVICES].pairs
 
 
-def _request_error(exc: PairRequestError) -> InvalidRequest:
-    return InvalidRequest(str(exc))
-
-
 async def register(request: web.Request) -> web.Response:
     """Register a pair; active at once only for auto-approved development pairs."""
     policy = request.app[SETTINGS].bpc.registration
@@ -87,12 +82,9 @@ async def register(request: web.Request) -> web.Response:
         period_ms=3_600_000,
     )
     if not limit.allowed:
-        raise refusal(limit, "too many registrations from this address", period_ms=3_600_000)
+        raise rate_limited(limit, "too many registrations from this address", period_ms=3_600_000)
     data = await _json_body(request)
-    try:
-        result = await _pairs(request).register(data)
-    except PairRequestError as exc:
-        raise _request_error(exc) from None
+    result = await _pairs(request).register(data)  # PairRequestError: a 400 naming the member
     pair = result.pair
     if result.approval_token is None:
         body = {"pairId": pair.pair_id, "status": "active", "fingerprint": pair.fingerprint}
@@ -119,14 +111,7 @@ async def approve(request: web.Request) -> web.Response:
         or not (token or pair_id)
     ):
         raise InvalidRequest("approvalToken or pairId (string) is required")
-    try:
-        pair = await _pairs(request).approve(
-            approval_token=token, pair_id=None if token else pair_id
-        )
-    except PairNotFound as exc:
-        raise NotFound(str(exc.args[0]) if exc.args else "pair not found") from None
-    except PairRequestError as exc:
-        raise _request_error(exc) from None
+    pair = await _pairs(request).approve(approval_token=token, pair_id=None if token else pair_id)
     return web.json_response({"pairId": pair.pair_id, "status": pair.status.value})
 
 
@@ -134,10 +119,7 @@ async def rotate(request: web.Request) -> web.Response:
     """Replace the device key and secret; signed with the current key."""
     context, principal = await _signed(request)
     data = await _json_body(request, context)
-    try:
-        pair = await _pairs(request).rotate(principal.credential_id, data)
-    except PairRequestError as exc:
-        raise _request_error(exc) from None
+    pair = await _pairs(request).rotate(principal.credential_id, data)
     return web.json_response({"pairId": pair.pair_id, "fingerprint": pair.fingerprint})
 
 
@@ -156,10 +138,7 @@ async def revoke(request: web.Request) -> web.Response:
             raise InvalidRequest("pairId: a pair may revoke only itself")
     if not isinstance(pair_id, str):
         raise InvalidRequest("pairId: must be a string")
-    try:
-        pair = await _pairs(request).revoke(pair_id, by=by)
-    except PairNotFound:
-        raise NotFound("pair not found") from None
+    pair = await _pairs(request).revoke(pair_id, by=by)  # PairNotFound: 404 "pair not found"
     return web.json_response({"pairId": pair.pair_id, "status": pair.status.value})
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from authgate.pipeline import Gate
 from authgate.web.context import Door, Doors, request_id
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import Handler, Routes, refusal
+from authgate.web.problem import Handler, Routes, response_for
 
 
 def _handler(door: Door, gate: Gate, identity: IdentityHeaders, request_id_header: str) -> Handler:
@@ -27,8 +27,8 @@ def _handler(door: Door, gate: Gate, identity: IdentityHeaders, request_id_heade
         rid = request_id(request, request_id_header)
         try:
             decision = await gate.evaluate(door.context(request, rid))
-        except Exception as exc:  # noqa: BLE001 - refusal() answers or re-raises
-            return refusal(exc, rid)
+        except Exception as exc:  # noqa: BLE001 - response_for() answers or re-raises
+            return response_for(exc, rid)
         response = web.Response(status=200, headers=identity.response_headers(decision))
         response.headers["X-Request-Id"] = rid
         return response

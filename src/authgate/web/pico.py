@@ -68,10 +68,10 @@ from authgate.config.model import Settings
 from authgate.errors import (
     ConfigError,
     InvalidRequest,
+    LoginRefused,
     NotFound,
     OAuthError,
     ScopeDenied,
-    Unauthenticated,
 )
 from authgate.models import Principal
 from authgate.policy.rules import BEARER_CALLER_RULE
@@ -148,15 +148,15 @@ class ChallengeCodec:
     def check(self, address: str, challenge: str) -> int:
         """The challenge's issue time (ms) if it is ours, for ``address`` and fresh."""
         if _CHALLENGE.fullmatch(challenge) is None:
-            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge malformed")
+            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge malformed")
         raw = bytes.fromhex(challenge)
         head, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not any(hmac.compare_digest(self._mac(k, head, address), mac) for k in self._keys):
-            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge MAC or address")
+            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge MAC or address")
         issued_ms = int.from_bytes(head[:8], "big")
         now = self._clock.now_ms()
         if now - issued_ms > CHALLENGE_TTL_SECONDS * 1000 or issued_ms > now + self._skew_ms:
-            raise Unauthenticated(_CHALLENGE_REFUSED, detail="challenge expired")
+            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge expired")
         return issued_ms
 
     def remaining_ms(self, issued_ms: int) -> int:
@@ -216,9 +216,7 @@ def wallet_identity(algorithm: str, public_key: bytes, signature: bytes, message
     except UnsupportedAlgorithm:
         raise InvalidRequest(f"algorithm: {algorithm} is not available on this server") from None
     except (InvalidSignature, ValueError) as exc:
-        raise Unauthenticated(
-            "wallet signature does not verify", detail=type(exc).__name__
-        ) from None
+        raise LoginRefused("wallet signature does not verify", detail=type(exc).__name__) from None
 
 
 # --- request bodies ---------------------------------------------------------------------
@@ -309,7 +307,7 @@ async def sign_in(request: web.Request) -> web.Response:
         scope, fields["challenge"], ttl_ms=codec.remaining_ms(issued_ms), signed_at_ms=issued_ms
     )
     if outcome is not NonceOutcome.FRESH:
-        raise Unauthenticated(_CHALLENGE_REFUSED, detail=f"challenge {outcome.value}")
+        raise LoginRefused(_CHALLENGE_REFUSED, detail=f"challenge {outcome.value}")
     issued = await app[SERVICES].issuer.issue(
         subject=identity,
         scopes=(),
@@ -328,7 +326,7 @@ async def refresh(request: web.Request) -> web.Response:
             fields["refresh_token"], scopes=None, client_id=None
         )
     except OAuthError as exc:
-        raise Unauthenticated(f"refresh token refused: {exc.message}") from None
+        raise LoginRefused(f"refresh token refused: {exc.message}") from None
     return _json(issued.response())
 
 
@@ -343,7 +341,7 @@ async def login(request: web.Request) -> web.Response:
     await charge_password_attempt(request)
     user = await app[SERVICES].users.authenticate(fields["username"], fields["password"])
     if user is None:
-        raise Unauthenticated("wrong username or password")
+        raise LoginRefused("wrong username or password")
     issued = await app[SERVICES].issuer.issue(
         subject=f"user:{user.username}",
         scopes=user.scopes,

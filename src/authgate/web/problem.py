@@ -1,7 +1,9 @@
 """The only place an :class:`AuthGateError` becomes an HTTP response.
 
 Body: ``{"error": {"code": <reason>, "message": <text>}}`` (the shape the published BPC
-client reads). 401 carries ``WWW-Authenticate``; 503 carries ``Retry-After``.
+client reads); :class:`OAuthError` leaves answer ``{"error", "error_description"}``. 401
+carries ``WWW-Authenticate``; 503 carries ``Retry-After``. Status, shape and headers follow
+from the exception's class and attributes only, never from its reason string.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from aiohttp import web
 from authgate.errors import (
     AuthGateError,
     DependencyUnavailable,
+    InternalError,
     OAuthError,
+    OAuthInvalidClient,
     RateLimited,
     Unauthenticated,
 )
@@ -30,11 +34,11 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     """The JSON error response for ``exc``."""
     if isinstance(exc, OAuthError):
         response = web.json_response(
-            {"error": exc.code, "error_description": exc.message}, status=exc.http_status
+            {"error": exc.reason, "error_description": exc.message}, status=exc.status
         )
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"
-        if exc.basic_challenge:
+        if isinstance(exc, OAuthInvalidClient) and exc.basic_challenge:
             response.headers["WWW-Authenticate"] = 'Basic realm="authgate"'
         if request_id:
             response.headers["X-Request-Id"] = request_id
@@ -43,13 +47,11 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status
     )
     if isinstance(exc, Unauthenticated):
-        description = exc.message.replace("\\", "").replace('"', "'")
-        response.headers["WWW-Authenticate"] = (
-            f'{exc.scheme} realm="authgate", error="invalid_token", '
-            f'error_description="{description}"'
-            if exc.reason != "credential_missing"
-            else 'Bearer realm="authgate"'
-        )
+        challenge = f'{exc.scheme} realm="authgate"'
+        if exc.challenge_error is not None:
+            description = exc.message.replace("\\", "").replace('"', "'")
+            challenge += f', error="{exc.challenge_error}", error_description="{description}"'
+        response.headers["WWW-Authenticate"] = challenge
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, RateLimited):
@@ -67,7 +69,7 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
     return response
 
 
-def refusal(exc: Exception, request_id: str) -> web.Response:
+def response_for(exc: Exception, request_id: str) -> web.Response:
     """The response for an exception a handler raised: its problem response, or a logged 500.
 
     ``web.HTTPException`` is re-raised for aiohttp to answer (it is a response, not a fault).
@@ -81,7 +83,7 @@ def refusal(exc: Exception, request_id: str) -> web.Response:
         exc_info=exc,
         extra={"event": "internal_error", "request_id": request_id},
     )
-    return problem_response(AuthGateError(), request_id=request_id)
+    return problem_response(InternalError(), request_id=request_id)
 
 
 def guarded(handler: Handler, *, request_id_header: str) -> Handler:
@@ -98,7 +100,7 @@ def guarded(handler: Handler, *, request_id_header: str) -> Handler:
         try:
             return await handler(request)
         except Exception as exc:  # noqa: BLE001 - every fault becomes a response
-            return refusal(exc, rid)
+            return response_for(exc, rid)
 
     guarded_handler.__name__ = getattr(handler, "__name__", "handler")
     guarded_handler.__doc__ = handler.__doc__

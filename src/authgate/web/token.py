@@ -17,9 +17,19 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from authgate.apikeys import ApiKey
-from authgate.errors import AuthGateError, OAuthError
+from authgate.errors import (
+    AuthGateError,
+    OAuthInsufficientScope,
+    OAuthInvalidClient,
+    OAuthInvalidGrant,
+    OAuthInvalidRequest,
+    OAuthInvalidScope,
+    OAuthUnauthorizedClient,
+    OAuthUnsupportedGrantType,
+    OAuthUnsupportedTokenType,
+)
 from authgate.models import CredentialType
-from authgate.policy.limits import refusal
+from authgate.policy.limits import rate_limited
 from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.body import read_bounded
@@ -36,23 +46,21 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def read_form(request: web.Request, raw: bytes | None = None) -> dict[str, str]:
     """The form parameters; refuses other content types, oversize bodies and repeats."""
     if request.content_type != "application/x-www-form-urlencoded":
-        raise OAuthError(
-            "invalid_request", "Content-Type must be application/x-www-form-urlencoded"
-        )
+        raise OAuthInvalidRequest("Content-Type must be application/x-www-form-urlencoded")
     if raw is None:
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-            raise OAuthError("invalid_request", "request body too large")
+            raise OAuthInvalidRequest("request body too large")
         raw = await read_bounded(request.content, MAX_FORM_BYTES)
     if len(raw) > MAX_FORM_BYTES:
-        raise OAuthError("invalid_request", "request body too large")
+        raise OAuthInvalidRequest("request body too large")
     try:
         pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=bool(raw))
     except (UnicodeDecodeError, ValueError):
-        raise OAuthError("invalid_request", "request body is not a valid form") from None
+        raise OAuthInvalidRequest("request body is not a valid form") from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
-            raise OAuthError("invalid_request", f"parameter {name!r} appears more than once")
+            raise OAuthInvalidRequest(f"parameter {name!r} appears more than once")
         form[name] = value
     return form
 
@@ -67,17 +75,11 @@ def _basic(request: web.Request) -> tuple[str, str] | None:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        raise _invalid_client("malformed Basic credentials", basic=True) from None
+        raise OAuthInvalidClient("malformed Basic credentials", basic_challenge=True) from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:
-        raise _invalid_client("malformed Basic credentials", basic=True)
+        raise OAuthInvalidClient("malformed Basic credentials", basic_challenge=True)
     return unquote(client_id), unquote(secret)
-
-
-def _invalid_client(description: str, *, basic: bool) -> OAuthError:
-    error = OAuthError("invalid_client", description, status=401)
-    error.basic_challenge = basic
-    return error
 
 
 async def authenticate_client(
@@ -87,10 +89,10 @@ async def authenticate_client(
     basic = _basic(request)
     in_form = "client_id" in form or "client_secret" in form
     if basic is not None and in_form:
-        raise OAuthError("invalid_request", "use HTTP Basic or form credentials, not both")
+        raise OAuthInvalidRequest("use HTTP Basic or form credentials, not both")
     if basic is None and not in_form:
         if required:
-            raise _invalid_client("client authentication required", basic=True)
+            raise OAuthInvalidClient("client authentication required", basic_challenge=True)
         return None
     client_id, secret = (
         basic if basic is not None else (form.get("client_id", ""), form.get("client_secret", ""))
@@ -98,7 +100,9 @@ async def authenticate_client(
     raw = secret if secret.startswith("agk_") else f"agk_{client_id}_{secret}"
     key = await request.app[SERVICES].api_keys.authenticate(raw)
     if key is None or key.key_id != client_id:
-        raise _invalid_client("unknown client or wrong secret", basic=basic is not None)
+        raise OAuthInvalidClient(
+            "unknown client or wrong secret", basic_challenge=basic is not None
+        )
     return key
 
 
@@ -121,9 +125,9 @@ async def token(request: web.Request) -> web.Response:
     form = await read_form(request, raw_body)
     grant = form.get("grant_type")
     if not grant:
-        raise OAuthError("invalid_request", "grant_type is required")
+        raise OAuthInvalidRequest("grant_type is required")
     if grant not in GRANTS or (grant == "password" and not settings.tokens.password_grant):
-        raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported here")
+        raise OAuthUnsupportedGrantType(f"grant_type {grant!r} is not supported here")
     requested = scopes_from(form.get("scope"))
     audience = form.get("audience") or form.get("resource")
 
@@ -131,7 +135,7 @@ async def token(request: web.Request) -> web.Response:
         key = await authenticate_client(request, form, required=True)
         assert key is not None
         if requested is not None and not requested <= key.scopes:
-            raise OAuthError("invalid_scope", "requested scope exceeds the client's")
+            raise OAuthInvalidScope("requested scope exceeds the client's")
         issued = await issuer.issue(
             subject=f"apikey:{key.key_id}",
             scopes=key.scopes if requested is None else requested,
@@ -143,20 +147,20 @@ async def token(request: web.Request) -> web.Response:
         client = await authenticate_client(request, form, required=False)
         refresh = form.get("refresh_token")
         if not refresh:
-            raise OAuthError("invalid_request", "refresh_token is required")
+            raise OAuthInvalidRequest("refresh_token is required")
         issued = await issuer.redeem_refresh(
             refresh, scopes=requested, client_id=client.key_id if client else None
         )
     elif grant == "password":
         username, password = form.get("username"), form.get("password")
         if not username or not password:
-            raise OAuthError("invalid_request", "username and password are required")
+            raise OAuthInvalidRequest("username and password are required")
         await charge_password_attempt(request)
         user = await app[SERVICES].users.authenticate(username, password)
         if user is None:
-            raise OAuthError("invalid_grant", "wrong username or password")
+            raise OAuthInvalidGrant("wrong username or password")
         if requested is not None and not requested <= user.scopes:
-            raise OAuthError("invalid_scope", "requested scope exceeds the user's")
+            raise OAuthInvalidScope("requested scope exceeds the user's")
         issued = await issuer.issue(
             subject=f"user:{user.username}",
             scopes=user.scopes if requested is None else requested,
@@ -167,17 +171,17 @@ async def token(request: web.Request) -> web.Response:
         )
     else:
         if bpc_context is None:
-            raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
+            raise OAuthInvalidRequest("the BPC grant needs a BPC-signed request")
         if "x-bpc-pair-id" not in bpc_context.headers:
-            raise OAuthError("invalid_request", "the BPC grant needs a BPC-signed request")
+            raise OAuthInvalidRequest("the BPC grant needs a BPC-signed request")
         try:
             principal = await caller(request, EXCHANGE_RULE, bpc_context)
         except AuthGateError as exc:
-            raise OAuthError("invalid_grant", f"BPC signature refused: {exc.reason}") from None
+            raise OAuthInvalidGrant(f"BPC signature refused: {exc.reason}") from None
         if principal.credential_type is not CredentialType.BPC:  # pragma: no cover
-            raise OAuthError("invalid_grant", "not a BPC principal")
+            raise OAuthInvalidGrant("not a BPC principal")
         if requested is not None and not requested <= principal.scopes:
-            raise OAuthError("invalid_scope", "requested scope exceeds the pair's")
+            raise OAuthInvalidScope("requested scope exceeds the pair's")
         issued = await issuer.issue(
             subject=principal.subject,
             scopes=principal.scopes if requested is None else requested,
@@ -216,17 +220,15 @@ async def revoke(request: web.Request) -> web.Response:
     assert key is not None
     value = form.get("token")
     if not value:
-        raise OAuthError("invalid_request", "token is required")
+        raise OAuthInvalidRequest("token is required")
     hint = form.get("token_type_hint")
     if hint not in (None, "access_token", "refresh_token"):
-        raise OAuthError("unsupported_token_type", f"token_type_hint {hint!r} is not supported")
+        raise OAuthUnsupportedTokenType(f"token_type_hint {hint!r} is not supported")
     claims = await _claims_of(request, value, hint)
     if claims is None:
         return _json({})  # RFC 7009 §2.2: an invalid token is not an error
     if claims.get("client_id") != key.key_id and not _is_admin(request, key):
-        raise OAuthError(
-            "unauthorized_client", "the token was not issued to this client", status=403
-        )
+        raise OAuthUnauthorizedClient("the token was not issued to this client")
     await request.app[SERVICES].issuer.revoke_claims(claims)
     return _json({})
 
@@ -238,12 +240,10 @@ async def introspect(request: web.Request) -> web.Response:
     assert key is not None
     scopes = request.app[SETTINGS].tokens
     if not ({scopes.introspect_scope, scopes.admin_scope} & key.scopes):
-        raise OAuthError(
-            "insufficient_scope", f"introspection needs scope {scopes.introspect_scope}", status=403
-        )
+        raise OAuthInsufficientScope(f"introspection needs scope {scopes.introspect_scope}")
     value = form.get("token")
     if not value:
-        raise OAuthError("invalid_request", "token is required")
+        raise OAuthInvalidRequest("token is required")
     claims = await _claims_of(request, value, form.get("token_type_hint"))
     if claims is None or await request.app[SERVICES].issuer.is_revoked(claims):
         return _json({"active": False})
@@ -301,7 +301,7 @@ async def charge_password_attempt(request: web.Request) -> None:
         f"password:{client_ip}", limit=budget, period_ms=60_000
     )
     if not result.allowed:
-        raise refusal(result, "too many password attempts from this address", period_ms=60_000)
+        raise rate_limited(result, "too many password attempts from this address", period_ms=60_000)
 
 
 def add_routes(routes: Routes) -> None:
