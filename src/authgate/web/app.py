@@ -33,7 +33,7 @@ from authgate.tokens.users import UserService
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web import admin, bpc, challenge, forward_auth, health, pico, proxy, token
+from authgate.web import admin, bpc, challenge, forward_auth, health, oauth, pico, proxy
 from authgate.web.body import read_bounded
 from authgate.web.context import ContextBuilder, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
@@ -307,7 +307,7 @@ def create_app(
     if settings.hmac.enabled:
         challenge.add_routes(routes)
     if settings.tokens.enabled:
-        token.add_routes(routes)
+        oauth.add_routes(routes)
     if settings.tokens.enabled and settings.tokens.pico_enabled:
         pico.add_routes(routes, clock=clock)
     if settings.tokens.admin_api:

@@ -77,6 +77,7 @@ from authgate.models import Principal
 from authgate.stores.base import Clock, NonceOutcome
 from authgate.web.admin import bearer_caller
 from authgate.web.body import read_json_object
+from authgate.web.oauth import charge_password_attempt
 from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import (
     ISSUER,
@@ -85,7 +86,6 @@ from authgate.web.state import (
     STORES,
     USERS,
 )
-from authgate.web.token import charge_password_attempt
 
 try:  # ML-DSA arrived in cryptography 47; with an older one ML-DSA-65 sign-in is refused.
     from cryptography.hazmat.primitives.asymmetric import mldsa
