@@ -6,17 +6,28 @@ identity header name and every header under a configured prefix (``X-Authgate-``
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from multidict import CIMultiDict
 
 from authgate.config.model import IdentitySettings
 from authgate.models import Decision
 from authgate.tokens.keys import KeyManager
-from authgate.verifiers.jwt_bearer import header_safe
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+_PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
+
+
+def header_safe(value: str) -> str:
+    """Percent-encode anything outside visible ASCII so it can travel in a header."""
+    if _PLAIN_HEADER_VALUE.fullmatch(value) is not None:
+        return value  # the common case: nothing to encode
+    return quote(value, safe=_HEADER_SAFE)
 
 
 class IdentityHeaders:
