@@ -19,9 +19,9 @@ from authgate.errors import (
     MissingCredential,
 )
 from authgate.metrics import CounterChild, HistogramChild, Metrics
-from authgate.models import ANONYMOUS, CredentialType, Decision, Principal, RequestContext
+from authgate.models import ANONYMOUS, CredentialType, Principal, RequestContext
 from authgate.policy.limits import checks_for, raise_if_limited
-from authgate.policy.rules import CompiledRule, Policy
+from authgate.policy.rules import CompiledRule, Decision, Policy
 from authgate.stores.base import RateLimitStore
 
 log = logging.getLogger("authgate.decision")

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from authgate.models import Decision, RequestContext
+from authgate.models import RequestContext
 from authgate.pipeline import Gate
+from authgate.policy.rules import Decision
 from authgate.web.context import ContextBuilder, request_id
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import Handler, Routes, refusal

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from authgate.config.model import IdentitySettings
-from authgate.models import Decision
+from authgate.policy.rules import Decision
 from authgate.tokens.keys import KeyManager
 
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")

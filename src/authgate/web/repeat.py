@@ -43,9 +43,9 @@ from multidict import CIMultiDict
 
 from authgate.errors import AuthGateError
 from authgate.metrics import CounterChild, Metrics
-from authgate.models import CredentialType, Decision, RequestContext
+from authgate.models import CredentialType, RequestContext
 from authgate.pipeline import Gate
-from authgate.policy.rules import CompiledRule
+from authgate.policy.rules import CompiledRule, Decision
 from authgate.verifiers.jwt_bearer import (
     JWTBearerVerifier,
     VerifiedToken,
