@@ -27,7 +27,7 @@ from tests.support import TokenFactory, make_settings, raw_request
 Client = TestClient[web.Request, web.Application]
 Raw = list[tuple[bytes, bytes]]
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"id": "public", "path_prefix": "/public", "anonymous": True},
     {"id": "admin", "path_prefix": "/admin", "scopes": ["admin"]},
     {
@@ -64,18 +64,18 @@ async def client(tokens: TokenFactory) -> AsyncIterator[Client]:
 
 
 def repeats(client: Client) -> RepeatGrants:
-    return client.server.app[REPEATS]
+    return client.app[REPEATS]
 
 
 def hits(client: Client) -> float:
-    value = client.server.app[METRICS].registry.get_sample_value(
+    value = client.app[METRICS].registry.get_sample_value(
         "authgate_cache_lookups_total", {"cache": "repeat", "result": "hit"}
     )
     return value or 0.0
 
 
 def decisions(client: Client, outcome: str) -> float:
-    registry = client.server.app[METRICS].registry
+    registry = client.app[METRICS].registry
     return sum(
         s.value
         for family in registry.collect()
@@ -203,9 +203,7 @@ async def test_revoked_after_it_was_remembered_is_refused(
     path, headers = base_request("nginx", tokens.mint(jti="gone"))
     for _ in range(2):
         assert (await send(client, path, headers))[0] == 200
-    await client.server.app[REVOCATIONS].revoke(
-        "gone", expires_at_ms=int(time.time() * 1000) + 60_000
-    )
+    await client.app[REVOCATIONS].revoke("gone", expires_at_ms=int(time.time() * 1000) + 60_000)
     status, _, body = await send(client, path, headers)
     assert (status, json.loads(body)["error"]["code"]) == (401, "token_revoked")
 
@@ -216,7 +214,7 @@ async def test_refresh_family_revoked_after_it_was_remembered_is_refused(
     path, headers = base_request("nginx", tokens.mint(fam="family-1"))
     for _ in range(2):
         assert (await send(client, path, headers))[0] == 200
-    await client.server.app[REVOCATIONS].revoke(
+    await client.app[REVOCATIONS].revoke(
         "fam:family-1", expires_at_ms=int(time.time() * 1000) + 60_000
     )
     assert (await send(client, path, headers))[0] == 401
@@ -422,7 +420,7 @@ VALUES = st.one_of(
 )
 
 
-def _mutations(token: bytes) -> st.SearchStrategy[Callable[[Raw], Raw]]:
+def _mutations(token: bytes) -> st.SearchStrategy[list[Callable[[Raw], Raw]]]:
     def add(name: bytes, value: bytes) -> Callable[[Raw], Raw]:
         return lambda raw: [*raw, (name, value)]
 
