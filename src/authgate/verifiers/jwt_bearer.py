@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import inf
@@ -31,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidSignature
 from jwt.algorithms import get_default_algorithms
 
+from authgate.cache import LRUCache
 from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.jws import CompactJWS, parse_compact_jws, strict_json_object
 from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey
@@ -263,7 +263,7 @@ class JWTBearerVerifier:
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._cache_size = cache_size
-        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._cache: LRUCache[bytes, VerifiedToken] = LRUCache(cache_size)
         self._metrics = metrics
         self._cache_counters: dict[str, Any] = {}  # bound metric children
         self._revoked_locally = (
@@ -314,10 +314,7 @@ class JWTBearerVerifier:
             self._count_cache("miss")
         entry = await self._verify_uncached(token, now)
         await self._check_revoked(entry.revocation_ids)
-        if self._cache_size:
-            self._cache[digest] = entry
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(digest, entry)
         return entry.principal
 
     def _count_cache(self, result: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
+from authgate.cache import BoundedCache
 from authgate.errors import MalformedHeader, MissingForwardedHeader, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
@@ -39,7 +40,7 @@ class TrustedProxies:
             ipaddress.ip_network(c, strict=False) for c in cidrs
         )
         # Peers repeat (a proxy, a few clients): remember answers, bounded.
-        self._known: dict[str, bool] = {}
+        self._known: BoundedCache[str, bool] = BoundedCache(4096)
 
     def trusts(self, address: str) -> bool:
         """Whether ``address`` is a trusted proxy."""
@@ -48,9 +49,7 @@ class TrustedProxies:
             return known
         ip = parse_ip(address)
         answer = ip is not None and any(ip in net for net in self._networks)
-        if len(self._known) >= 4096:
-            self._known.clear()
-        self._known[address] = answer
+        self._known.put(address, answer)
         return answer
 
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from multidict import CIMultiDict
 
+from authgate.cache import BoundedCache
 from authgate.config.model import IdentitySettings
 from authgate.policy.rules import Decision
 from authgate.tokens.keys import KeyManager
@@ -41,7 +42,9 @@ class IdentityHeaders:
         self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
-        self._cache: dict[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = {}
+        self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
+            BoundedCache(4096)
+        )
 
     @property
     def per_request(self) -> bool:
@@ -83,9 +86,7 @@ class IdentityHeaders:
         if cached is None:
             headers = self._build(decision)
             cached = (headers, _response_block(headers))
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            self._cache[key] = cached
+            self._cache.put(key, cached)
         return cached
 
     def _build(self, decision: Decision) -> dict[str, str]:
