@@ -72,7 +72,7 @@ from tests.integration.test_topologies import (
 from tests.redis_topology import ClusterSet, RedisNode, SentinelSet
 from tests.support import AUDIENCE, ISSUER, TokenFactory
 
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from authgate.config.model import RedisSettings
 from bpc import replace_section  # bench/bpc.py: the marked-section writer
 

@@ -67,3 +67,98 @@ def test_only_stores_redis_imports_redis() -> None:
     ]
     assert users, "nothing imports redis: the check would pass vacuously"
     assert [p for p in users if p.parent != package] == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """Imports run when the module loads or type-checks: top level, and inside module-level
+    ``if`` (``TYPE_CHECKING`` included) and ``try`` blocks; not those inside functions."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If):
+            found += _module_level_imports(node.body) + _module_level_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, *(h.body for h in node.handlers), node.orelse):
+                found += _module_level_imports(block)
+            found += _module_level_imports(node.finalbody)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """authgate module -> the authgate modules it imports at module level.
+
+    ``from package import name`` counts as importing ``package.name`` when that is a
+    module, else ``package``.
+    """
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in _module_level_imports(ast.parse(path.read_text()).body):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name in modules)
+                continue
+            base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            if node.level:
+                prefix = base[: len(base) - node.level + 1]
+                module = ".".join([*prefix, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                if f"{module}.{alias.name}" in modules:
+                    targets.add(f"{module}.{alias.name}")
+                elif module in modules:
+                    targets.add(module)
+        graph[name] = targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (``[a, b, ..., a]``), or ``None`` (iterative DFS)."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start in done:
+            continue
+        path = [start]
+        pending = [iter(sorted(graph[start]))]
+        while pending:
+            target = next(pending[-1], None)
+            if target is None:
+                pending.pop()
+                done.add(path.pop())
+            elif target in path:
+                return [*path[path.index(target) :], target]
+            elif target not in done:
+                path.append(target)
+                pending.append(iter(sorted(graph.get(target, ()))))
+    return None
+
+
+def test_find_cycle_finds_a_cycle() -> None:
+    """The checker itself: a cycle, including one through a TYPE_CHECKING-only edge, is found."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_type_checking_imports_are_edges() -> None:
+    """Imports under ``if TYPE_CHECKING:`` count; imports inside functions do not."""
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from authgate.policy.rules import CompiledRule\n"
+        "def f():\n    import authgate.web.app\n"
+    )
+    modules = {n.module for n in _module_level_imports(tree.body) if isinstance(n, ast.ImportFrom)}
+    assert modules == {"typing", "authgate.policy.rules"}
+
+
+def test_no_import_cycles() -> None:
+    """The modules of src/authgate import one another one way only."""
+    graph = import_graph()
+    assert "authgate.models" in graph and graph["authgate.policy.rules"]  # the graph is real
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])

@@ -184,7 +184,7 @@ async def _proof(args: argparse.Namespace) -> str:
     import aiohttp
     from yarl import URL
 
-    from authgate.client.hmac import fetch_proof_header
+    from authgate.client.hmac_proof import fetch_proof_header
 
     url = URL(args.url, encoded=True)
     base = str(url.origin())

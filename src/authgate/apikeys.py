@@ -12,12 +12,11 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from authgate.cache import ExpiringCache
 from authgate.crypto.envelope import Envelope, EnvelopeError
 from authgate.errors import ApiKeyError, ApiKeyNotFound
 from authgate.stores.base import Clock, EventBus, RecordStore
@@ -92,16 +91,16 @@ class ApiKeyService:
         self._events = events
         self._envelope = envelope
         self._clock = clock
-        self._size = cache_size
-        self._ttl = cache_ttl_seconds
-        self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._cache: ExpiringCache[str, ApiKey | None] = ExpiringCache(
+            cache_size, ttl_seconds=cache_ttl_seconds
+        )
         self._generation = 0
         events.subscribe(CHANNEL, self._invalidate)
         events.on_resync(self._resync)
 
     def _invalidate(self, key_id: str) -> None:
         self._generation += 1
-        self._cache.pop(key_id, None)
+        self._cache.discard(key_id)
 
     async def _resync(self) -> None:
         self._generation += 1
@@ -135,18 +134,16 @@ class ApiKeyService:
         """The key by public id (cached while the event bus is live), or ``None``."""
         if KEY_ID.fullmatch(key_id) is None:
             return None
-        use_cache = self._size > 0 and self._events.live
+        use_cache = self._cache.max_entries > 0 and self._events.live
         if use_cache:
-            hit = self._cache.get(key_id)
-            if hit is not None and time.monotonic() - hit[0] < self._ttl:
+            hit = self._cache.fresh(key_id)
+            if hit is not None:
                 return hit[1]
         generation = self._generation
         record = await self._store.get(key_id)
         key = self._load(record) if record is not None else None
         if use_cache and self._events.live and generation == self._generation:
-            self._cache[key_id] = (time.monotonic(), key)
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            self._cache.put(key_id, key)
         return key
 
     async def authenticate(self, raw: str) -> ApiKey | None:

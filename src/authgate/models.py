@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from authgate.policy.rules import CompiledRule
+from typing import Any
 
 
 class CredentialType(StrEnum):
@@ -85,13 +82,3 @@ class Spend:
 
 
 ANONYMOUS = Principal(subject="", credential_type=CredentialType.ANONYMOUS)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of ``Gate.evaluate``: an allowed principal on a matched rule."""
-
-    principal: Principal
-    rule_id: str
-    upstream: str | None
-    rule: CompiledRule | None = None  # the rule itself (rule ids may repeat the built-in's)

@@ -21,16 +21,9 @@ from authgate.errors import (
     CredentialTypeNotAllowed,
 )
 from authgate.metrics import CounterChild, HistogramChild, Metrics
-from authgate.models import (
-    ANONYMOUS,
-    CredentialType,
-    Decision,
-    Principal,
-    RequestContext,
-    Spend,
-)
+from authgate.models import ANONYMOUS, CredentialType, Principal, RequestContext, Spend
 from authgate.policy.limits import checks_for, raise_if_limited
-from authgate.policy.rules import CompiledRule, Policy
+from authgate.policy.rules import CompiledRule, Decision, Policy
 from authgate.stores.base import NonceOutcome, NonceStore, RateLimitStore
 
 log = logging.getLogger("authgate.decision")

@@ -37,6 +37,12 @@ def config(tmp_path: Path, redis_url: str) -> Iterator[dict[str, Any]]:
     client.close()
 
 
+def _raw(value: bytes | str | None) -> bytes:
+    """A value from a client that does not decode responses (the stubs allow ``str``)."""
+    assert not isinstance(value, str)
+    return value or b""
+
+
 def cli(path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "authgate", args[0], "--config", str(path), *args[1:]],
@@ -170,7 +176,7 @@ def test_users_are_stored_as_argon2_hashes(
     assert added.returncode == 0, added.stderr
     client = Redis.from_url(redis_url)
     stored = b"".join(
-        client.get(k) or b""
+        _raw(client.get(k))
         for k in client.scan_iter(match=f"{config['stores']['redis']['key_prefix']}user:*")
         if client.type(k) == b"string"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from authgate.stores.base import ManualClock, NonceOutcome, Stores, SystemClock
 from authgate.stores.redis import RedisStores, hash_tag
@@ -152,6 +154,13 @@ async def test_first_request_of_a_new_credential_is_not_refused_by_the_epoch(
         assert outcome is NonceOutcome.FRESH, scope
 
 
+async def _marker(admin: Redis | RedisCluster, key: str) -> str:
+    """The epoch marker at ``key`` (the admin client decodes responses)."""
+    value = await admin.get(key)
+    assert isinstance(value, str), f"no epoch marker at {key}"
+    return value
+
+
 @REDIS_ONLY
 async def test_marker_of_another_replication_history_moves_the_epoch(
     stores: Stores, clock: ManualClock, store_factory: StoreFactory
@@ -167,8 +176,7 @@ async def test_marker_of_another_replication_history_moves_the_epoch(
     await stores.nonces.prime()
     assert isinstance(stores, RedisStores)
     key = stores._conn.epoch_key(hash_tag("p"))  # the marker guarding scope "p"
-    marker = await admin.get(key)
-    primed_at, replid = marker.split(":")[:2]
+    primed_at, replid = (await _marker(admin, key)).split(":")[:2]
     assert len(replid) == 40, "the marker names the replication id it was written under"
     clock.advance(1_000)
     signed_at = clock.now_ms()
@@ -184,7 +192,7 @@ async def test_marker_of_another_replication_history_moves_the_epoch(
         await stores.nonces.consume("p", "b", ttl_ms=TTL_MS, signed_at_ms=signed_at)
         is NonceOutcome.BEFORE_EPOCH
     )
-    moved_to, now_replid = (await admin.get(key)).split(":")[:2]
+    moved_to, now_replid = (await _marker(admin, key)).split(":")[:2]
     assert int(moved_to) == clock.now_ms()
     assert now_replid == replid
     # A marker from before this change (no replication id) is moved forward the same way.
@@ -193,11 +201,11 @@ async def test_marker_of_another_replication_history_moves_the_epoch(
     await stores.nonces.consume_limited(
         "p", "c", ttl_ms=TTL_MS, signed_at_ms=clock.now_ms() - 1, limits=()
     )
-    assert int((await admin.get(key)).partition(":")[0]) == clock.now_ms()
+    assert int((await _marker(admin, key)).partition(":")[0]) == clock.now_ms()
     # The epoch never moves backwards, whatever clock wrote the marker.
     await admin.set(key, f"{clock.now_ms() + 60_000}:{'0' * 40}")
     assert (
         await stores.nonces.consume("p", "d", ttl_ms=TTL_MS, signed_at_ms=clock.now_ms())
         is NonceOutcome.BEFORE_EPOCH
     )
-    assert int((await admin.get(key)).partition(":")[0]) == clock.now_ms() + 60_000
+    assert int((await _marker(admin, key)).partition(":")[0]) == clock.now_ms() + 60_000

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authgate.crypto.jws import parse_compact_jws
 from authgate.crypto.keys import (
     KeyRing,
     SigningKey,
@@ -28,7 +29,7 @@ from authgate.crypto.keys import (
     thumbprint,
     verify_p256_der,
 )
-from authgate.verifiers.jwt_bearer import parse_compact_jws, verify_signature
+from authgate.verifiers.jwt_bearer import verify_signature
 from tests.support import P256_ORDER
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

@@ -3,7 +3,7 @@
 * ES256 / RS256 / EdDSA: :func:`authgate.verifiers.jwt_bearer.verify_signature`, the one
   call every bearer token's signature goes through (length rule, then PyJWT).
 * P-256 DER (BPC): :func:`authgate.crypto.keys.verify_p256_der`.
-* JWS and JWK: :func:`parse_compact_jws` then :meth:`IssuerKeys.verify_jws` against the
+* JWS and JWK: :func:`authgate.crypto.jws.parse_compact_jws` then :meth:`IssuerKeys.verify_jws` against the
   vector's key set served as a JWKS (so JWK vetting in ``VerificationKey.from_jwk`` runs).
 
 Every ``valid`` vector must verify and every ``invalid`` one must fail, except where a
@@ -28,9 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.jws import parse_compact_jws
 from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey, verify_p256_der
 from authgate.errors import AuthGateError, TokenSignatureInvalid
-from authgate.verifiers.jwt_bearer import IssuerKeys, parse_compact_jws, verify_signature
+from authgate.verifiers.jwt_bearer import IssuerKeys, verify_signature
 from tests.wycheproof import wycheproof_dir
 
 WYCHEPROOF = wycheproof_dir()

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from authgate.stores.base import Clock
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app

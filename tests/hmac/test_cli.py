@@ -21,7 +21,7 @@ import pytest
 import yaml
 from redis import Redis
 
-from authgate.client.hmac import fetch_proof_header
+from authgate.client.hmac_proof import fetch_proof_header
 from tests.hmac import CHALLENGE_SECRET, random_kek
 from tests.support import echo_app, running, serve_app
 

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from authgate.crypto.hmac_proof import b64, new_challenge
 from authgate.stores.base import ManualClock
 from authgate.web.state import SERVICES

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from authgate.apikeys import ApiKeyService
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from authgate.config.model import RedisSettings
 from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.stores.base import SystemClock

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import redis
 
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from tests.integration.conftest import Authgate, RedisServer, Upstream, redis_stores_config, running
 from tests.integration.test_hmac_replicas import (
     CHALLENGE_SECRET,

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from authgate.client.hmac import proof_header
+from authgate.client.hmac_proof import proof_header
 from authgate.config.model import RedisSettings
 from authgate.stores.base import SystemClock
 from authgate.stores.redis import RedisStores

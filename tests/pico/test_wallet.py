@@ -16,10 +16,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import ConfigError
 from authgate.stores.base import SystemClock
 from authgate.web.app import create_app
-from authgate.web.pico import ChallengeCodec
 from authgate.web.state import SERVICES
 from tests.pico import ALGORITHMS, PICO, SECP256K1_N, Gate, Wallet, gate
 from tests.support import make_settings

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from authgate.crypto.envelope import Envelope
+from authgate.errors import RotationRefused
 from authgate.stores.base import ManualClock
 from authgate.stores.memory import MemoryEventBus, MemoryStores
-from authgate.tokens.keys import KeyManager, KeysUnreadable, RotationRefused
+from authgate.tokens.keys import KeyManager, KeysUnreadable
 
 LEAD_MS = 600_000
 RETIRE_MS = 3_600_000

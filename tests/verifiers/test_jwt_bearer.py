@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.jws import parse_compact_jws
 from authgate.crypto.keys import SigningKey
 from authgate.errors import (
     AuthGateError,
@@ -32,7 +33,6 @@ from authgate.verifiers.jwt_bearer import (
     MAX_NUMERIC_DATE,
     IssuerKeys,
     JWTBearerVerifier,
-    parse_compact_jws,
     verify_signature,
 )
 from tests.support import AUDIENCE, ISSUER, P256_ORDER

@@ -61,16 +61,16 @@ async def client(tokens: TokenFactory) -> AsyncIterator[Client]:
 
 
 def token_cache_hits(client: Client) -> float:
-    value = client.server.app[METRICS].registry.get_sample_value(
+    value = client.app[METRICS].registry.get_sample_value(
         "authgate_cache_lookups_total", {"cache": "jwt", "result": "hit"}
     )
     return value or 0.0
 
 
 def decisions(client: Client, outcome: str) -> float:
-    registry = client.server.app[METRICS].registry
+    registry = client.app[METRICS].registry
     return sum(
-        s.value
+        float(s.value)
         for family in registry.collect()
         if family.name == "authgate_decisions"
         for s in family.samples
@@ -175,9 +175,7 @@ async def test_revoked_after_it_was_remembered_is_refused(
     path, headers = base_request("nginx", tokens.mint(jti="gone"))
     for _ in range(2):
         assert (await send(client, path, headers))[0] == 200
-    await client.server.app[REVOCATIONS].revoke(
-        "gone", expires_at_ms=int(time.time() * 1000) + 60_000
-    )
+    await client.app[REVOCATIONS].revoke("gone", expires_at_ms=int(time.time() * 1000) + 60_000)
     status, _, body = await send(client, path, headers)
     assert (status, json.loads(body)["error"]["code"]) == (401, "token_revoked")
 
@@ -188,7 +186,7 @@ async def test_refresh_family_revoked_after_it_was_remembered_is_refused(
     path, headers = base_request("nginx", tokens.mint(fam="family-1"))
     for _ in range(2):
         assert (await send(client, path, headers))[0] == 200
-    await client.server.app[REVOCATIONS].revoke(
+    await client.app[REVOCATIONS].revoke(
         "fam:family-1", expires_at_ms=int(time.time() * 1000) + 60_000
     )
     assert (await send(client, path, headers))[0] == 401

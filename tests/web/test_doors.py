@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import jwt
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate.crypto.keys import KeyRing
@@ -26,23 +27,25 @@ def tokens() -> TokenFactory:
     return TokenFactory()
 
 
-async def make_client(tokens: TokenFactory, **sections: object) -> TestClient[object, object]:
+async def make_client(
+    tokens: TokenFactory, **sections: object
+) -> TestClient[web.Request, web.Application]:
     settings = make_settings(policy=RULES, **sections)
-    app = create_app(settings, stores=MemoryStores(), key_ring=KeyRing([tokens.key]))  # type: ignore[arg-type]
-    client: TestClient[object, object] = TestClient(TestServer(app))
+    app = create_app(settings, stores=MemoryStores(), key_ring=KeyRing([tokens.key]))
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def client(tokens: TokenFactory) -> AsyncIterator[TestClient[object, object]]:
+async def client(tokens: TokenFactory) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     c = await make_client(tokens)
     yield c
     await c.close()
 
 
 async def test_traefik_door_reads_x_forwarded_headers(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """/auth/forward decides on X-Forwarded-Method and -Uri, not its own request line."""
     headers = {
@@ -61,7 +64,7 @@ async def test_traefik_door_reads_x_forwarded_headers(
 
 @pytest.mark.parametrize("missing", ["X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host"])
 async def test_traefik_door_names_the_missing_header(
-    client: TestClient[object, object], tokens: TokenFactory, missing: str
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory, missing: str
 ) -> None:
     """A trusted proxy that omits a contract header gets 400 naming it."""
     headers = {
@@ -78,7 +81,7 @@ async def test_traefik_door_names_the_missing_header(
 
 
 async def test_envoy_door_uses_method_and_path_after_prefix(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """/auth/envoy/<path> authorises the original method on the original path."""
     auth = {"Authorization": f"Bearer {tokens.mint(scope='read')}"}
@@ -91,7 +94,9 @@ async def test_envoy_door_uses_method_and_path_after_prefix(
     assert b"invalid_target" in body
 
 
-async def test_nginx_door_requires_original_uri(client: TestClient[object, object]) -> None:
+async def test_nginx_door_requires_original_uri(
+    client: TestClient[web.Request, web.Application],
+) -> None:
     """Without X-Original-URI there is nothing to decide on: 400, not a guess."""
     resp = await client.get("/auth", headers={"X-Original-Method": "GET"})
     assert resp.status == 400
@@ -119,7 +124,7 @@ async def test_forward_auth_from_untrusted_peer_is_refused(tokens: TokenFactory)
 
 
 async def test_duplicate_authorization_header_is_refused(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """Two Authorization headers could be read differently downstream: 400."""
     from multidict import CIMultiDict
@@ -162,7 +167,7 @@ async def test_identity_jwt_verifies_against_the_published_jwks(tokens: TokenFac
 
 
 async def test_metrics_count_decisions_by_reason(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """Every decision is counted with a low-cardinality reason label."""
     await client.get("/auth", headers={"X-Original-URI": "/api", "X-Original-Method": "GET"})

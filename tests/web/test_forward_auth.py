@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate.crypto.keys import KeyRing
@@ -28,7 +29,7 @@ def stores() -> MemoryStores:
 @pytest.fixture
 async def client(
     tokens: TokenFactory, stores: MemoryStores
-) -> AsyncIterator[TestClient[object, object]]:
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     settings = make_settings(
         policy={
             "rules": [
@@ -38,7 +39,7 @@ async def client(
             ]
         }
     )
-    app = create_app(settings, stores=stores, key_ring=KeyRing([tokens.key]))  # type: ignore[arg-type]
+    app = create_app(settings, stores=stores, key_ring=KeyRing([tokens.key]))
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -53,7 +54,7 @@ def nginx_headers(
 
 
 async def test_valid_token_is_allowed_with_identity_headers(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """A valid token gets 200 and the identity headers the proxy copies upstream."""
     token = tokens.mint(sub="alice", scope="read")
@@ -88,7 +89,7 @@ async def test_valid_token_is_allowed_with_identity_headers(
     ],
 )
 async def test_bad_tokens_get_401(
-    client: TestClient[object, object],
+    client: TestClient[web.Request, web.Application],
     tokens: TokenFactory,
     overrides: dict[str, object],
     reason: str,
@@ -101,7 +102,7 @@ async def test_bad_tokens_get_401(
 
 
 async def test_revoked_token_is_refused_even_when_cached(
-    client: TestClient[object, object], tokens: TokenFactory, stores: MemoryStores
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory, stores: MemoryStores
 ) -> None:
     """Revocation (through the revocation list, as ``/revoke`` and the CLI do) applies to a
     token already in the verified-token cache and already answered from memory."""
@@ -109,7 +110,7 @@ async def test_revoked_token_is_refused_even_when_cached(
     token = tokens.mint(jti=jti)
     for _ in range(3):  # the second and third are repeat grants
         assert (await client.get("/auth", headers=nginx_headers(token))).status == 200
-    revocations = client.server.app[REVOCATIONS]
+    revocations = client.app[REVOCATIONS]
     await revocations.revoke(jti, expires_at_ms=int(time.time() * 1000) + 60_000)
     assert await stores.revocations.is_revoked(jti)  # the store keeps the truth
     resp = await client.get("/auth", headers=nginx_headers(token))
@@ -118,7 +119,7 @@ async def test_revoked_token_is_refused_even_when_cached(
 
 
 async def test_scope_denied_is_403(
-    client: TestClient[object, object], tokens: TokenFactory
+    client: TestClient[web.Request, web.Application], tokens: TokenFactory
 ) -> None:
     """A valid token without the route's scope gets 403."""
     resp = await client.get(
@@ -129,7 +130,7 @@ async def test_scope_denied_is_403(
 
 
 async def test_dot_segments_cannot_reach_admin_through_public(
-    client: TestClient[object, object],
+    client: TestClient[web.Request, web.Application],
 ) -> None:
     """/public/../admin is refused rather than matched to the public rule."""
     resp = await client.get("/auth", headers=nginx_headers(None, uri="/public/../admin"))
@@ -137,7 +138,9 @@ async def test_dot_segments_cannot_reach_admin_through_public(
     assert (await resp.json())["error"]["code"] == "invalid_target"
 
 
-async def test_public_route_needs_no_credential(client: TestClient[object, object]) -> None:
+async def test_public_route_needs_no_credential(
+    client: TestClient[web.Request, web.Application],
+) -> None:
     """An anonymous rule allows requests without a credential."""
     resp = await client.get("/auth", headers=nginx_headers(None, uri="/public/x"))
     assert resp.status == 200

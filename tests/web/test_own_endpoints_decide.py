@@ -37,7 +37,7 @@ async def client(tokens: TokenFactory) -> AsyncIterator[Client]:
 
 
 def decisions(client: Client, outcome: str, reason: str, credential: str) -> float:
-    value = client.server.app[METRICS].registry.get_sample_value(
+    value = client.app[METRICS].registry.get_sample_value(
         "authgate_decisions_total",
         {"outcome": outcome, "reason": reason, "credential": credential},
     )

@@ -206,7 +206,7 @@ async def test_bpc_exchange_mints_a_short_lived_token_bound_to_the_pair() -> Non
     from urllib.parse import urlencode
 
     from authgate.client import BPCSigner
-    from authgate.verifiers.jwt_bearer import parse_compact_jws, strict_json_object
+    from authgate.crypto.jws import parse_compact_jws, strict_json_object
 
     settings = make_settings(
         development=True, policy={"rules": [{"id": "api", "path_prefix": "/api"}]}

@@ -11,12 +11,12 @@ Entries also expire after ``ttl_seconds`` as a safety net.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from authgate.cache import ExpiringCache
 from authgate.crypto.envelope import Envelope, EnvelopeError
 from authgate.pairs.records import PairRecord, PairRecordError, public_key_from_jwk
 from authgate.stores.base import EventBus, PairStore
@@ -49,10 +49,9 @@ class PairDirectory:
         self._store = store
         self._events = events
         self._envelope = envelope
-        self._size = size
-        self._ttl = ttl_seconds
-        self._monotonic = monotonic
-        self._cache: OrderedDict[str, tuple[float, LoadedPair]] = OrderedDict()
+        self._cache: ExpiringCache[str, LoadedPair] = ExpiringCache(
+            size, ttl_seconds=ttl_seconds, monotonic=monotonic
+        )
         # Bumped by every invalidation: a read that raced one is not cached.
         self._generation = 0
         events.subscribe(CHANNEL, self.invalidate)
@@ -61,7 +60,7 @@ class PairDirectory:
     def invalidate(self, pair_id: str) -> None:
         """Forget one pair (an event from any replica)."""
         self._generation += 1
-        self._cache.pop(pair_id, None)
+        self._cache.discard(pair_id)
 
     async def _resync(self) -> None:
         self._generation += 1
@@ -69,22 +68,19 @@ class PairDirectory:
 
     async def get(self, pair_id: str) -> LoadedPair | None:
         """The pair, or ``None`` when unknown. Raises ``StoreUnavailable``."""
-        use_cache = self._size > 0 and self._events.live
+        use_cache = self._cache.max_entries > 0 and self._events.live
         if use_cache:
-            hit = self._cache.get(pair_id)
-            if hit is not None and self._monotonic() - hit[0] < self._ttl:
-                self._cache.move_to_end(pair_id)
+            hit = self._cache.fresh(pair_id)
+            if hit is not None:
                 return hit[1]
         generation = self._generation
         data = await self._store.get(pair_id)
         if data is None:
-            self._cache.pop(pair_id, None)
+            self._cache.discard(pair_id)
             return None
         loaded = self.load(PairRecord.from_json(data))
         if use_cache and self._events.live and generation == self._generation:
-            self._cache[pair_id] = (self._monotonic(), loaded)
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            self._cache.put(pair_id, loaded)
         return loaded
 
     def load(self, record: PairRecord) -> LoadedPair:

@@ -1,4 +1,4 @@
-"""Route rules compiled once; the first rule that matches decides."""
+"""Route rules compiled once; the first rule that matches decides (a :class:`Decision`)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ class CompiledRule:
         missing = self.scopes - principal.scopes
         if missing:
             raise ScopeDenied(f"missing scope: {' '.join(sorted(missing))}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of ``Gate.evaluate``: an allowed principal on a matched rule."""
+
+    principal: Principal
+    rule_id: str
+    upstream: str | None
+    rule: CompiledRule | None = None  # the rule itself (rule ids may repeat the built-in's)
 
 
 def _host_pattern(host: str) -> re.Pattern[str]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.config.model import Settings
+from authgate.crypto.jws import parse_compact_jws, strict_json_object
 from authgate.crypto.stamps import issued_at_ms, stamped
 from authgate.errors import (
     AuthGateError,
@@ -32,7 +33,7 @@ from authgate.errors import (
 from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
-from authgate.verifiers.jwt_bearer import IssuerKeys, parse_compact_jws, strict_json_object
+from authgate.verifiers.jwt_bearer import IssuerKeys
 
 MINT_STREAM = "mints"
 # Claims a refresh token carries over to the tokens it is exchanged for.

@@ -12,28 +12,27 @@ and ``iss`` are checked with a small leeway; ``jti`` is checked against the revo
 store on every request, cached or not.
 
 The steps are public so the test vectors exercise exactly the path tokens take:
-:func:`parse_compact_jws` (strict decoding), :meth:`IssuerKeys.verify_jws` (algorithm,
-key, signature) and :func:`verify_signature` (the primitive).
+:func:`authgate.crypto.jws.parse_compact_jws` (strict decoding),
+:meth:`IssuerKeys.verify_jws` (algorithm, key, signature) and :func:`verify_signature`
+(the primitive).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from math import inf
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote
 
 from cryptography.exceptions import InvalidSignature
 from jwt.algorithms import get_default_algorithms
 
+from authgate.cache import LRUCache
 from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.jws import CompactJWS, parse_compact_jws, strict_json_object
 from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey
 from authgate.errors import (
     TokenAlgorithmNotAllowed,
@@ -51,9 +50,7 @@ from authgate.errors import (
 from authgate.metrics import Metrics
 from authgate.models import CredentialType, Principal, RequestContext
 from authgate.stores.base import Clock, RevocationStore, SystemClock
-from authgate.strict_json import StrictJSONError, loads_object
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Latest plausible NumericDate: 3000-01-01T00:00:00Z.
 MAX_NUMERIC_DATE = 32_503_680_000
@@ -145,18 +142,6 @@ class IssuerKeys:
 
 
 @dataclass(frozen=True, slots=True)
-class CompactJWS:
-    """A compact JWS decoded strictly; nothing in it is verified yet."""
-
-    header: dict[str, Any]
-    alg: str
-    kid: str
-    payload: bytes
-    signing_input: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class VerifiedToken:
     """A token that passed every check but time and revocation (the verified-token cache)."""
 
@@ -168,61 +153,6 @@ class VerifiedToken:
     # The window _check_times accepts, leeway included: valid_from <= now < valid_until.
     valid_from: float
     valid_until: float
-
-
-def _b64decode(segment: str, what: str, *, allow_empty: bool = False) -> bytes:
-    if not segment and allow_empty:
-        return b""
-    if not segment or _B64URL.fullmatch(segment) is None or len(segment) % 4 == 1:
-        raise TokenMalformed(f"token {what} is not base64url")
-    try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenMalformed(f"token {what} is not base64url") from None
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
-        raise TokenMalformed(f"token {what} is not canonical base64url")
-    return data
-
-
-def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
-    """Parse UTF-8 JSON that must be an object, refusing duplicates and NaN/Infinity."""
-    try:
-        return loads_object(data, f"token {what}")
-    except StrictJSONError as exc:
-        raise TokenMalformed(str(exc)) from None
-
-
-def parse_compact_jws(token: str) -> CompactJWS:
-    """Split and decode ``token`` strictly, or raise :class:`TokenMalformed`.
-
-    ASCII only; exactly three canonical base64url segments (the payload may be empty, as
-    JWS allows; a JWT payload is then refused as not JSON); the header is strict UTF-8
-    JSON with a string ``alg``, an optional string ``kid`` and no ``crit``.
-    """
-    if not token.isascii():
-        raise TokenMalformed("bearer token is not ASCII")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenMalformed("bearer token is not a compact JWS (three segments)")
-    header = strict_json_object(_b64decode(parts[0], "header"), "header")
-    payload = _b64decode(parts[1], "payload", allow_empty=True)
-    signature = _b64decode(parts[2], "signature")
-    if "crit" in header:
-        raise TokenMalformed("token header 'crit' is not supported")
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise TokenMalformed("token header 'alg' is missing")
-    kid = header.get("kid", "")
-    if not isinstance(kid, str) or len(kid) > 256:
-        raise TokenMalformed("token header 'kid' must be a string")
-    return CompactJWS(
-        header=header,
-        alg=alg,
-        kid=kid,
-        payload=payload,
-        signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
-        signature=signature,
-    )
 
 
 def verify_signature(
@@ -306,17 +236,6 @@ def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
     raise TokenMalformed("claim 'aud' must be a string or a list of strings")
 
 
-_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
-_PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
-
-
-def header_safe(value: str) -> str:
-    """Percent-encode anything outside visible ASCII so it can travel in a header."""
-    if _PLAIN_HEADER_VALUE.fullmatch(value) is not None:
-        return value  # the common case: nothing to encode
-    return quote(value, safe=_HEADER_SAFE)
-
-
 class JWTBearerVerifier:
     """Verifies bearer JWTs from authgate's own key ring and external JWKS issuers."""
 
@@ -344,7 +263,7 @@ class JWTBearerVerifier:
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._cache_size = cache_size
-        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._cache: LRUCache[bytes, VerifiedToken] = LRUCache(cache_size)
         self._metrics = metrics
         self._cache_counters: dict[str, Any] = {}  # bound metric children
         self._revoked_locally = (
@@ -382,10 +301,7 @@ class JWTBearerVerifier:
             self._count_cache("miss")
         entry = await self._verify_uncached(token, now)
         await self._check_revoked(entry.revocation_ids)
-        if self._cache_size:
-            self._cache[digest] = entry
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(digest, entry)
         return entry.principal
 
     def _count_cache(self, result: str) -> None:

@@ -11,7 +11,7 @@ from authgate.compose import Services
 from authgate.config.model import Settings
 from authgate.crypto.keys import KeyRing
 from authgate.stores.base import Clock, Stores
-from authgate.web import admin, bpc, challenge, forward_auth, health, pico, proxy, token
+from authgate.web import admin, bpc, challenge, forward_auth, health, oauth, pico, proxy
 from authgate.web.context import Doors, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
@@ -85,7 +85,7 @@ def create_app(
     if settings.hmac.enabled:
         challenge.add_routes(routes)
     if settings.tokens.enabled:
-        token.add_routes(routes)
+        oauth.add_routes(routes)
     if settings.tokens.enabled and settings.tokens.pico_enabled:
         pico.add_routes(routes, clock=services.clock)
     if settings.tokens.admin_api:

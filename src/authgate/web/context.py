@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from aiohttp import web
 
+from authgate.cache import BoundedCache
 from authgate.errors import MalformedHeader, MissingForwardedHeader, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
@@ -42,7 +43,7 @@ class TrustedProxies:
             ipaddress.ip_network(c, strict=False) for c in cidrs
         )
         # Peers repeat (a proxy, a few clients): remember answers, bounded.
-        self._known: dict[str, bool] = {}
+        self._known: BoundedCache[str, bool] = BoundedCache(4096)
 
     def trusts(self, address: str) -> bool:
         """Whether ``address`` is a trusted proxy."""
@@ -51,9 +52,7 @@ class TrustedProxies:
             return known
         ip = parse_ip(address)
         answer = ip is not None and any(ip in net for net in self._networks)
-        if len(self._known) >= 4096:
-            self._known.clear()
-        self._known[address] = answer
+        self._known.put(address, answer)
         return answer
 
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:

@@ -6,17 +6,29 @@ identity header name and every header under a configured prefix (``X-Authgate-``
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from multidict import CIMultiDict
 
+from authgate.cache import BoundedCache
 from authgate.config.model import IdentitySettings
-from authgate.models import Decision
+from authgate.policy.rules import Decision
 from authgate.tokens.keys import KeyManager
-from authgate.verifiers.jwt_bearer import header_safe
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+_PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
+
+
+def header_safe(value: str) -> str:
+    """Percent-encode anything outside visible ASCII so it can travel in a header."""
+    if _PLAIN_HEADER_VALUE.fullmatch(value) is not None:
+        return value  # the common case: nothing to encode
+    return quote(value, safe=_HEADER_SAFE)
 
 
 class IdentityHeaders:
@@ -30,7 +42,9 @@ class IdentityHeaders:
         self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
-        self._cache: dict[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = {}
+        self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
+            BoundedCache(4096)
+        )
 
     @property
     def per_request(self) -> bool:
@@ -72,9 +86,7 @@ class IdentityHeaders:
         if cached is None:
             headers = self._build(decision)
             cached = (headers, _response_block(headers))
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            self._cache[key] = cached
+            self._cache.put(key, cached)
         return cached
 
     def _build(self, decision: Decision) -> dict[str, str]:

@@ -48,7 +48,6 @@ Decisions, each deliberate:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -56,15 +55,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
 
 from authgate.config.model import Settings
+from authgate.crypto.pico_challenge import CHALLENGE_REFUSED as _CHALLENGE_REFUSED
+from authgate.crypto.pico_challenge import CHALLENGE_TTL_SECONDS, ChallengeCodec
+from authgate.crypto.wallet import wallet_identity
 from authgate.errors import (
     ConfigError,
     InvalidRequest,
@@ -78,41 +73,22 @@ from authgate.policy.rules import BEARER_CALLER_RULE
 from authgate.stores.base import Clock, NonceOutcome
 from authgate.web.body import read_json_object
 from authgate.web.callers import caller
+from authgate.web.oauth import charge_password_attempt
 from authgate.web.problem import REQUEST_ID, Routes
 from authgate.web.state import REVOCATIONS, SERVICES, SETTINGS, STORES
-from authgate.web.token import charge_password_attempt
-
-try:  # ML-DSA arrived in cryptography 47; with an older one ML-DSA-65 sign-in is refused.
-    from cryptography.hazmat.primitives.asymmetric import mldsa
-except ImportError:  # pragma: no cover - the pinned test environment has it
-    mldsa = None  # type: ignore[assignment]
 
 PREFIX = "/api/v1/auth"
 MAX_BODY_BYTES = 16_384
-CHALLENGE_TTL_SECONDS = 60
 WALLET_ROLE = "user"
 REVOCATION_AUDIT_STREAM = "pico-revocations"
 log = logging.getLogger("authgate.pico")
 
-_KEY_LABEL = b"authgate-pico-challenge-key-v1"
-_MAC_LABEL = b"authgate-pico-challenge-v1\x00"
-_RANDOM_BYTES = 16
-_MAC_BYTES = 16
-_CHALLENGE = re.compile(r"[0-9a-f]{80}")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _VISIBLE = re.compile(r"[\x21-\x7e]+")
 _MAX_ADDRESS = 4096
 _MAX_JTI = 256
 _MAX_REASON = 256
 _MAX_PASSWORD = 1024
-_CHALLENGE_REFUSED = "challenge is invalid, expired or already used"
-
-# Ed25519: the field prime, and the y of every point of order 1, 2, 4 and 8 (both order-8
-# y values; x's sign bit is ignored, so these cover all eight small-order points).
-_P25519 = 2**255 - 19
-_Y_ORDER_8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
-_SMALL_ORDER_Y = frozenset({0, 1, _P25519 - 1, _Y_ORDER_8, _P25519 - _Y_ORDER_8})
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # Accepted byte lengths: (public keys, (shortest, longest) signature).
 _LENGTHS: Mapping[str, tuple[frozenset[int], tuple[int, int]]] = {
@@ -125,98 +101,7 @@ _LENGTHS: Mapping[str, tuple[frozenset[int], tuple[int, int]]] = {
 # --- challenges -------------------------------------------------------------------------
 
 
-class ChallengeCodec:
-    """Issues and checks self-authenticating, address-bound challenges (no state kept)."""
-
-    def __init__(self, secrets_: Sequence[bytes], *, clock: Clock, skew_seconds: int) -> None:
-        if not secrets_:
-            raise ValueError("at least one challenge secret is needed")
-        self._keys = tuple(hmac.new(s, _KEY_LABEL, hashlib.sha256).digest() for s in secrets_)
-        self._clock = clock
-        self._skew_ms = skew_seconds * 1000
-
-    @staticmethod
-    def _mac(key: bytes, head: bytes, address: str) -> bytes:
-        message = _MAC_LABEL + head + address.encode("utf-8")
-        return hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES]
-
-    def issue(self, address: str) -> str:
-        """A fresh challenge for ``address``."""
-        head = self._clock.now_ms().to_bytes(8, "big") + secrets.token_bytes(_RANDOM_BYTES)
-        return (head + self._mac(self._keys[0], head, address)).hex()
-
-    def check(self, address: str, challenge: str) -> int:
-        """The challenge's issue time (ms) if it is ours, for ``address`` and fresh."""
-        if _CHALLENGE.fullmatch(challenge) is None:
-            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge malformed")
-        raw = bytes.fromhex(challenge)
-        head, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        if not any(hmac.compare_digest(self._mac(k, head, address), mac) for k in self._keys):
-            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge MAC or address")
-        issued_ms = int.from_bytes(head[:8], "big")
-        now = self._clock.now_ms()
-        if now - issued_ms > CHALLENGE_TTL_SECONDS * 1000 or issued_ms > now + self._skew_ms:
-            raise LoginRefused(_CHALLENGE_REFUSED, detail="challenge expired")
-        return issued_ms
-
-    def remaining_ms(self, issued_ms: int) -> int:
-        """How long a challenge issued at ``issued_ms`` may still be presented."""
-        return max(
-            1, issued_ms + CHALLENGE_TTL_SECONDS * 1000 + self._skew_ms - self._clock.now_ms()
-        )
-
-
 CHALLENGES = web.AppKey("pico_challenges", ChallengeCodec)
-
-
-# --- wallet signatures ------------------------------------------------------------------
-
-
-def _verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bytes:
-    y = int.from_bytes(public_key, "little") & ((1 << 255) - 1)
-    if y >= _P25519 or y in _SMALL_ORDER_Y:
-        raise InvalidSignature("non-canonical or small-order Ed25519 key")
-    ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    return public_key
-
-
-def _verify_secp256k1(public_key: bytes, signature: bytes, message: bytes) -> bytes:
-    if public_key[0] not in ((2, 3) if len(public_key) == 33 else (4,)):
-        raise InvalidSignature("not a SEC1 compressed or uncompressed point")
-    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), public_key)
-    r, s = decode_dss_signature(signature)
-    if encode_dss_signature(r, s) != signature:
-        raise InvalidSignature("signature is not minimal DER")
-    if not 0 < s <= _SECP256K1_N // 2:
-        raise InvalidSignature("high-S signature")  # (r, n - s) is the same signature
-    point.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-    return point.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
-    )
-
-
-def _verify_mldsa65(public_key: bytes, signature: bytes, message: bytes) -> bytes:
-    if mldsa is None:  # pragma: no cover - see the import
-        raise UnsupportedAlgorithm("ML-DSA-65 needs cryptography >= 47")
-    mldsa.MLDSA65PublicKey.from_public_bytes(public_key).verify(signature, message)
-    return public_key
-
-
-_VERIFIERS: Mapping[str, Callable[[bytes, bytes, bytes], bytes]] = {
-    "Ed25519": _verify_ed25519,
-    "secp256k1": _verify_secp256k1,
-    "ML-DSA-65": _verify_mldsa65,
-}
-
-
-def wallet_identity(algorithm: str, public_key: bytes, signature: bytes, message: bytes) -> str:
-    """The identity (canonical key hex) once ``signature`` verifies; else 401."""
-    try:
-        return _VERIFIERS[algorithm](public_key, signature, message).hex()
-    except UnsupportedAlgorithm:
-        raise InvalidRequest(f"algorithm: {algorithm} is not available on this server") from None
-    except (InvalidSignature, ValueError) as exc:
-        raise LoginRefused("wallet signature does not verify", detail=type(exc).__name__) from None
 
 
 # --- request bodies ---------------------------------------------------------------------

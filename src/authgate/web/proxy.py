@@ -23,7 +23,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from authgate.errors import UpstreamTimeout, UpstreamUnreachable
-from authgate.models import Decision, RequestContext
+from authgate.models import RequestContext
+from authgate.policy.rules import Decision
 from authgate.web.body import BUFFERED_BODY
 from authgate.web.drain import DRAIN
 from authgate.web.problem import REQUEST_ID, Routes
