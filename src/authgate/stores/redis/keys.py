@@ -3,12 +3,17 @@ audit list keys. The key layout itself is in the package docstring."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-if TYPE_CHECKING:
-    from authgate.stores.redis.connection import RedisConnection
+
+class Prefixed(Protocol):
+    """What names keys under the configured prefix (``RedisConnection``)."""
+
+    def key(self, name: str) -> str:
+        """``name`` under the prefix."""
+        ...
 
 
 def hash_tag(value: str) -> str:
@@ -35,6 +40,6 @@ def slot_tag(slot: int) -> str:
     return _SLOT_TAGS[slot]
 
 
-def audit_key(conn: RedisConnection, stream: str) -> str:
+def audit_key(conn: Prefixed, stream: str) -> str:
     """An audit list's key; hash-tagged so a nonce of the same scope shares its slot."""
     return conn.key(f"audit:{hash_tag(stream)}")
