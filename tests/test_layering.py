@@ -162,3 +162,55 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "authgate.models" in graph and graph["authgate.policy.rules"]  # the graph is real
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def _calls(path: Path) -> list[tuple[str, int]]:
+    """Names called in ``path`` (``f(...)`` as ``f``, ``x.f(...)`` as ``.f``), with lines."""
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                found.append((node.func.id, node.lineno))
+            elif isinstance(node.func, ast.Attribute):
+                found.append(("." + node.func.attr, node.lineno))
+    return found
+
+
+def test_doors_and_endpoints_never_call_verifiers() -> None:
+    """web/ turns HTTP into a context and a decision back into HTTP: only the gate consults
+    verifiers (one decision path, every decision counted and logged)."""
+    bad = [
+        f"{path.relative_to(SRC)}:{line} calls {name}"
+        for path in sorted((SRC / "web").rglob("*.py"))
+        for name, line in _calls(path)
+        if name in {".verify", ".extract", ".verify_jws", ".consume", ".consume_limited"}
+    ]
+    assert not bad, bad
+
+
+CONSTRUCTED_BY_THE_ROOT = {
+    "build_stores",
+    "RedisStores",
+    "MemoryStores",
+    "Gate",
+    "BPCVerifier",
+    "HMACProofVerifier",
+    "JWTBearerVerifier",
+    "build_key_manager",
+    "TokenIssuer",
+    "PairService",
+    "ApiKeyService",
+}
+
+
+def test_only_the_composition_root_constructs_services() -> None:
+    """Stores, verifiers, the gate and the services are built in compose.py alone (the
+    stores package builds its own back ends)."""
+    bad = [
+        f"{path.relative_to(SRC)}:{line} calls {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path.name != "compose.py" and path.relative_to(SRC).parts[0] != "stores"
+        for name, line in _calls(path)
+        if name in CONSTRUCTED_BY_THE_ROOT
+    ]
+    assert not bad, bad

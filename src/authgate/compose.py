@@ -23,6 +23,7 @@ from authgate.config.model import Settings
 from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.keys import KeyRing
+from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
 from authgate.pairs.directory import PairDirectory
@@ -36,6 +37,7 @@ from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager, KeysUnreadable, build_key_manager
 from authgate.tokens.revocation import RevocationList
 from authgate.tokens.users import UserService
+from authgate.tokens.wallets import WalletSignIn
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
@@ -151,6 +153,19 @@ class Services:
                 min_refresh_interval_seconds=i.min_refresh_interval_seconds,
             )
             for i in self.settings.jwt.external_issuers
+        )
+
+    @cached_property
+    def wallets(self) -> WalletSignIn:
+        """Pico wallet sign-in (challenges keyed from the challenge secrets, their own label)."""
+        return WalletSignIn(
+            challenges=ChallengeCodec(
+                self.challenge_secrets,
+                clock=self.clock,
+                skew_seconds=self.settings.hmac.clock_skew_seconds,
+            ),
+            nonces=self.stores.nonces,
+            issuer=self.issuer,
         )
 
     # --- credentials -------------------------------------------------------------------
@@ -318,10 +333,11 @@ class Services:
                 "replica",
                 extra={"event": "ephemeral_kek"},
             )
-        if self.settings.hmac.challenge_secret is None and self.settings.hmac.enabled:
+        pico = self.settings.tokens.enabled and self.settings.tokens.pico_enabled
+        if self.settings.hmac.challenge_secret is None and (self.settings.hmac.enabled or pico):
             log.warning(
-                "hmac.challenge_secret is not set: challenges are signed with a random "
-                "per-process secret, so other replicas reject them",
+                "hmac.challenge_secret is not set: HMAC and pico wallet challenges are signed "
+                "with a random per-process secret, so other replicas reject them",
                 extra={"event": "ephemeral_challenge_secret"},
             )
 

@@ -16,13 +16,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from authgate.config.loader import load_settings
 from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import ConfigError
 from authgate.stores.base import SystemClock
-from authgate.web.app import create_app
 from authgate.web.state import SERVICES
 from tests.pico import ALGORITHMS, PICO, SECP256K1_N, Gate, Wallet, gate
-from tests.support import make_settings
 
 SECRET = "pico-challenge-secret-of-32-chars!"
 OLD_SECRET = "an-older-challenge-secret-32-chars"
@@ -394,6 +393,11 @@ async def test_algorithms_can_be_restricted_by_configuration() -> None:
     ids=["operator", "service"],
 )
 def test_the_wallet_role_cannot_be_a_privileged_role(tokens: dict[str, str]) -> None:
-    """Configuring ``user`` as the operator or service role would make every wallet one."""
-    with pytest.raises(ConfigError):
-        create_app(make_settings(tokens=tokens))
+    """Configuring ``user`` as the operator or service role would make every wallet one:
+    refused when the configuration loads (so ``authgate check-config`` reports it)."""
+    ((name, value),) = tokens.items()
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={f"AUTHGATE_TOKENS__{name.upper()}": value})
+    ((key, message),) = info.value.problems
+    assert key == "tokens"
+    assert f"tokens.{name}" in message and "wallet" in message

@@ -499,6 +499,10 @@ class HMACSettings(Section):
         return value
 
 
+# The role every pico wallet sign-in token carries; no privileged role may equal it.
+WALLET_ROLE = "user"
+
+
 class TokenSettings(Section):
     """The token service: issuance, refresh, revocation, keys."""
 
@@ -558,6 +562,15 @@ class TokenSettings(Section):
     pico_wallet_algorithms: tuple[Literal["Ed25519", "secp256k1", "ML-DSA-65"], ...] = Field(
         ("Ed25519", "secp256k1", "ML-DSA-65"), description="Wallet sign-in algorithms."
     )
+
+    @model_validator(mode="after")
+    def _privileged_roles_are_not_the_wallet_role(self) -> TokenSettings:
+        for name in ("pico_operator_role", "pico_service_role"):
+            if getattr(self, name) == WALLET_ROLE:
+                raise ValueError(
+                    f"tokens.{name} must not be {WALLET_ROLE!r}: every wallet token carries it"
+                )
+        return self
 
 
 class LoggingSettings(Section):

@@ -87,7 +87,7 @@ def create_app(
     if settings.tokens.enabled:
         oauth.add_routes(routes)
     if settings.tokens.enabled and settings.tokens.pico_enabled:
-        pico.add_routes(routes, clock=services.clock)
+        pico.add_routes(routes)
     if settings.tokens.admin_api:
         admin.add_routes(routes, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):

@@ -30,7 +30,8 @@ Decisions, each deliberate:
 * **Strict wallet keys.** Ed25519 keys with a non-canonical ``y`` or of small order are
   refused (with the identity point as key, ``R = identity, S = 0`` "verifies" any message);
   secp256k1 signatures must be minimal DER with ``s <= n/2`` (low-S).
-* **Roles.** Wallet tokens carry ``role: user`` (:data:`WALLET_ROLE`) and no scope. Password
+* **Roles.** Wallet tokens carry ``role: user`` (``config.model.WALLET_ROLE``; sign-in is
+  ``tokens/wallets.py``) and no scope; no privileged role may be ``user``. Password
   tokens carry the user's own role (``authgate users add --role``, default ``operator``), so
   an operator who gives a user another role is not overridden; users without a role get
   none. ``/login`` is served only when ``tokens.password_grant`` is on: it is one switch for
@@ -47,21 +48,16 @@ Decisions, each deliberate:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from authgate.config.model import Settings
-from authgate.crypto.pico_challenge import CHALLENGE_REFUSED as _CHALLENGE_REFUSED
-from authgate.crypto.pico_challenge import CHALLENGE_TTL_SECONDS, ChallengeCodec
-from authgate.crypto.wallet import wallet_identity
+from authgate.crypto.pico_challenge import CHALLENGE_TTL_SECONDS
 from authgate.errors import (
-    ConfigError,
     InvalidRequest,
     LoginRefused,
     NotFound,
@@ -70,7 +66,6 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.policy.rules import BEARER_CALLER_RULE
-from authgate.stores.base import Clock, NonceOutcome
 from authgate.web.body import read_json_object
 from authgate.web.callers import caller
 from authgate.web.oauth import charge_password_attempt
@@ -79,7 +74,6 @@ from authgate.web.state import REVOCATIONS, SERVICES, SETTINGS, STORES
 
 PREFIX = "/api/v1/auth"
 MAX_BODY_BYTES = 16_384
-WALLET_ROLE = "user"
 REVOCATION_AUDIT_STREAM = "pico-revocations"
 log = logging.getLogger("authgate.pico")
 
@@ -96,12 +90,6 @@ _LENGTHS: Mapping[str, tuple[frozenset[int], tuple[int, int]]] = {
     "secp256k1": (frozenset({33, 65}), (8, 72)),
     "ML-DSA-65": (frozenset({1952}), (3309, 3309)),
 }
-
-
-# --- challenges -------------------------------------------------------------------------
-
-
-CHALLENGES = web.AppKey("pico_challenges", ChallengeCodec)
 
 
 # --- request bodies ---------------------------------------------------------------------
@@ -167,7 +155,10 @@ async def challenge(request: web.Request) -> web.Response:
     fields = await read_fields(request, required=("address",))
     address = _visible(fields["address"], "address", _MAX_ADDRESS)
     return _json(
-        {"challenge": request.app[CHALLENGES].issue(address), "ttl": CHALLENGE_TTL_SECONDS}
+        {
+            "challenge": request.app[SERVICES].wallets.challenge(address),
+            "ttl": CHALLENGE_TTL_SECONDS,
+        }
     )
 
 
@@ -184,21 +175,12 @@ async def sign_in(request: web.Request) -> web.Response:
     key_lengths, (shortest, longest) = _LENGTHS[algorithm]
     public_key = _hex(fields["public_key"], "public_key", key_lengths.__contains__)
     signature = _hex(fields["signature"], "signature", lambda n: shortest <= n <= longest)
-    codec = app[CHALLENGES]
-    issued_ms = codec.check(address, fields["challenge"])
-    identity = wallet_identity(algorithm, public_key, signature, fields["challenge"].encode())
-    scope = "pico:" + hashlib.sha256(address.encode()).hexdigest()[:32]
-    outcome = await app[STORES].nonces.consume(
-        scope, fields["challenge"], ttl_ms=codec.remaining_ms(issued_ms), signed_at_ms=issued_ms
-    )
-    if outcome is not NonceOutcome.FRESH:
-        raise LoginRefused(_CHALLENGE_REFUSED, detail=f"challenge {outcome.value}")
-    issued = await app[SERVICES].issuer.issue(
-        subject=identity,
-        scopes=(),
-        refresh=True,
-        extra={"role": WALLET_ROLE},
-        minted_by=f"pico-wallet:{algorithm}",
+    identity, issued = await app[SERVICES].wallets.sign_in(
+        algorithm=algorithm,
+        address=address,
+        public_key=public_key,
+        signature=signature,
+        challenge=fields["challenge"],
     )
     return _json({**issued.response(), "address": identity, "algorithm": algorithm})
 
@@ -281,44 +263,8 @@ async def revoked_jtis(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
-def challenge_secrets_for(settings: Settings) -> tuple[bytes, ...]:
-    """The configured challenge secrets (signing one first), or one random per process."""
-    configured = settings.hmac.challenge_secret
-    if configured is None:
-        if settings.stores.backend == "redis":
-            log.warning(
-                "hmac.challenge_secret is not set: pico challenges are signed with a random "
-                "per-process secret, so other replicas refuse them",
-                extra={"event": "ephemeral_challenge_secret"},
-            )
-        return (secrets.token_bytes(32),)
-    return tuple(
-        s.get_secret_value().encode()
-        for s in (configured, *settings.hmac.previous_challenge_secrets)
-    )
-
-
-def add_routes(routes: Routes, *, clock: Clock) -> None:
+def add_routes(routes: Routes) -> None:
     """Register the pico endpoints (``GET /jwks`` is registered by ``web/health.py``)."""
-    app = routes.app
-    settings = app[SETTINGS]
-    tokens = settings.tokens
-    privileged = (
-        ("pico_operator_role", tokens.pico_operator_role),
-        ("pico_service_role", tokens.pico_service_role),
-    )
-    clashes = [
-        (f"tokens.{name}", f"must not be {WALLET_ROLE!r}: every wallet token carries it")
-        for name, role in privileged
-        if role == WALLET_ROLE
-    ]
-    if clashes:
-        raise ConfigError(clashes)
-    app[CHALLENGES] = ChallengeCodec(
-        challenge_secrets_for(settings),
-        clock=clock,
-        skew_seconds=settings.hmac.clock_skew_seconds,
-    )
     routes.post(f"{PREFIX}/challenge", challenge)
     routes.post(f"{PREFIX}/sign-in", sign_in)
     routes.post(f"{PREFIX}/refresh", refresh)
