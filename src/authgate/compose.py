@@ -26,6 +26,7 @@ from authgate.crypto.keys import KeyRing
 from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
+from authgate.outbound import fetch_jwks, open_session
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate, Verifier
@@ -41,7 +42,6 @@ from authgate.tokens.wallets import WalletSignIn
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
-from authgate.web.body import read_bounded
 
 log = logging.getLogger("authgate")
 
@@ -290,17 +290,7 @@ class Services:
         """Open what a serving process needs: the HTTP client, the stores' epoch, the
         signing keys, the event bus, and key maintenance when the store manages keys."""
         self._warn_ephemeral()
-        proxy = self.settings.proxy
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=proxy.pool_size),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=proxy.connect_timeout_seconds,
-                sock_read=proxy.read_timeout_seconds,
-            ),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.http = open_session(self.settings.proxy)
         try:
             await self.stores.nonces.prime()
         except AuthGateError:
@@ -368,27 +358,6 @@ class Services:
                 )
 
     async def _fetch_jwks(self, url: str) -> bytes:
-        """A JWKS document over :attr:`http`, bounded in size and time, counted."""
-        try:
-            body = await self._get_jwks(url)
-        except Exception:
-            self.metrics.jwks_fetches.labels("error").inc()
-            raise
-        self.metrics.jwks_fetches.labels("ok").inc()
-        return body
-
-    async def _get_jwks(self, url: str) -> bytes:
         if self.http is None:
             raise ValueError("the HTTP client is not open (Services.start)")
-        jwt = self.settings.jwt
-        async with self.http.get(
-            url,
-            timeout=aiohttp.ClientTimeout(total=jwt.jwks_fetch_timeout_seconds),
-            allow_redirects=False,
-        ) as resp:
-            if resp.status != 200:
-                raise ValueError(f"JWKS answered {resp.status}")
-            body = await read_bounded(resp.content, jwt.jwks_max_bytes)
-        if len(body) > jwt.jwks_max_bytes:
-            raise ValueError("JWKS document too large")
-        return body
+        return await fetch_jwks(self.http, url, settings=self.settings.jwt, metrics=self.metrics)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from authgate.errors import BodyTooLarge, InvalidRequest
+from authgate.outbound import read_bounded
 from authgate.strict_json import StrictJSONError, loads_object
 
 BUFFERED_BODY: web.RequestKey[bytes] = web.RequestKey("buffered_body", bytes)
@@ -45,23 +46,6 @@ def body_reader(request: web.Request, *, limit: int) -> Callable[[], Awaitable[b
         return body
 
     return read
-
-
-async def read_bounded(stream: StreamReader, limit: int) -> bytes:
-    """The whole stream, or its first ``limit + 1`` bytes when it is longer.
-
-    ``StreamReader.read(n)`` answers as soon as *some* bytes arrived, so one call can cut a
-    body that came in several pieces (chunked, slow clients): read until EOF instead.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 async def read_json_object(

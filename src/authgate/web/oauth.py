@@ -29,10 +29,10 @@ from authgate.errors import (
     OAuthUnsupportedTokenType,
 )
 from authgate.models import CredentialType
+from authgate.outbound import read_bounded
 from authgate.policy.limits import rate_limited
 from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
-from authgate.web.body import read_bounded
 from authgate.web.callers import caller, own_context
 from authgate.web.problem import Routes
 from authgate.web.state import SERVICES, SETTINGS, STORES
