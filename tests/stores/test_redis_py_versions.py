@@ -41,7 +41,10 @@ def test_store_contract_holds_on_redis_py(version: str, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(REPO)]))
+    # This checkout's own src (not whichever authgate the interpreter has installed), the
+    # tests package, and the redis-py under test ahead of the installed one.
+    path = [str(target), str(REPO / "src"), str(REPO)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     probe = subprocess.run(
         [sys.executable, "-c", "import redis; print(redis.__version__)"],
         capture_output=True, text=True, env=env, timeout=60, check=True,
