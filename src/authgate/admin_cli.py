@@ -1,8 +1,11 @@
-"""Operator commands that act on the shared stores: ``authgate pairs ...``.
+"""Operator commands: ``authgate keys|users|token|apikeys|pairs ...`` and ``proof``.
 
-They load the same configuration as ``authgate serve`` and talk to the same Redis, so a
-change made here reaches every replica (pair changes are published on the event bus).
-With in-memory stores there is nothing to act on from outside the serving process.
+Every act goes through the one operator service (``operator.py``), either directly on the
+shared stores (the configuration's Redis: a change reaches every replica over the event
+bus), or, with ``--url`` (or ``AUTHGATE_URL``), over the admin API of a running authgate
+with an admin-scoped token from ``AUTHGATE_TOKEN``. The admin API works whatever the
+backend, so on the embedded default (in-memory stores) ``--url`` is the way in: a
+development-mode authgate prints such a token at start-up.
 """
 
 from __future__ import annotations
@@ -10,28 +13,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from authgate.client.admin import AdminApiError, AdminClient
 from authgate.compose import Services
 from authgate.config.loader import load_settings
-from authgate.config.model import Settings
-from authgate.errors import (
-    ApiKeyError,
-    ApiKeyNotFound,
-    AuthGateError,
-    ConfigError,
-    PairNotFound,
-    PairRequestError,
-    RotationRefused,
-    UserError,
-)
-from authgate.pairs.records import PairRecordError
-from authgate.pairs.service import PairService
+from authgate.errors import AuthGateError, BadRequest, ConfigError, Conflict, NotFound
+from authgate.operator import Operator
 
-Action = Callable[[PairService, argparse.Namespace], Awaitable[Any]]
+Acts = Operator | AdminClient
+Command = Callable[[Acts, argparse.Namespace], Awaitable[Any]]
+
+URL_ENV = "AUTHGATE_URL"
+TOKEN_ENV = "AUTHGATE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+class UsageError(Exception):
+    """The command cannot run as given (printed as one line, exit code 2)."""
 
 
 def _print(value: Any) -> None:
@@ -43,141 +45,162 @@ def _described(exc: AuthGateError) -> str:
     return f"{exc.message} ({exc.detail})" if exc.detail else exc.message
 
 
-def _load(args: argparse.Namespace, *, need_kek: bool) -> Settings | None:
+async def _direct(args: argparse.Namespace, command: Command) -> Any:
+    """Run ``command`` on the shared stores of the configuration (Redis only)."""
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return None
+        raise UsageError(str(exc)) from None
     if settings.stores.backend != "redis":
-        print(
-            f"authgate {args.command} needs stores.backend: redis (in-memory stores live "
-            "inside the serving process)",
-            file=sys.stderr,
+        raise UsageError(
+            f"authgate {args.command} acts directly on stores.backend: redis; the in-memory "
+            f"stores live inside the serving process: give --url (or {URL_ENV}) and "
+            f"{TOKEN_ENV} to act through its admin API (a development-mode authgate prints "
+            "both when it starts)"
         )
-        return None
-    if need_kek and settings.secrets.key_encryption_key is None:
-        print(f"authgate {args.command} needs secrets.key_encryption_key", file=sys.stderr)
-        return None
-    return settings
-
-
-async def _with_pairs(settings: Settings, action: Action, args: argparse.Namespace) -> Any:
+    if getattr(args, "needs_kek", False) and settings.secrets.key_encryption_key is None:
+        raise UsageError(f"authgate {args.command} needs secrets.key_encryption_key")
+    if (
+        args.command == "token"
+        and args.action == "mint"
+        and not (settings.secrets.key_encryption_key or settings.jwt.signing_key_files)
+    ):
+        raise UsageError(
+            "no durable signing key (secrets.key_encryption_key or jwt.signing_key_files): "
+            "a token minted here would match no server's key; use --url to mint on a "
+            "running authgate"
+        )
     services = Services(settings)
     try:
-        return await action(services.pairs, args)
+        return await command(services.operator, args)
     finally:
         await services.close()
 
 
-async def _list(pairs: PairService, args: argparse.Namespace) -> Any:
-    return [p.public_view() for p in await pairs.all_pairs()]
+async def _remote(args: argparse.Namespace, url: str, command: Command) -> Any:
+    """Run ``command`` over the admin API at ``url``."""
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise UsageError(f"--url needs an admin-scoped bearer token in {TOKEN_ENV}")
+    prefix = getattr(args, "admin_prefix", None) or "/admin"
+    async with AdminClient(url, token, prefix=prefix) as admin:
+        return await command(admin, args)
 
 
-async def _show(pairs: PairService, args: argparse.Namespace) -> Any:
-    record = await pairs.get(args.pair_id)
-    return {**record.public_view(), "audit": await pairs.trail(args.pair_id, args.audit)}
+def run(command: Command) -> Callable[[argparse.Namespace], int]:
+    """A command's entry point: direct or over the admin API; errors as one line."""
+
+    def main(args: argparse.Namespace) -> int:
+        import aiohttp
+
+        url = getattr(args, "url", None) or os.environ.get(URL_ENV, "")
+        try:
+            if getattr(args, "password_stdin", None) is not None and args.action in {
+                "add",
+                "passwd",
+            }:
+                args.password = _read_password(args)
+            if args.command == "pairs" and args.action == "import":
+                args.text = (
+                    sys.stdin.read()
+                    if args.file == "-"
+                    else Path(args.file).read_text(encoding="utf-8")
+                )
+            if url:
+                _print(asyncio.run(_remote(args, url, command)))
+            else:
+                _print(asyncio.run(_direct(args, command)))
+        except UsageError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        except AdminApiError as exc:
+            print(f"{exc.code}: {exc.message}", file=sys.stderr)
+            return 2 if exc.status in {400, 409} else 1
+        except NotFound as exc:
+            print(f"not found: {_described(exc)}", file=sys.stderr)
+            return 1
+        except BadRequest as exc:
+            print(f"invalid: {_described(exc)}", file=sys.stderr)
+            return 2
+        except Conflict as exc:
+            print(f"refused: {_described(exc)}", file=sys.stderr)
+            return 2
+        except AuthGateError as exc:
+            print(f"{exc.reason}: {_described(exc)}", file=sys.stderr)
+            return 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            print(f"cannot reach {url}: {type(exc).__name__} {exc}", file=sys.stderr)
+            return 1
+        except (ValueError, OSError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return main
 
 
-async def _approve(pairs: PairService, args: argparse.Namespace) -> Any:
-    return (await pairs.approve(pair_id=args.pair_id)).public_view()
+# --- the acts --------------------------------------------------------------------------
 
 
-async def _revoke(pairs: PairService, args: argparse.Namespace) -> Any:
-    return (await pairs.revoke(args.pair_id, by="operator")).public_view()
+async def _keys(acts: Acts, args: argparse.Namespace) -> Any:
+    if args.action == "rotate":
+        return await acts.rotate_keys(force=args.force)
+    return await acts.keys()
 
 
-async def _unlock(pairs: PairService, args: argparse.Namespace) -> Any:
-    return (await pairs.unlock(args.pair_id)).public_view()
+async def _users(acts: Acts, args: argparse.Namespace) -> Any:
+    if args.action == "add":
+        return await acts.add_user(
+            username=args.username, password=args.password, scopes=args.scope or [], role=args.role
+        )
+    if args.action == "passwd":
+        return await acts.set_password(username=args.username, password=args.password)
+    if args.action == "remove":
+        return await acts.remove_user(args.username)
+    return await acts.users()
 
 
-async def _import(pairs: PairService, args: argparse.Namespace) -> Any:
-    data = json.loads(args.text)
-    records = data if isinstance(data, list) else [data]
-    imported = []
-    for item in records:
-        if not isinstance(item, dict):
-            raise PairRequestError("record", "each record must be a JSON object")
-        record = await pairs.import_bpc_server(item)
-        imported.append(record.public_view())
-    return {
-        "imported": imported,
-        "note": "imported pairs are device-key-only: bpc-server keeps only an argon2 hash of "
-        "the secret, which cannot check secret_hmac; re-register or rotate them to restore "
-        "the secret check",
-    }
+async def _token(acts: Acts, args: argparse.Namespace) -> Any:
+    if args.action == "revoke":
+        if (args.jti is None) == (args.token is None):
+            raise UsageError("token revoke: give a jti or --token (one of them)")
+        return await acts.revoke_token(jti=args.jti, token=args.token)
+    if args.action == "mints":
+        return await acts.mints(args.limit)
+    return await acts.mint(
+        sub=args.sub,
+        scopes=args.scope or [],
+        ttl_seconds=args.ttl,
+        aud=args.aud,
+        role=args.role,
+        by="cli",
+    )
 
 
-_ACTIONS: dict[str, Action] = {
-    "list": _list,
-    "show": _show,
-    "approve": _approve,
-    "revoke": _revoke,
-    "unlock": _unlock,
-    "import": _import,
-}
+async def _apikeys(acts: Acts, args: argparse.Namespace) -> Any:
+    if args.action == "create":
+        return await acts.create_api_key(name=args.name, scopes=args.scope or [])
+    if args.action == "revoke":
+        return await acts.revoke_api_key(args.key_id)
+    return await acts.api_keys()
 
 
-def run_pairs(args: argparse.Namespace) -> int:
-    """``authgate pairs <action>``."""
-    settings = _load(args, need_kek=False)
-    if settings is None:
-        return 2
-    try:
-        if args.action == "import":
-            args.text = (
-                sys.stdin.read()
-                if args.file == "-"
-                else Path(args.file).read_text(encoding="utf-8")
-            )
-        _print(asyncio.run(_with_pairs(settings, _ACTIONS[args.action], args)))
-    except PairNotFound as exc:
-        print(f"not found: {_described(exc)}", file=sys.stderr)
-        return 1
-    except (PairRequestError, PairRecordError, ValueError, OSError) as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
-        return 2
-    except AuthGateError as exc:
-        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _apikeys(settings: Settings, args: argparse.Namespace) -> Any:
-    services = Services(settings)
-    try:
-        service = services.api_keys
-        if args.action == "create":
-            key, raw = await service.create(name=args.name, scopes=args.scope or ())
-            return {
-                **key.public_view(),
-                "api_key": raw,
-                "note": "shown once: authgate keeps only a hash and a sealed copy",
-            }
-        if args.action == "revoke":
-            return (await service.revoke(args.key_id)).public_view()
-        return [k.public_view() for k in await service.all_keys()]
-    finally:
-        await services.close()
-
-
-def run_apikeys(args: argparse.Namespace) -> int:
-    """``authgate apikeys <action>``."""
-    settings = _load(args, need_kek=True)
-    if settings is None:
-        return 2
-    try:
-        _print(asyncio.run(_apikeys(settings, args)))
-    except ApiKeyNotFound as exc:
-        print(f"not found: {_described(exc)}", file=sys.stderr)
-        return 1
-    except (ApiKeyError, ValueError) as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
-        return 2
-    except AuthGateError as exc:
-        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
-        return 1
-    return 0
+async def _pairs(acts: Acts, args: argparse.Namespace) -> Any:
+    if args.action == "show":
+        return await acts.pair(args.pair_id, audit=args.audit)
+    if args.action == "approve":
+        return await acts.approve_pair(args.pair_id)
+    if args.action == "revoke":
+        return await acts.revoke_pair(args.pair_id)
+    if args.action == "unlock":
+        return await acts.unlock_pair(args.pair_id)
+    if args.action == "import":
+        try:
+            records = json.loads(args.text)
+        except ValueError as exc:
+            raise UsageError(f"{args.file}: not JSON ({exc})") from None
+        return await acts.import_pairs(records)
+    return await acts.pairs()
 
 
 async def _proof(args: argparse.Namespace) -> str:
@@ -227,161 +250,106 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-async def _keys_users_tokens(settings: Settings, args: argparse.Namespace) -> Any:
-    services = Services(settings)
-    clock = services.clock
-    try:
-        if args.command == "users":
-            users = services.users
-            if args.action == "add":
-                return (
-                    await users.add(
-                        args.username, args.password, scopes=args.scope or (), role=args.role
-                    )
-                ).public_view()
-            if args.action == "passwd":
-                return (await users.set_password(args.username, args.password)).public_view()
-            if args.action == "remove":
-                if not await users.remove(args.username):
-                    raise LookupError(args.username)
-                return {"removed": args.username}
-            return [u.public_view() for u in await users.all_users()]
-        if args.command == "token" and args.action == "revoke":
-            longest = max(settings.tokens.refresh_ttl_seconds, settings.tokens.max_mint_ttl_seconds)
-            until = clock.now_ms() + (longest + settings.jwt.leeway_seconds) * 1000
-            await services.revocations.revoke(args.jti, expires_at_ms=until)
-            return {"revoked": args.jti, "until_ms": until}
-        keys = services.keys
-        if args.command == "keys":
-            if not keys.managed:
-                raise ValueError(
-                    "signing keys come from jwt.signing_key_files: rotate them by deployment"
-                )
-            await keys.load()
-            if args.action == "rotate":
-                return await keys.rotate(force=args.force)
-            return keys.states()
-        if not (keys.managed or settings.jwt.signing_key_files):
-            raise ValueError("no durable signing key: a minted token would match no server's key")
-        await keys.load()
-        issuer = services.issuer
-        if not 30 <= args.ttl <= settings.tokens.max_mint_ttl_seconds:
-            raise ValueError(f"--ttl must be 30 to {settings.tokens.max_mint_ttl_seconds} seconds")
-        roles = {settings.tokens.pico_operator_role, settings.tokens.pico_service_role}
-        if args.role is not None and args.role not in roles:
-            raise ValueError(f"--role must be one of {sorted(roles)}")
-        issued = await issuer.issue(
-            subject=args.sub,
-            scopes=args.scope or (),
-            audience=args.aud,
-            ttl_seconds=args.ttl,
-            extra={"role": args.role} if args.role else None,
-            minted_by="cli",
-        )
-        return {
-            "access_token": issued.access_token,
-            "expires_in": args.ttl,
-            "jti": issued.claims["jti"],
-        }
-    finally:
-        await services.close()
+def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every operator command takes, at any position after the command."""
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="YAML config file for acting directly on the stores (default: $AUTHGATE_CONFIG)",
+    )
+    parser.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"act through the admin API of the authgate at this URL (default: ${URL_ENV}); "
+        f"the admin-scoped bearer token is read from ${TOKEN_ENV}",
+    )
+    parser.add_argument(
+        "--admin-prefix",
+        default=argparse.SUPPRESS,
+        help="path prefix of the admin API with --url (tokens.admin_prefix; default /admin)",
+    )
+    return parser
 
 
-def run_keys_users_tokens(args: argparse.Namespace) -> int:
-    """``authgate keys|users|token ...``."""
-    from authgate.tokens.keys import KeysUnreadable
+def _group(
+    sub: Any, name: str, text: str, command: Command, **defaults: Any
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    parser = _common(sub.add_parser(name, help=text, description=text))
+    parser.set_defaults(func=run(command), **defaults)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    settings = _load(args, need_kek=args.command == "keys")
-    if settings is None:
-        return 2
-    try:
-        if args.command == "users" and args.action in {"add", "passwd"}:
-            args.password = _read_password(args)
-        _print(asyncio.run(_keys_users_tokens(settings, args)))
-    except LookupError as exc:
-        print(f"not found: {exc}", file=sys.stderr)
-        return 1
-    except (UserError, ValueError, RotationRefused, KeysUnreadable) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    except AuthGateError as exc:
-        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
-        return 1
-    return 0
+
+def _action(actions: Any, name: str, text: str) -> argparse.ArgumentParser:
+    return _common(actions.add_parser(name, help=text, description=text))
 
 
 def add_commands(sub: Any) -> None:
     """Register the operator commands on the top-level parser's subcommands."""
-    keys_cmd = sub.add_parser("keys", help="store-managed signing keys")
-    keys_cmd.add_argument("--config")
-    keys_actions = keys_cmd.add_subparsers(dest="action", required=True)
-    keys_actions.add_parser("list", help="keys and their states")
-    rotate = keys_actions.add_parser("rotate", help="promote the next key (published first)")
-    rotate.add_argument("--force", action="store_true", help="skip the publication lead (incident)")
-    keys_cmd.set_defaults(func=run_keys_users_tokens)
+    keys = _group(sub, "keys", "signing keys: list, rotate store-managed keys", _keys)
+    _action(keys, "list", "signing keys and their states (file-based keys listed too)")
+    rotate = _action(keys, "rotate", "promote the next key (published a lead time before)")
+    rotate.add_argument(
+        "--force", action="store_true", help="skip the publication lead (an incident)"
+    )
 
-    users_cmd = sub.add_parser("users", help="operator users (argon2id)")
-    users_cmd.add_argument("--config")
-    user_actions = users_cmd.add_subparsers(dest="action", required=True)
-    add = user_actions.add_parser("add", help="add a user (password from a prompt or stdin)")
-    add.add_argument("username")
-    add.add_argument("--scope", action="append")
-    add.add_argument("--role", default="operator")
-    add.add_argument("--password-stdin", action="store_true")
-    passwd = user_actions.add_parser("passwd", help="change a password")
-    passwd.add_argument("username")
-    passwd.add_argument("--password-stdin", action="store_true")
-    remove = user_actions.add_parser("remove", help="remove a user")
-    remove.add_argument("username")
-    user_actions.add_parser("list", help="every user (no hashes)")
-    users_cmd.set_defaults(func=run_keys_users_tokens)
+    users = _group(sub, "users", "password users (argon2id) for the password grant", _users)
+    add = _action(users, "add", "add a user (password from a prompt, or stdin)")
+    add.add_argument("username", help="the user name (letters, digits, . _ @ -)")
+    add.add_argument("--scope", action="append", help="a scope the user holds (repeatable)")
+    add.add_argument("--role", default="operator", help="role claim of its tokens")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    passwd = _action(users, "passwd", "change a password")
+    passwd.add_argument("username", help="the user name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    remove = _action(users, "remove", "remove a user")
+    remove.add_argument("username", help="the user name")
+    _action(users, "list", "every user (no hashes)")
 
-    token_cmd = sub.add_parser("token", help="operator tokens")
-    token_cmd.add_argument("--config")
-    token_actions = token_cmd.add_subparsers(dest="action", required=True)
-    mint = token_actions.add_parser("mint", help="mint a token (audited when long-lived)")
-    mint.add_argument("--sub", required=True)
-    mint.add_argument("--scope", action="append")
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds")
-    mint.add_argument("--aud")
+    token = _group(sub, "token", "tokens: mint, revoke, the mint audit", _token)
+    mint = _action(token, "mint", "mint a token (audited when long-lived)")
+    mint.add_argument("--sub", required=True, help="the token's subject")
+    mint.add_argument("--scope", action="append", help="a scope (repeatable)")
+    mint.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    mint.add_argument("--aud", help="the audience (default: the first of jwt.audiences)")
     mint.add_argument("--role", help="pico role claim (e.g. service, for revoked-jtis polls)")
-    revoke_token = token_actions.add_parser("revoke", help="revoke a token by jti on every replica")
-    revoke_token.add_argument("jti")
-    token_cmd.set_defaults(func=run_keys_users_tokens)
+    revoke = _action(token, "revoke", "revoke a token on every replica until it expires")
+    revoke.add_argument("jti", nargs="?", help="the token's id")
+    revoke.add_argument("--token", help="the token itself (its own expiry bounds the revocation)")
+    mints = _action(token, "mints", "long-lived tokens minted, newest first")
+    mints.add_argument("--limit", type=int, default=100, help="entries to show (default 100)")
 
-    keys = sub.add_parser("apikeys", help="manage API keys in the shared store")
-    keys.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG)")
-    key_actions = keys.add_subparsers(dest="action", required=True)
-    create = key_actions.add_parser("create", help="create a key (printed once)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--scope", action="append", help="a scope (repeat for several)")
-    key_actions.add_parser("list", help="every key (no secrets)")
-    revoke_key = key_actions.add_parser("revoke", help="revoke a key by id")
-    revoke_key.add_argument("key_id")
-    keys.set_defaults(func=run_apikeys)
+    apikeys = _group(
+        sub, "apikeys", "API keys (HMAC proofs, client credentials)", _apikeys, needs_kek=True
+    )
+    create = _action(apikeys, "create", "create a key (printed once)")
+    create.add_argument("--name", required=True, help="a name for people")
+    create.add_argument("--scope", action="append", help="a scope (repeatable)")
+    _action(apikeys, "list", "every key (no secrets)")
+    revoke_key = _action(apikeys, "revoke", "revoke a key by id")
+    revoke_key.add_argument("key_id", help="the key's id")
 
-    proof_cmd = sub.add_parser("proof", help="print an AGProof Authorization header for curl")
-    proof_cmd.add_argument("url", help="the full URL of the request, query included")
-    proof_cmd.add_argument("--method", default="GET")
-    proof_cmd.add_argument("--key", help="the API key (default: $AUTHGATE_API_KEY)")
-    proof_cmd.add_argument("--bind-body", action="store_true", help="route binds the body")
-    proof_cmd.add_argument("--data", help="the body (with --bind-body; - reads stdin)")
-    proof_cmd.set_defaults(func=run_proof)
-
-    pairs = sub.add_parser("pairs", help="manage BPC pairs in the shared store")
-    pairs.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG)")
-    actions = pairs.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every pair (no secrets)")
-    show = actions.add_parser("show", help="one pair and its audit trail")
-    show.add_argument("pair_id")
-    show.add_argument("--audit", type=int, default=20, help="audit entries to show")
+    pairs = _group(sub, "pairs", "BPC pairs: list, show, approve, revoke, unlock, import", _pairs)
+    _action(pairs, "list", "every pair (no secrets)")
+    show = _action(pairs, "show", "one pair and its audit trail")
+    show.add_argument("pair_id", help="the pair's id")
+    show.add_argument("--audit", type=int, default=20, help="audit entries to show (default 20)")
     for name, text in (
         ("approve", "activate a pending pair"),
         ("revoke", "revoke a pair"),
         ("unlock", "clear a lock-out"),
     ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("pair_id")
-    importer = actions.add_parser("import", help="import bpc-server PairRecord JSON (file or -)")
-    importer.add_argument("file")
-    pairs.set_defaults(func=run_pairs)
+        _action(pairs, name, text).add_argument("pair_id", help="the pair's id")
+    importer = _action(pairs, "import", "import bpc-server PairRecord JSON")
+    importer.add_argument("file", help="a JSON file of one record or a list, or - for stdin")
+
+    proof_cmd = sub.add_parser("proof", help="print an AGProof Authorization header for curl")
+    proof_cmd.add_argument("url", help="the full URL of the request, query included")
+    proof_cmd.add_argument("--method", default="GET", help="the request's method (default GET)")
+    proof_cmd.add_argument("--key", help="the API key (default: $AUTHGATE_API_KEY)")
+    proof_cmd.add_argument(
+        "--bind-body", action="store_true", help="the route binds the body (hmac_bind_body)"
+    )
+    proof_cmd.add_argument("--data", help="the body (with --bind-body; - reads stdin)")
+    proof_cmd.set_defaults(func=run_proof)

@@ -1,4 +1,4 @@
-"""Command line: ``authgate serve`` and ``authgate check-config``."""
+"""Command line: ``authgate serve``, ``authgate check-config`` and the operator commands."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import cast
 
 from aiohttp import web
 
-from authgate import admin_cli
+from authgate import __version__, admin_cli
 from authgate.config.loader import effective_config, load_settings
 from authgate.config.model import Settings
 from authgate.errors import ConfigError
@@ -27,6 +27,9 @@ log = logging.getLogger("authgate")
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
+    # No file and no AUTHGATE_* variable is development mode (config/loader.py); the
+    # --host/--port/--workers flags do not make a configuration, so they keep it.
+    zero_config = args.config is None and not any(k.startswith("AUTHGATE_") for k in os.environ)
     # Command-line flags win over file and environment; passing them through the
     # environment keeps one validation path and reaches worker processes too.
     for flag, var in (
@@ -37,6 +40,8 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, flag, None)
         if value is not None:
             os.environ[f"AUTHGATE_{var}"] = str(value)
+    if zero_config:
+        os.environ["AUTHGATE_DEVELOPMENT"] = "true"
     return load_settings(args.config)
 
 
@@ -52,8 +57,10 @@ async def freeze_startup_heap(app: web.Application) -> None:
 def worker_app(settings: Settings) -> web.Application:
     """The application one ``serve`` process runs."""
     from authgate.web.app import create_app  # imported late: keeps `check-config` light
+    from authgate.web.welcome import add_welcome
 
     app = create_app(settings)
+    add_welcome(app)  # development mode only: an operator token and commands to paste
     app.on_startup.append(freeze_startup_heap)  # after the app's own start-up (cleanup_ctx)
     return app
 
@@ -146,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.file)
+        settings = load_settings(args.file or args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -157,11 +164,12 @@ def _check_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     parser = argparse.ArgumentParser(prog="authgate", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
+    parser.add_argument("--version", action="version", version=f"authgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the gateway", description="run the gateway")
     serve.add_argument("--config", help="YAML config file (default: $AUTHGATE_CONFIG or none)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
     serve.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
     serve.set_defaults(func=_serve)
     check = sub.add_parser(
@@ -170,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", nargs="?", help="YAML config file (default: $AUTHGATE_CONFIG or none)"
     )
+    check.add_argument("--config", help="the same, as an option")
     check.set_defaults(func=_check_config)
     admin_cli.add_commands(sub)
     return parser

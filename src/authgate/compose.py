@@ -26,6 +26,7 @@ from authgate.crypto.keys import KeyRing
 from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
+from authgate.operator import Operator
 from authgate.outbound import fetch_jwks, open_session
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.service import PairService
@@ -153,6 +154,18 @@ class Services:
                 min_refresh_interval_seconds=i.min_refresh_interval_seconds,
             )
             for i in self.settings.jwt.external_issuers
+        )
+
+    @cached_property
+    def operator(self) -> Operator:
+        """Every operator act (admin API and CLI alike)."""
+        return Operator(
+            settings=self.settings,
+            keys=self.keys,
+            issuer=self.issuer,
+            users=self.users,
+            api_keys=self.api_keys,
+            pairs=self.pairs,
         )
 
     @cached_property
@@ -316,6 +329,15 @@ class Services:
     def _warn_ephemeral(self) -> None:
         if self.settings.development:
             return
+        if not (
+            self.settings.jwt.signing_key_files or self.settings.secrets.key_encryption_key
+        ) and (self.settings.tokens.enabled or self.settings.identity.identity_jwt.enabled):
+            log.warning(
+                "no signing key configured (jwt.signing_key_files or "
+                "secrets.key_encryption_key): tokens are signed with an ephemeral key that "
+                "dies with this process, and no other replica accepts them",
+                extra={"event": "ephemeral_signing_key"},
+            )
         if self.settings.secrets.key_encryption_key is None and self.settings.bpc.enabled:
             log.warning(
                 "secrets.key_encryption_key is not set: BPC pair secrets are sealed under a "

@@ -578,6 +578,25 @@ class NotFound(AuthGateError):
     default_message = "not found"
 
 
+class MalformedRequest(BadRequest):
+    """aiohttp's HTTP parser refused the request (request line, header size, not HTTP)."""
+
+    reason = "malformed_request"
+    default_message = "malformed HTTP request"
+
+
+class MethodNotAllowed(AuthGateError):
+    """The path exists; the method is not one it takes (``allow`` lists those)."""
+
+    reason = "method_not_allowed"
+    status = 405
+    default_message = "method not allowed on this path"
+
+    def __init__(self, allow: str, message: str | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
 class PairNotFound(NotFound):
     """No such pair, or no pending pair for an approval token (``detail``: the id asked)."""
 
@@ -588,6 +607,12 @@ class ApiKeyNotFound(NotFound):
     """No such API key (``detail``: the id asked)."""
 
     default_message = "no such API key"
+
+
+class UserNotFound(NotFound):
+    """No such password user (``detail``: the name asked)."""
+
+    default_message = "no such user"
 
 
 class Conflict(AuthGateError):

@@ -131,7 +131,9 @@ async def test_key_rotation_refuses_early_and_forced_rotation_keeps_old_tokens_v
         assert "published for" in early.stderr
         forced = cli(path, "keys", "rotate", "--force")
         assert forced.returncode == 0, forced.stderr
-        states = {k["kid"]: k["state"] for k in json.loads(cli(path, "keys", "list").stdout)}
+        listed = json.loads(cli(path, "keys", "list").stdout)
+        assert listed["managed"] is True
+        states = {k["kid"]: k["state"] for k in listed["keys"]}
         assert sorted(states.values()) == ["current", "next", "retired"]
         new = json.loads(cli(path, "token", "mint", "--sub", "svc", "--ttl", "600").stdout)[
             "access_token"

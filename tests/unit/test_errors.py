@@ -43,6 +43,9 @@ INTERNAL = {
     "PairRequestError; verifiers/bpc.py logs a stored one; otherwise a logged 500",
     "authgate.apikeys.ApiKeyUnreadable": "an unreadable stored key: a logged 500",
     "authgate.tokens.keys.KeysUnreadable": "stops start-up or a reload; never a client's",
+    "authgate.client.admin.AdminApiError": "the admin API client's view of a refusal (the "
+    "server's code and message); admin_cli.py prints it",
+    "authgate.admin_cli.UsageError": "a command that cannot run as given: one line, exit 2",
 }
 
 

@@ -265,11 +265,27 @@ class TokenIssuer:
         if claims.get("type") == "refresh" and isinstance(claims.get("fam"), str):
             await self.revoke_family(str(claims["fam"]))
 
-    async def revoke_jti(self, jti: str) -> None:
-        """Revoke by id alone (pico ``/revoke``): kept for the longest token lifetime."""
-        longest = max(self._s.tokens.refresh_ttl_seconds, self._s.tokens.max_mint_ttl_seconds)
-        until = (self._now() + longest + self._s.jwt.leeway_seconds) * 1000
+    async def revoke_jti(self, jti: str) -> int:
+        """Revoke by id alone (pico ``/revoke``, the admin API, the CLI) until the token
+        would have expired; returns that time (ms). A long-lived token's expiry is in the
+        mint audit; for any other id, the longest lifetime a token of authgate can have."""
+        exp = await self._minted_exp(jti)
+        if exp is None:
+            longest = max(
+                self._s.tokens.access_ttl_seconds,
+                self._s.tokens.refresh_ttl_seconds,
+                self._s.tokens.max_mint_ttl_seconds,
+            )
+            exp = self._now() + longest
+        until = (exp + self._s.jwt.leeway_seconds) * 1000
         await self._revocations.revoke(jti, expires_at_ms=until)
+        return until
+
+    async def _minted_exp(self, jti: str) -> int | None:
+        for entry in await self._audit.recent(MINT_STREAM, self._s.tokens.mint_audit_cap):
+            if entry.get("jti") == jti and isinstance(entry.get("exp"), int):
+                return int(entry["exp"])
+        return None
 
     async def _audit_mint(
         self, claims: Mapping[str, Any], *, kind: str, minted_by: str, ttl: int

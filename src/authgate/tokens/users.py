@@ -11,7 +11,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from authgate.errors import UserError
+from authgate.errors import UserError, UserNotFound
 from authgate.stores.base import Clock, RecordStore
 
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -78,7 +78,7 @@ class UserService:
         _check_password(password)
         record = await self._store.get(username) if USERNAME.fullmatch(username) else None
         if record is None:
-            raise LookupError(username)
+            raise UserNotFound(detail=username)
         record["hash"] = await asyncio.to_thread(_hasher.hash, password)
         await self._store.put(username, record)
         return self._user(record)

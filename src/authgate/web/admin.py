@@ -1,39 +1,52 @@
-"""Admin API (under ``tokens.admin_prefix``, default ``/admin``): needs a bearer JWT with
-``tokens.admin_scope``.
+"""Admin API (under ``tokens.admin_prefix``, default ``/admin``): every operator act over
+HTTP, for a bearer JWT with ``tokens.admin_scope`` (decided by the gate under the internal
+``admin-api`` rule). Each handler reads JSON and calls the one operator service
+(``operator.py``) that the CLI calls too.
 
-=====================================  =============================================
-``GET  {p}/mints?limit=N``             long-lived tokens minted, with revocation state
-``GET  {p}/keys``                      signing keys and their states
-``POST {p}/keys/rotate``               ``{"force": false}``; 409 when too early
-``POST {p}/tokens``                    ``{"sub","scope","ttl_seconds","aud","role"}`` mint
-``POST {p}/revoke``                    ``{"jti"}``
-``GET  {p}/apikeys`` / ``POST``        list / ``{"name","scopes"}`` create (shown once)
-``DELETE {p}/apikeys/{key_id}``        revoke an API key
-``GET  {p}/pairs``                     BPC pairs (no secrets)
-=====================================  =============================================
+==========================================  ===========================================
+``GET  {p}/mints?limit=N``                  long-lived tokens minted, with revocation state
+``GET  {p}/keys``                           signing keys (store-managed with states, or
+                                            file-based / ephemeral with their ids)
+``POST {p}/keys/rotate``                    ``{"force": false}``; 409 when too early
+``POST {p}/tokens``                         ``{"sub","scope","ttl_seconds","aud","role"}``
+``POST {p}/revoke``                         ``{"jti"}`` or ``{"token"}``
+``GET  {p}/apikeys`` / ``POST``             list / ``{"name","scopes"}`` create (shown once)
+``DELETE {p}/apikeys/{key_id}``             revoke an API key
+``GET  {p}/users`` / ``POST``               list / ``{"username","password","scopes","role"}``
+``POST {p}/users/{username}/password``      ``{"password"}``
+``DELETE {p}/users/{username}``             remove a user
+``GET  {p}/pairs``                          BPC pairs (no secrets)
+``GET  {p}/pairs/{pair_id}?audit=N``        one pair and its audit trail
+``POST {p}/pairs/{pair_id}/approve``        activate a pending pair (also ``/revoke``,
+                                            ``/unlock``)
+``POST {p}/pairs/import``                   ``{"records": [...]}`` bpc-server PairRecords
+==========================================  ===========================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from authgate.errors import (
-    InvalidRequest,
-)
+from authgate.errors import InvalidRequest
 from authgate.models import Principal
+from authgate.operator import Operator
 from authgate.web.body import read_json_object
 from authgate.web.callers import caller
 from authgate.web.problem import Routes
-from authgate.web.state import SERVICES, SETTINGS
+from authgate.web.state import SERVICES
 
-MAX_BODY = 16_384
+MAX_BODY = 1024**2  # a bpc-server import may carry many records
 
 
-async def _admin(request: web.Request) -> Principal:
-    """The admin API's caller: a bearer JWT with the admin scope, decided by the gate."""
-    return await caller(request, request.app[SERVICES].admin_rule)
+async def _admin(request: web.Request) -> tuple[Operator, Principal]:
+    """The operator service and the caller: a bearer JWT with the admin scope, decided by
+    the gate under the ``admin-api`` rule."""
+    services = request.app[SERVICES]
+    principal = await caller(request, services.admin_rule)
+    return services.operator, principal
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -44,122 +57,155 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
 
 
-def _limit(request: web.Request, default: int = 100) -> int:
-    raw = request.query.get("limit", str(default))
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name, str(default))
     if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= 10_000:
-        raise InvalidRequest("limit: must be an integer from 1 to 10000")
+        raise InvalidRequest(f"{name}: must be an integer from 1 to 10000")
     return int(raw)
+
+
+def _unknown(data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown member {unknown[0][:64]!r}")
 
 
 async def mints(request: web.Request) -> web.Response:
     """The mint audit trail."""
-    await _admin(request)
-    return _json({"items": await request.app[SERVICES].issuer.mints(_limit(request))})
+    operator, _ = await _admin(request)
+    return _json({"items": await operator.mints(_query_int(request, "limit", 100))})
 
 
 async def keys(request: web.Request) -> web.Response:
     """Signing keys."""
-    await _admin(request)
-    manager = request.app[SERVICES].keys
-    if manager.managed:
-        return _json({"managed": True, "keys": manager.states()})
-    return _json({"managed": False, "keys": [{"kid": k.kid, "alg": k.alg} for k in manager.keys]})
+    operator, _ = await _admin(request)
+    return _json(await operator.keys())
 
 
 async def rotate(request: web.Request) -> web.Response:
     """Rotate store-managed signing keys."""
-    await _admin(request)
+    operator, _ = await _admin(request)
     data = await _body(request)
-    force = data.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidRequest("force: must be a boolean")
-    return _json(await request.app[SERVICES].keys.rotate(force=force))  # RotationRefused: 409
+    _unknown(data, {"force"})
+    return _json(await operator.rotate_keys(force=data.get("force", False)))
 
 
 async def mint(request: web.Request) -> web.Response:
     """Mint a token for an operator-chosen subject."""
-    principal = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
-    settings = request.app[SETTINGS].tokens
-    sub, scope, ttl = (
-        data.get("sub"),
-        data.get("scope", ""),
-        data.get("ttl_seconds", settings.access_ttl_seconds),
-    )
-    if not isinstance(sub, str) or not sub or len(sub) > 256:
-        raise InvalidRequest("sub: must be a non-empty string")
-    if not isinstance(scope, str):
+    _unknown(data, {"sub", "scope", "ttl_seconds", "aud", "role"})
+    if not isinstance(data.get("scope", ""), str):
         raise InvalidRequest("scope: must be a space-separated string")
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, int)
-        or not 30 <= ttl <= settings.max_mint_ttl_seconds
-    ):
-        raise InvalidRequest(
-            f"ttl_seconds: must be an integer from 30 to {settings.max_mint_ttl_seconds}"
-        )
-    aud = data.get("aud")
-    if aud is not None and not isinstance(aud, str):
-        raise InvalidRequest("aud: must be a string")
-    role = data.get("role")
-    roles = {settings.pico_operator_role, settings.pico_service_role}
-    if role is not None and role not in roles:
-        raise InvalidRequest(f"role: must be one of {sorted(roles)}")
-    issued = await request.app[SERVICES].issuer.issue(
-        subject=sub,
-        scopes=scope.split(),
-        audience=aud,
-        ttl_seconds=ttl,
-        extra={"role": role} if role else None,
-        minted_by=f"admin:{principal.subject}",
+    issued = await operator.mint(
+        sub=data.get("sub"),
+        scopes=data.get("scope", ""),
+        ttl_seconds=data.get("ttl_seconds"),
+        aud=data.get("aud"),
+        role=data.get("role"),
+        by=f"admin:{principal.subject}",
     )
-    return _json(
-        {"access_token": issued.access_token, "expires_in": ttl, "jti": issued.claims["jti"]}, 201
-    )
+    return _json(issued, 201)
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """Revoke a token by id."""
-    await _admin(request)
-    jti = (await _body(request)).get("jti")
-    if not isinstance(jti, str) or not 0 < len(jti) <= 256:
-        raise InvalidRequest("jti: must be a non-empty string")
-    await request.app[SERVICES].issuer.revoke_jti(jti)
-    return _json({"revoked": jti})
+    """Revoke a token by id, or by the token itself."""
+    operator, _ = await _admin(request)
+    data = await _body(request)
+    _unknown(data, {"jti", "token"})
+    if ("jti" in data) == ("token" in data):
+        raise InvalidRequest("jti: give either jti or token")
+    return _json(await operator.revoke_token(jti=data.get("jti"), token=data.get("token")))
 
 
 async def list_apikeys(request: web.Request) -> web.Response:
     """API keys (no secrets)."""
-    await _admin(request)
-    keys = await request.app[SERVICES].api_keys.all_keys()
-    return _json({"items": [k.public_view() for k in keys]})
+    operator, _ = await _admin(request)
+    return _json({"items": await operator.api_keys()})
 
 
 async def create_apikey(request: web.Request) -> web.Response:
     """Create an API key; the raw key is in this answer only."""
-    await _admin(request)
+    operator, _ = await _admin(request)
     data = await _body(request)
-    name, scopes = data.get("name"), data.get("scopes", [])
-    if not isinstance(name, str):
-        raise InvalidRequest("name: must be a string")
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise InvalidRequest("scopes: must be a list of strings")
-    key, raw = await request.app[SERVICES].api_keys.create(name=name, scopes=scopes)  # 400s
-    return _json({**key.public_view(), "api_key": raw}, 201)
+    _unknown(data, {"name", "scopes"})
+    return _json(
+        await operator.create_api_key(name=data.get("name"), scopes=data.get("scopes", [])), 201
+    )
 
 
 async def revoke_apikey(request: web.Request) -> web.Response:
     """Revoke an API key."""
-    await _admin(request)
-    key = await request.app[SERVICES].api_keys.revoke(request.match_info["key_id"])  # 404
-    return _json(key.public_view())
+    operator, _ = await _admin(request)
+    return _json(await operator.revoke_api_key(request.match_info["key_id"]))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """Password users (no hashes)."""
+    operator, _ = await _admin(request)
+    return _json({"items": await operator.users()})
+
+
+async def add_user(request: web.Request) -> web.Response:
+    """Add a password user."""
+    operator, _ = await _admin(request)
+    data = await _body(request)
+    _unknown(data, {"username", "password", "scopes", "role"})
+    user = await operator.add_user(
+        username=data.get("username"),
+        password=data.get("password"),
+        scopes=data.get("scopes", []),
+        role=data.get("role"),
+    )
+    return _json(user, 201)
+
+
+async def set_password(request: web.Request) -> web.Response:
+    """Change a user's password."""
+    operator, _ = await _admin(request)
+    data = await _body(request)
+    _unknown(data, {"password"})
+    return _json(
+        await operator.set_password(
+            username=request.match_info["username"], password=data.get("password")
+        )
+    )
+
+
+async def remove_user(request: web.Request) -> web.Response:
+    """Remove a user."""
+    operator, _ = await _admin(request)
+    return _json(await operator.remove_user(request.match_info["username"]))
 
 
 async def pairs(request: web.Request) -> web.Response:
     """BPC pairs."""
-    await _admin(request)
-    pairs = await request.app[SERVICES].pairs.all_pairs()
-    return _json({"items": [p.public_view() for p in pairs]})
+    operator, _ = await _admin(request)
+    return _json({"items": await operator.pairs()})
+
+
+async def pair(request: web.Request) -> web.Response:
+    """One BPC pair and its audit trail."""
+    operator, _ = await _admin(request)
+    audit = _query_int(request, "audit", 20)
+    return _json(await operator.pair(request.match_info["pair_id"], audit=audit))
+
+
+def _pair_act(act: Callable[[Operator, str], Awaitable[dict[str, Any]]], doc: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        operator, _ = await _admin(request)
+        return _json(await act(operator, request.match_info["pair_id"]))
+
+    handler.__doc__ = doc
+    return handler
+
+
+async def import_pairs(request: web.Request) -> web.Response:
+    """Import bpc-server PairRecords."""
+    operator, _ = await _admin(request)
+    data = await _body(request)
+    _unknown(data, {"records"})
+    return _json(await operator.import_pairs(data.get("records")), 201)
 
 
 def add_routes(routes: Routes, prefix: str) -> None:
@@ -172,4 +218,21 @@ def add_routes(routes: Routes, prefix: str) -> None:
     routes.get(f"{prefix}/apikeys", list_apikeys)
     routes.post(f"{prefix}/apikeys", create_apikey)
     routes.delete(f"{prefix}/apikeys/{{key_id}}", revoke_apikey)
+    routes.get(f"{prefix}/users", list_users)
+    routes.post(f"{prefix}/users", add_user)
+    routes.post(f"{prefix}/users/{{username}}/password", set_password)
+    routes.delete(f"{prefix}/users/{{username}}", remove_user)
     routes.get(f"{prefix}/pairs", pairs)
+    routes.post(f"{prefix}/pairs/import", import_pairs)
+    routes.get(f"{prefix}/pairs/{{pair_id}}", pair)
+    routes.post(
+        f"{prefix}/pairs/{{pair_id}}/approve",
+        _pair_act(Operator.approve_pair, "Activate a pending pair."),
+    )
+    routes.post(
+        f"{prefix}/pairs/{{pair_id}}/revoke", _pair_act(Operator.revoke_pair, "Revoke a pair.")
+    )
+    routes.post(
+        f"{prefix}/pairs/{{pair_id}}/unlock",
+        _pair_act(Operator.unlock_pair, "Clear a pair's lock-out."),
+    )

@@ -11,7 +11,17 @@ from authgate.compose import Services
 from authgate.config.model import Settings
 from authgate.crypto.keys import KeyRing
 from authgate.stores.base import Clock, Stores
-from authgate.web import admin, bpc, challenge, forward_auth, health, oauth, pico, proxy
+from authgate.web import (
+    admin,
+    bpc,
+    challenge,
+    forward_auth,
+    health,
+    oauth,
+    pico,
+    protocol,
+    proxy,
+)
 from authgate.web.context import Doors, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
@@ -36,6 +46,7 @@ def create_app(
     key_ring: KeyRing | None = None,
 ) -> web.Application:
     """The authgate application. ``stores`` and ``key_ring`` may be injected (tests)."""
+    protocol.install()
     services = Services(settings, clock=clock, stores=stores, key_ring=key_ring)
     app = web.Application(
         handler_args={"max_field_size": settings.server.max_header_bytes},
@@ -92,4 +103,6 @@ def create_app(
         admin.add_routes(routes, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes)
+    else:
+        routes.add("*", "/{tail:.*}", protocol.not_found)
     return app

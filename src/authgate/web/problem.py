@@ -17,6 +17,7 @@ from authgate.errors import (
     AuthGateError,
     DependencyUnavailable,
     InternalError,
+    MethodNotAllowed,
     OAuthError,
     OAuthInvalidClient,
     RateLimited,
@@ -54,6 +55,8 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         response.headers["WWW-Authenticate"] = challenge
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = exc.allow
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
         if exc.limit is not None:

@@ -1,0 +1,269 @@
+"""Every operator act, one service behind the admin API and the CLI.
+
+The admin API (``web/admin.py``) and ``authgate keys|users|token|apikeys|pairs`` (directly
+on the shared stores, or over the admin API of a running authgate with ``--url``) call the
+same methods here, so an act means the same thing whichever way it is made. Each method
+validates its inputs (a :class:`~authgate.errors.InvalidRequest` naming the field) and
+returns plain JSON-ready values; secrets appear only in the one answer that creates them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from authgate.apikeys import ApiKeyService
+from authgate.config.model import Settings
+from authgate.errors import AuthGateError, InvalidRequest, UserNotFound
+from authgate.pairs.service import PairService
+from authgate.tokens.issuer import TokenIssuer
+from authgate.tokens.keys import KeyManager
+from authgate.tokens.users import UserService
+
+MAX_LIMIT = 10_000
+
+
+def _limit(value: int, name: str = "limit") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIMIT:
+        raise InvalidRequest(f"{name}: must be an integer from 1 to {MAX_LIMIT}")
+    return value
+
+
+def _scopes(value: object, name: str = "scopes") -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return list(value)
+    raise InvalidRequest(f"{name}: must be a list of strings")
+
+
+class Operator:
+    """The operator's acts on keys, tokens, users, API keys and BPC pairs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        keys: KeyManager,
+        issuer: TokenIssuer,
+        users: UserService,
+        api_keys: ApiKeyService,
+        pairs: PairService,
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._issuer = issuer
+        self._users = users
+        self._api_keys = api_keys
+        self._pairs = pairs
+
+    # --- signing keys ------------------------------------------------------------------
+
+    async def keys(self) -> dict[str, Any]:
+        """The signing keys: store-managed with their states, or file-based (or the one
+        ephemeral key of development mode) with their ids."""
+        if self._keys.managed:
+            await self._keys.load()
+            return {"managed": True, "keys": self._keys.states()}
+        return {
+            "managed": False,
+            "source": "files" if self._settings.jwt.signing_key_files else "ephemeral",
+            "keys": [{"kid": k.kid, "alg": k.alg} for k in self._keys.keys],
+            "note": "rotate file-based keys by deployment (jwt.signing_key_files)",
+        }
+
+    async def rotate_keys(self, *, force: bool = False) -> dict[str, Any]:
+        """Promote the next store-managed key (409 when too early, unless ``force``)."""
+        if not isinstance(force, bool):
+            raise InvalidRequest("force: must be a boolean")
+        if not self._keys.managed:
+            raise InvalidRequest(
+                "keys: signing keys come from jwt.signing_key_files (or are ephemeral): "
+                "rotate them by deployment"
+            )
+        await self._keys.load()
+        return await self._keys.rotate(force=force)
+
+    # --- tokens ------------------------------------------------------------------------
+
+    async def mint(
+        self,
+        *,
+        sub: object,
+        scopes: object = (),
+        ttl_seconds: object = None,
+        aud: object = None,
+        role: object = None,
+        by: str,
+    ) -> dict[str, Any]:
+        """Mint a token for an operator-chosen subject (audited when long-lived)."""
+        tokens = self._settings.tokens
+        ttl = tokens.access_ttl_seconds if ttl_seconds is None else ttl_seconds
+        if not isinstance(sub, str) or not sub or len(sub) > 256:
+            raise InvalidRequest("sub: must be a non-empty string of at most 256 characters")
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int)
+            or not 30 <= ttl <= tokens.max_mint_ttl_seconds
+        ):
+            raise InvalidRequest(
+                f"ttl_seconds: must be an integer from 30 to {tokens.max_mint_ttl_seconds}"
+            )
+        if aud is not None and not isinstance(aud, str):
+            raise InvalidRequest("aud: must be a string")
+        roles = {tokens.pico_operator_role, tokens.pico_service_role}
+        if role is not None and role not in roles:
+            raise InvalidRequest(f"role: must be one of {sorted(roles)}")
+        if not self._keys.loaded:  # the CLI's own services: read the keys once
+            await self._keys.load()
+        issued = await self._issuer.issue(
+            subject=sub,
+            scopes=_scopes(scopes, "scope"),
+            audience=aud,
+            ttl_seconds=ttl,
+            extra={"role": role} if role else None,
+            minted_by=by,
+        )
+        return {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "jti": issued.claims["jti"],
+        }
+
+    async def revoke_token(self, *, jti: object = None, token: object = None) -> dict[str, Any]:
+        """Revoke a token on every replica until it would have expired.
+
+        Given the token itself (one of authgate's, signature checked), its own ``exp``
+        bounds the revocation and a refresh token takes its family with it. Given only the
+        ``jti``: the mint audit's ``exp`` for a long-lived token, else the longest lifetime
+        a token of authgate can have.
+        """
+        if token is not None:
+            if not isinstance(token, str) or not token:
+                raise InvalidRequest("token: must be a non-empty string")
+            claims = await self._own_claims(token)
+            await self._issuer.revoke_claims(claims)
+            until_ms = (int(claims["exp"]) + self._settings.jwt.leeway_seconds) * 1000
+            return {"revoked": str(claims["jti"]), "until_ms": until_ms}
+        if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+            raise InvalidRequest("jti: must be a non-empty string of at most 256 characters")
+        until_ms = await self._issuer.revoke_jti(jti)
+        return {"revoked": jti, "until_ms": until_ms}
+
+    async def _own_claims(self, token: str) -> dict[str, Any]:
+        refused: AuthGateError | None = None
+        for kind in ("access", "refresh"):
+            try:
+                return await self._issuer.decode(token, kind=kind)
+            except AuthGateError as exc:
+                refused = exc
+        raise InvalidRequest(
+            f"token: not a valid token of this authgate ({refused.reason if refused else ''})"
+        )
+
+    async def mints(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Long-lived tokens minted, newest first, with their revocation state."""
+        return await self._issuer.mints(_limit(limit))
+
+    # --- users -------------------------------------------------------------------------
+
+    async def add_user(
+        self, *, username: object, password: object, scopes: object = (), role: object = None
+    ) -> dict[str, Any]:
+        """Add a password user (argon2id); refuses an existing name."""
+        if not isinstance(username, str):
+            raise InvalidRequest("username: must be a string")
+        if not isinstance(password, str):
+            raise InvalidRequest("password: must be a string")
+        if role is not None and not isinstance(role, str):
+            raise InvalidRequest("role: must be a string")
+        user = await self._users.add(
+            username,
+            password,
+            scopes=_scopes(scopes),
+            role=self._settings.tokens.pico_operator_role if role is None else role,
+        )
+        return user.public_view()
+
+    async def set_password(self, *, username: object, password: object) -> dict[str, Any]:
+        """Change a user's password."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise InvalidRequest("password: username and password must be strings")
+        return (await self._users.set_password(username, password)).public_view()
+
+    async def remove_user(self, username: str) -> dict[str, Any]:
+        """Remove a user."""
+        if not await self._users.remove(username):
+            raise UserNotFound(detail=username)
+        return {"removed": username}
+
+    async def users(self) -> list[dict[str, Any]]:
+        """Every user (no hashes)."""
+        return [u.public_view() for u in await self._users.all_users()]
+
+    # --- API keys ----------------------------------------------------------------------
+
+    async def create_api_key(self, *, name: object, scopes: object = ()) -> dict[str, Any]:
+        """Create an API key; the raw key is in this answer only."""
+        if not isinstance(name, str):
+            raise InvalidRequest("name: must be a string")
+        key, raw = await self._api_keys.create(name=name, scopes=_scopes(scopes))
+        return {
+            **key.public_view(),
+            "api_key": raw,
+            "note": "shown once: authgate keeps only a hash and a sealed copy",
+        }
+
+    async def api_keys(self) -> list[dict[str, Any]]:
+        """Every API key (no secrets)."""
+        return [k.public_view() for k in await self._api_keys.all_keys()]
+
+    async def revoke_api_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key."""
+        return (await self._api_keys.revoke(key_id)).public_view()
+
+    # --- BPC pairs ---------------------------------------------------------------------
+
+    async def pairs(self) -> list[dict[str, Any]]:
+        """Every pair (no secrets)."""
+        return [p.public_view() for p in await self._pairs.all_pairs()]
+
+    async def pair(self, pair_id: str, *, audit: int = 20) -> dict[str, Any]:
+        """One pair and its newest audit entries."""
+        record = await self._pairs.get(pair_id)
+        trail = await self._pairs.trail(pair_id, _limit(audit, "audit"))
+        return {**record.public_view(), "audit": trail}
+
+    async def approve_pair(self, pair_id: str) -> dict[str, Any]:
+        """Activate a pending pair."""
+        return (await self._pairs.approve(pair_id=pair_id)).public_view()
+
+    async def revoke_pair(self, pair_id: str) -> dict[str, Any]:
+        """Revoke a pair."""
+        return (await self._pairs.revoke(pair_id, by="operator")).public_view()
+
+    async def unlock_pair(self, pair_id: str) -> dict[str, Any]:
+        """Clear a pair's lock-out."""
+        return (await self._pairs.unlock(pair_id)).public_view()
+
+    async def import_pairs(self, records: object) -> dict[str, Any]:
+        """Import bpc-server ``PairRecord`` JSON (one object or a list of them)."""
+        if isinstance(records, str | bytes):
+            try:
+                records = json.loads(records)
+            except ValueError:
+                raise InvalidRequest("records: not JSON") from None
+        items: Sequence[object] = records if isinstance(records, list) else [records]
+        imported = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise InvalidRequest("records: each record must be a JSON object")
+            imported.append((await self._pairs.import_bpc_server(item)).public_view())
+        return {
+            "imported": imported,
+            "note": "imported pairs are device-key-only: bpc-server keeps only an argon2 hash "
+            "of the secret, which cannot check secret_hmac; re-register or rotate them to "
+            "restore the secret check",
+        }
