@@ -147,6 +147,26 @@ async def test_revocation_reaches_the_pico_validator_through_its_poll(
         await validator.validate(tokens["access_token"])
 
 
+async def test_refresh_reuse_reaches_the_pico_validator_through_its_poll(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """A reused refresh token revokes its family at authgate; the validator's next poll
+    lists the family's access tokens by ``jti``, so it refuses the earlier ones too."""
+    first = await sign_in(session, server, Wallet.generate("Ed25519"))
+    validator = pico_validator(server, bearer=server.bearer("service"))
+    await validator.validate(first["access_token"])
+    refresh_url = f"{server.url}{PICO}/refresh"
+    status, second = await post(session, refresh_url, {"refresh_token": first["refresh_token"]})
+    assert status == 200, second
+    await validator.validate(second["access_token"])
+    status, reused = await post(session, refresh_url, {"refresh_token": first["refresh_token"]})
+    assert status == 401, reused
+    await asyncio.sleep(1.1)  # revocation_ttl_seconds = 1: the next validation polls
+    for token in (first["access_token"], second["access_token"]):
+        with pytest.raises(TokenInvalidError, match="revoked"):
+            await validator.validate(token)
+
+
 async def test_force_refresh_picks_up_a_revocation_at_once(
     server: Server, session: aiohttp.ClientSession
 ) -> None:

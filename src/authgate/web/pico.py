@@ -38,9 +38,10 @@ Decisions, each deliberate:
   password authentication whichever door it comes through. A ``role`` claim counts only on
   authgate's own tokens (an external issuer's ``role`` means what that issuer meant); the
   admin scope counts as it does on the admin API.
-* **revoked-jtis lists token ids only.** Refresh-family revocations (``fam:<id>``) are not
-  listed: pico validators compare the token's ``jti`` alone, so a family entry would mean
-  nothing to them. Those tokens are still refused by authgate itself.
+* **revoked-jtis lists what authgate refuses, by token id.** pico validators compare a
+  token's ``jti`` alone, so a refresh-family revocation (``fam:<id>``) is never listed as
+  such: revoking a family also revokes each of its unexpired access tokens by ``jti``
+  (the issuer indexes them per family, ``tokens/issuer.py``), each until its own expiry.
 * **Bodies.** ``application/json``, at most 16 KB, strict UTF-8 JSON objects whose members
   are all strings; duplicate and unknown members are refused. Every failure is a 4xx in
   authgate's problem format (or 503 when a store cannot answer), never a 500.
