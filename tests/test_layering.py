@@ -198,6 +198,7 @@ CONSTRUCTED_BY_THE_ROOT = {
     "JWTBearerVerifier",
     "build_key_manager",
     "TokenIssuer",
+    "FleetSessions",
     "PairService",
     "ApiKeyService",
 }

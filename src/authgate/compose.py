@@ -35,6 +35,7 @@ from authgate.policy.rules import CompiledRule, Policy, admin_rule
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
+from authgate.tokens.fleet import FleetSessions
 from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager, KeysUnreadable, build_key_manager
 from authgate.tokens.revocation import RevocationList
@@ -167,6 +168,11 @@ class Services:
             api_keys=self.api_keys,
             pairs=self.pairs,
         )
+
+    @cached_property
+    def fleet(self) -> FleetSessions:
+        """Pico fleet session tokens (the fleet secret, minted through the issuer)."""
+        return FleetSessions(settings=self.settings, issuer=self.issuer)
 
     @cached_property
     def wallets(self) -> WalletSignIn:

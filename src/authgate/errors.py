@@ -50,6 +50,7 @@ The rule for code outside this module:
     │   ├── TokenRevoked                token_revoked
     │   ├── TokenTypeInvalid            token_type_invalid
     │   ├── ProofInvalid                invalid_proof (one body for every HMAC failure)
+    │   ├── FleetSecretInvalid          fleet_secret_invalid (pico /fleet/sessions)
     │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
     │       ├── BPCMissingHeaders       missing_headers
     │       ├── UnsupportedVersion      unsupported_version
@@ -295,6 +296,15 @@ class ProofInvalid(Unauthenticated):
     reason = "invalid_proof"
     scheme = "AGProof"
     default_message = "challenge proof rejected"
+
+
+class FleetSecretInvalid(Unauthenticated):
+    """``X-Fleet-Secret`` is missing or is not the configured fleet secret."""
+
+    reason = "fleet_secret_invalid"
+    default_message = "X-Fleet-Secret is missing or wrong"
+    scheme = "FleetSecret"
+    challenge_error = None
 
 
 class BPCError(Unauthenticated):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
-from authgate.stores.base import Stores
+from authgate.stores.base import ManualClock, Stores
+from authgate.stores.memory import MemoryStores
 
 
 async def append_numbered(stores: Stores, stream: str, count: int, *, cap: int) -> None:
@@ -80,3 +84,33 @@ async def test_lowering_the_cap_keeps_the_newest(stores: Stores) -> None:
     await append_numbered(stores, "admin", 5, cap=5)
     await stores.audit.append("admin", {"n": 5}, cap=3)
     assert numbers(await stores.audit.recent("admin", 10)) == [5, 4, 3]
+
+
+async def test_a_stream_given_an_expiry_is_dropped_at_it(stores: Stores, clock: Any) -> None:
+    """``expires_at_ms`` drops the whole stream at that moment; each append sets it again.
+
+    The moments are chosen so that they are past (or future) both for the test's manual
+    clock (memory) and for the real clock Redis keeps.
+    """
+    future = max(clock.now_ms(), int(time.time() * 1000)) + 3_600_000
+    past = min(clock.now_ms(), int(time.time() * 1000)) - 1_000
+    await stores.audit.append("family:a", {"n": 0}, cap=5, expires_at_ms=future)
+    await stores.audit.append("family:a", {"n": 1}, cap=5, expires_at_ms=future)
+    assert numbers(await stores.audit.recent("family:a", 10)) == [1, 0]
+    await stores.audit.append("family:b", {"n": 0}, cap=5, expires_at_ms=future)
+    await stores.audit.append("family:b", {"n": 1}, cap=5, expires_at_ms=past)
+    assert await stores.audit.recent("family:b", 10) == []
+    assert numbers(await stores.audit.recent("family:a", 10)) == [1, 0]
+
+
+async def test_memory_streams_expire_with_the_clock() -> None:
+    """In memory the stream goes when the clock passes its expiry (swept, not kept)."""
+    clock = ManualClock()
+    stores = MemoryStores(clock)
+    await stores.audit.append("f", {"n": 0}, cap=5, expires_at_ms=clock.now_ms() + 10_000)
+    await stores.audit.append("kept", {"n": 0}, cap=5)
+    clock.advance(9_000)
+    assert numbers(await stores.audit.recent("f", 10)) == [0]
+    clock.advance(2_000)
+    assert await stores.audit.recent("f", 10) == []
+    assert numbers(await stores.audit.recent("kept", 10)) == [0]

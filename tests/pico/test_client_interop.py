@@ -29,6 +29,7 @@ from tests.pico import ALGORITHMS, PICO, Wallet
 from tests.support import AuthgateProcess, TokenFactory, free_port, running
 
 AUDIENCE = "pico"
+FLEET_SECRET = "fleet-secret-for-interop-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "audiences": [AUDIENCE],
             "signing_key_files": [str(tokens.write_key(directory))],
         },
+        "tokens": {"pico_fleet_secret": FLEET_SECRET},
         "logging": {"level": "WARNING", "access_log": False},
     }
     with running(config, directory, port=port) as proc:
@@ -147,6 +149,26 @@ async def test_revocation_reaches_the_pico_validator_through_its_poll(
         await validator.validate(tokens["access_token"])
 
 
+async def test_refresh_reuse_reaches_the_pico_validator_through_its_poll(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """A reused refresh token revokes its family at authgate; the validator's next poll
+    lists the family's access tokens by ``jti``, so it refuses the earlier ones too."""
+    first = await sign_in(session, server, Wallet.generate("Ed25519"))
+    validator = pico_validator(server, bearer=server.bearer("service"))
+    await validator.validate(first["access_token"])
+    refresh_url = f"{server.url}{PICO}/refresh"
+    status, second = await post(session, refresh_url, {"refresh_token": first["refresh_token"]})
+    assert status == 200, second
+    await validator.validate(second["access_token"])
+    status, reused = await post(session, refresh_url, {"refresh_token": first["refresh_token"]})
+    assert status == 401, reused
+    await asyncio.sleep(1.1)  # revocation_ttl_seconds = 1: the next validation polls
+    for token in (first["access_token"], second["access_token"]):
+        with pytest.raises(TokenInvalidError, match="revoked"):
+            await validator.validate(token)
+
+
 async def test_force_refresh_picks_up_a_revocation_at_once(
     server: Server, session: aiohttp.ClientSession
 ) -> None:
@@ -190,6 +212,23 @@ async def test_refreshed_tokens_keep_identity_and_role(
     validator = pico_validator(server, bearer=server.bearer("service"))
     claims, _ = await validator.validate(second["access_token"])
     assert (claims.sub, claims.role) == (wallet.identity, "user")
+
+
+async def test_pico_validator_accepts_a_fleet_session_token(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """A token minted with the fleet secret validates: sub the session, role agent."""
+    async with session.post(
+        f"{server.url}{PICO}/fleet/sessions",
+        json={"session_id": "sess-9", "agent_id": "agent-1", "ttl": 3600},
+        headers={"X-Fleet-Secret": FLEET_SECRET},
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    validator = pico_validator(server, bearer=server.bearer("service"))
+    claims, raw = await validator.validate(body["session_token"])
+    assert (claims.sub, claims.role) == ("sess-9", "agent")
+    assert (raw["agent_id"], raw["exp"]) == ("agent-1", body["exp"])
 
 
 async def test_pico_validator_refuses_a_refresh_token(

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from authgate.errors import AuthGateError
 from authgate.web.pico import REVOCATION_AUDIT_STREAM
-from authgate.web.state import SERVICES, SETTINGS, STORES
+from authgate.web.state import SERVICES, STORES
 from tests.pico import OPERATOR_PASSWORD, PICO, Gate, Wallet, gate
 from tests.support import AUDIENCE, TokenFactory, serve_app
 
@@ -306,26 +306,67 @@ async def test_revoked_jtis_needs_the_service_role(
         assert body == {"items": []}
 
 
-async def test_revoked_jtis_lists_token_ids_not_families(gw: Gate) -> None:
-    """Revoked ids are listed with their expiry; a revoked refresh family is not (pico
-    validators compare ``jti`` only), though authgate itself refuses its tokens."""
+async def test_revoked_jtis_lists_token_ids_and_the_access_tokens_of_revoked_families(
+    gw: Gate,
+) -> None:
+    """Revoked ids are listed with their expiry. A revoked refresh family is listed as the
+    ``jti`` of each of its live access tokens (pico validators compare ``jti`` only), never
+    as the ``fam:`` pseudo id, and authgate itself refuses them too."""
+    issuer = gw.app[SERVICES].issuer
     victim = await gw.sign_in(Wallet.generate("Ed25519"))
-    claims = await gw.app[SERVICES].issuer.decode(victim["access_token"], kind="access")
-    jti = claims["jti"]
+    victim_claims = await issuer.decode(victim["access_token"], kind="access")
+    jti = victim_claims["jti"]
     assert (await gw.post("/revoke", {"jti": jti}, gw.bearer(role="operator")))[0] == 200
     reused = await gw.sign_in(Wallet.generate("Ed25519"))
-    for _ in range(2):
-        await gw.post("/refresh", {"refresh_token": reused["refresh_token"]})
+    status, rotated = await gw.post("/refresh", {"refresh_token": reused["refresh_token"]})
+    assert status == 200
+    status, _ = await gw.post("/refresh", {"refresh_token": reused["refresh_token"]})
+    assert status == 401
     assert any(j.startswith("fam:") for j in await gw.app[STORES].revocations.list_revoked())
+    family = [
+        await issuer.decode(pair["access_token"], kind="access") for pair in (reused, rotated)
+    ]
     status, body = await gw.get("/revoked-jtis", gw.bearer(role="service"))
     assert status == 200
-    (item,) = body["items"]
-    assert item["jti"] == jti
-    assert isinstance(item["expires_at"], int)
-    # Until the token would have expired (its exp is in the mint audit), not a year.
-    leeway = gw.app[SETTINGS].jwt.leeway_seconds
-    assert claims["exp"] <= item["expires_at"] <= claims["exp"] + leeway
+    items = {item["jti"]: item["expires_at"] for item in body["items"]}
+    assert set(items) == {jti, *(claims["jti"] for claims in family)}
+    assert not any(j.startswith("fam:") for j in items)
+    leeway = gw.app[SERVICES].settings.jwt.leeway_seconds
+    # Revoked by id alone: until the token would have expired (its exp is in the mint
+    # audit), not a year.
+    assert victim_claims["exp"] <= items[jti] <= victim_claims["exp"] + leeway
+    for claims in family:
+        assert items[claims["jti"]] == claims["exp"] + leeway  # each token's own expiry
     assert await gw.access(reused["access_token"]) == 401
+    assert await gw.access(rotated["access_token"]) == 401
+
+
+async def test_a_revoked_family_lists_only_its_unexpired_access_tokens() -> None:
+    """Access tokens of the family that have already expired are not listed."""
+    async with gate(manual_clock=True, tokens={"access_ttl_seconds": 60}) as g:
+        assert g.clock is not None
+        issuer = g.app[SERVICES].issuer
+        first = await g.sign_in(Wallet.generate("Ed25519"))
+        g.clock.advance(120_000)  # the first access token has expired
+        status, second = await g.post("/refresh", {"refresh_token": first["refresh_token"]})
+        assert status == 200
+        status, _ = await g.post("/refresh", {"refresh_token": first["refresh_token"]})
+        assert status == 401
+        live = await issuer.decode(second["access_token"], kind="access")
+        status, body = await g.get("/revoked-jtis", g.bearer(role="service"))
+        assert status == 200
+        assert [item["jti"] for item in body["items"]] == [live["jti"]]
+
+
+async def test_a_token_issued_into_a_revoked_family_is_listed() -> None:
+    """A family revoked before one of its tokens is indexed: the token checks on its own."""
+    async with gate() as g:
+        issuer = g.app[SERVICES].issuer
+        await issuer.revoke_family("f1")
+        issued = await issuer.issue(subject="s", scopes=(), family="f1", refresh=True)
+        status, body = await g.get("/revoked-jtis", g.bearer(role="service"))
+        assert status == 200
+        assert [item["jti"] for item in body["items"]] == [issued.claims["jti"]]
 
 
 async def test_a_body_split_across_chunks_is_read_whole(gw: Gate) -> None:

@@ -562,6 +562,58 @@ class TokenSettings(Section):
     pico_wallet_algorithms: tuple[Literal["Ed25519", "secp256k1", "ML-DSA-65"], ...] = Field(
         ("Ed25519", "secp256k1", "ML-DSA-65"), description="Wallet sign-in algorithms."
     )
+    pico_fleet_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret a fleet runtime sends in X-Fleet-Secret to mint session "
+        "tokens at POST /api/v1/auth/fleet/sessions (at least 32 characters). Unset: that "
+        "endpoint answers 404.",
+    )
+    pico_fleet_ttl_seconds: int = Field(
+        86_400, ge=60, le=31_536_000, description="Fleet session token lifetime when none is asked."
+    )
+    pico_fleet_max_ttl_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=31_536_000,
+        description="Longest fleet session token; a longer ttl asked for is shortened to it "
+        "(at most tokens.max_mint_ttl_seconds).",
+    )
+    pico_fleet_roles: tuple[str, ...] = Field(
+        ("agent",),
+        min_length=1,
+        description="Roles a fleet session token may carry; the first is the default. Never "
+        "the operator, service or wallet role.",
+    )
+    pico_fleet_scopes: tuple[str, ...] = Field(
+        (),
+        description="Scopes a fleet session token may carry (none by default; never the "
+        "admin or introspect scope).",
+    )
+
+    @field_validator("pico_fleet_secret")
+    @classmethod
+    def _fleet_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("tokens.pico_fleet_secret must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _fleet_tokens_are_unprivileged(self) -> TokenSettings:
+        if self.pico_fleet_ttl_seconds > self.pico_fleet_max_ttl_seconds:
+            raise ValueError("tokens.pico_fleet_ttl_seconds exceeds pico_fleet_max_ttl_seconds")
+        if self.pico_fleet_max_ttl_seconds > self.max_mint_ttl_seconds:
+            raise ValueError("tokens.pico_fleet_max_ttl_seconds exceeds max_mint_ttl_seconds")
+        privileged = {self.pico_operator_role, self.pico_service_role, WALLET_ROLE}
+        if privileged & set(self.pico_fleet_roles):
+            raise ValueError(
+                "tokens.pico_fleet_roles must not hold the operator, service or wallet role"
+            )
+        for value in (*self.pico_fleet_roles, *self.pico_fleet_scopes):
+            if not value or not value.isascii() or not value.isprintable() or " " in value:
+                raise ValueError("fleet roles and scopes are visible ASCII without spaces")
+        if {self.admin_scope, self.introspect_scope} & set(self.pico_fleet_scopes):
+            raise ValueError("tokens.pico_fleet_scopes must not hold the admin or introspect scope")
+        return self
 
     @model_validator(mode="after")
     def _privileged_roles_are_not_the_wallet_role(self) -> TokenSettings:

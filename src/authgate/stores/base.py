@@ -188,8 +188,15 @@ class RateLimitStore(Protocol):
 class AuditStore(Protocol):
     """Capped, append-only trails of JSON entries, newest first."""
 
-    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
-        """Append ``entry``; keep at most ``cap`` entries in ``stream``."""
+    async def append(
+        self, stream: str, entry: Mapping[str, Any], *, cap: int, expires_at_ms: int | None = None
+    ) -> None:
+        """Append ``entry``; keep at most ``cap`` entries in ``stream``.
+
+        With ``expires_at_ms`` the whole stream is dropped at that moment (each such append
+        sets it again): for short-lived indexes, such as a refresh family's tokens, that
+        must not outlive what they index. Without it the stream lives until capped away.
+        """
         ...
 
     async def recent(self, stream: str, limit: int) -> list[JSONRecord]:

@@ -287,24 +287,36 @@ def gcra(
 
 
 class MemoryAuditStore:
-    """Capped trails per stream."""
+    """Capped trails per stream; a stream given an expiry lives in an :class:`ExpiringMap`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._streams: dict[str, deque[JSONRecord]] = {}
+        self._expiring = ExpiringMap(clock or SystemClock())
 
-    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+    def _trail(self, stream: str) -> deque[JSONRecord] | None:
+        trail: deque[JSONRecord] | None = self._expiring.get(stream)
+        return trail if trail is not None else self._streams.get(stream)
+
+    async def append(
+        self, stream: str, entry: Mapping[str, Any], *, cap: int, expires_at_ms: int | None = None
+    ) -> None:
         if cap <= 0:
             self._streams.pop(stream, None)
+            self._expiring.set(stream, None, 0)
             return
-        trail = self._streams.get(stream)
+        trail = self._trail(stream)
         if trail is None or trail.maxlen != cap:
             # Newest first: keep the newest ``cap - 1`` so the new entry makes ``cap``.
             trail = deque(list(trail or ())[: cap - 1], maxlen=cap)
-            self._streams[stream] = trail
         trail.appendleft(copy.deepcopy(dict(entry)))
+        if expires_at_ms is None:
+            self._streams[stream] = trail
+        else:
+            self._streams.pop(stream, None)
+            self._expiring.set(stream, trail, expires_at_ms)
 
     async def recent(self, stream: str, limit: int) -> list[JSONRecord]:
-        trail = self._streams.get(stream, deque())
+        trail = self._trail(stream) or deque()
         return [copy.deepcopy(e) for e in list(trail)[: max(0, limit)]]
 
 
@@ -342,7 +354,7 @@ class MemoryStores:
 
     def __init__(self, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
-        self.audit = MemoryAuditStore()
+        self.audit = MemoryAuditStore(clock)
         self.rate_limits = MemoryRateLimitStore(clock)
         self.nonces = MemoryNonceStore(clock, self.audit, self.rate_limits)
         self.revocations = MemoryRevocationStore(clock)

@@ -10,6 +10,14 @@ store (scope ``refresh:<family>``) when it is redeemed, one atomic operation. Pr
 spent one again means it was copied: the whole family is revoked (the pseudo id
 ``fam:<family>`` goes on the revocation list, and the bearer verifier checks ``fam`` as
 well as ``jti``), so the thief's and the victim's tokens all stop working.
+
+Validators that only compare a token's ``jti`` against a polled denylist (pico-client-auth)
+know nothing of families, so the issuer also keeps a family index: every access token of a
+family is appended (``jti``, ``exp``) to the audit stream ``token-family:<family>``, capped
+at :data:`FAMILY_INDEX_CAP` and dropped when the newest of them expires. Revoking a family
+then revokes each indexed access token that has not expired by its own ``jti``, until its
+own expiry, so it appears on ``revoked-jtis``. A token issued while the family is being
+revoked checks the family after indexing itself, so it is never missed by both.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ from authgate.tokens.revocation import RevocationList
 from authgate.verifiers.jwt_bearer import IssuerKeys
 
 MINT_STREAM = "mints"
+FAMILY_STREAM = "token-family:"
+# Access tokens of one family remembered for revocation by jti: more than a client that
+# refreshes every few seconds holds unexpired at once with the default lifetimes.
+FAMILY_INDEX_CAP = 256
 # Claims a refresh token carries over to the tokens it is exchanged for.
 _CARRIED = ("role", "pair_id", "client_id")
 
@@ -150,6 +162,8 @@ class TokenIssuer:
             claims["fam"] = fam
         token = self._keys.current.sign(claims, typ="at+jwt")
         await self._audit_mint(claims, kind="access", minted_by=minted_by, ttl=ttl)
+        if fam is not None:
+            await self._index_family_member(fam, claims)
         refresh_token = None
         if refresh and fam is not None:
             refresh_claims = {
@@ -252,11 +266,37 @@ class TokenIssuer:
         )
 
     async def revoke_family(self, fam: str) -> None:
-        """Revoke every token of a refresh family (access tokens carry ``fam`` too)."""
+        """Revoke every token of a refresh family (access tokens carry ``fam`` too), and
+        each indexed, unexpired access token of it by its own ``jti`` (for validators that
+        poll a jti denylist)."""
         until = (
             self._now() + self._s.tokens.refresh_ttl_seconds + self._s.jwt.leeway_seconds
         ) * 1000
         await self._revocations.revoke(family_id(fam), expires_at_ms=until)
+        now = self._now()
+        members = await self._audit.recent(FAMILY_STREAM + fam, FAMILY_INDEX_CAP)
+        for member in members:
+            jti, exp = member.get("jti"), member.get("exp")
+            if isinstance(jti, str) and isinstance(exp, int) and exp > now:
+                await self._revoke_member(jti, exp)
+
+    async def _revoke_member(self, jti: str, exp: int) -> None:
+        """Revoke one access token by ``jti`` until it would have expired."""
+        await self._revocations.revoke(jti, expires_at_ms=(exp + self._s.jwt.leeway_seconds) * 1000)
+
+    async def _index_family_member(self, fam: str, claims: Mapping[str, Any]) -> None:
+        """Remember an access token of ``fam`` (the index lives as long as it may be used)."""
+        exp = int(claims["exp"])
+        await self._audit.append(
+            FAMILY_STREAM + fam,
+            {"jti": claims["jti"], "exp": exp},
+            cap=FAMILY_INDEX_CAP,
+            expires_at_ms=(exp + self._s.jwt.leeway_seconds) * 1000,
+        )
+        # Indexed first, checked second: a revocation that read the index before this
+        # token was in it is seen here, so the token is listed either way.
+        if await self._revocations.is_revoked(family_id(fam)):
+            await self._revoke_member(str(claims["jti"]), exp)
 
     async def revoke_claims(self, claims: Mapping[str, Any]) -> None:
         """Revoke one token (a refresh token takes its family with it)."""
@@ -301,6 +341,8 @@ class TokenIssuer:
             "exp": claims["exp"],
             "minted_by": minted_by,
         }
+        if isinstance(claims.get("fam"), str):
+            entry["fam"] = claims["fam"]
         await self._audit.append(MINT_STREAM, entry, cap=self._s.tokens.mint_audit_cap)
 
     async def mints(self, limit: int) -> list[dict[str, Any]]:
@@ -308,7 +350,7 @@ class TokenIssuer:
         now = self._now()  # the issuer's clock, as for every other expiry decision here
         out = []
         for entry in await self._audit.recent(MINT_STREAM, limit):
-            revoked = await self._revocations.is_revoked(str(entry.get("jti", "")))
+            revoked = await self.is_revoked({"jti": entry.get("jti", ""), "fam": entry.get("fam")})
             out.append({**entry, "revoked": revoked, "expired": int(entry.get("exp", 0)) <= now})
         return out
 

@@ -6,9 +6,14 @@
 ``POST /bpc/approve``   operator token; ``{approvalToken}`` or ``{pairId}``  200
 ``POST /bpc/rotate``    BPC-signed ``{pairId,newPubJwk,newSecret}``   200
 ``POST /bpc/revoke``    BPC-signed ``{pairId}``, or operator token     200
-``GET  /bpc/health``    —                                            200
+``GET  /bpc/health``    —                                            200 ``{status,ok}``
 ``GET  /bpc/audit``     BPC-signed, ``?limit=N`` inside the signed path  200 ``{entries}``
 =====================  ==========================================  ======================
+
+``bpc-client`` 1.0.0's CLI reads ``ok`` from the health body (``bpc status``) and
+``timestamp``, ``event``, ``pairId`` and ``result``/``outcome`` from each audit entry
+(``bpc audit``): those members are added beside authgate's own (``status``, ``ts``,
+``method``, ``path``, ``outcome``, ...), never instead of them (docs/protocols.md §1).
 
 Signed requests are decided by ``Gate.evaluate`` under the internal lifecycle rule, with the
 same :class:`BPCVerifier` as proxied traffic (one decision path: counted, logged, limited);
@@ -18,6 +23,8 @@ handlers only translate JSON.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -143,8 +150,27 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """BPC endpoint health."""
-    return web.json_response({"status": "ok", "version": "1.0"})
+    """BPC endpoint health (``ok``: what ``bpc status`` reads)."""
+    return web.json_response({"status": "ok", "ok": True, "version": "1.0"})
+
+
+def client_entry(pair_id: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One audit entry with the members the published client reads added beside ours.
+
+    ``timestamp`` is the entry's ``ts`` (epoch ms) as ISO 8601 UTC; ``event`` is the
+    lifecycle event, or ``METHOD path`` for a signed request; ``pairId`` the pair.
+    """
+    wire = dict(entry)
+    ts = entry.get("ts")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        moment = datetime.fromtimestamp(ts / 1000, tz=UTC)
+        wire.setdefault(
+            "timestamp", moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
+    if "event" not in entry and isinstance(entry.get("method"), str):
+        wire["event"] = f"{entry['method']} {entry.get('path', '')}".rstrip()
+    wire.setdefault("pairId", pair_id)
+    return wire
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -155,8 +181,9 @@ async def audit(request: web.Request) -> web.Response:
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 0 < int(raw_limit) <= 10_000:
         raise InvalidRequest("limit: must be an integer from 1 to 10000")
     entries = await _pairs(request).trail(principal.credential_id, int(raw_limit))
+    pair_id = principal.credential_id
     return web.json_response(
-        {"pairId": principal.credential_id, "entries": entries},
+        {"pairId": pair_id, "entries": [client_entry(pair_id, e) for e in entries]},
         headers={"Cache-Control": "no-store"},
     )
 

@@ -10,6 +10,13 @@
 ``POST /revoke``             ``{"jti","reason"}``; bearer with the operator role or admin scope
 ``GET  /revoked-jtis``       ``{"items": [{"jti","expires_at"}]}``; bearer with the service
                              role (or operator role, or admin scope)
+``POST /fleet/sessions``     ``X-Fleet-Secret`` header; ``{"session_id","agent_id","role"?,
+                             "scope"?,"ttl"?}`` -> ``{"session_token","exp","expires_in"}``
+                             (``tokens/fleet.py``; 404 while ``tokens.pico_fleet_secret``
+                             is unset)
+``GET  /mints?limit=N``      ``{"items": [...]}``: the still valid (unexpired, unrevoked)
+                             tokens among the newest N audited mints; operator role or
+                             admin scope
 ===========================  ===========================================================
 
 Decisions, each deliberate:
@@ -38,9 +45,10 @@ Decisions, each deliberate:
   password authentication whichever door it comes through. A ``role`` claim counts only on
   authgate's own tokens (an external issuer's ``role`` means what that issuer meant); the
   admin scope counts as it does on the admin API.
-* **revoked-jtis lists token ids only.** Refresh-family revocations (``fam:<id>``) are not
-  listed: pico validators compare the token's ``jti`` alone, so a family entry would mean
-  nothing to them. Those tokens are still refused by authgate itself.
+* **revoked-jtis lists what authgate refuses, by token id.** pico validators compare a
+  token's ``jti`` alone, so a refresh-family revocation (``fam:<id>``) is never listed as
+  such: revoking a family also revokes each of its unexpired access tokens by ``jti``
+  (the issuer indexes them per family, ``tokens/issuer.py``), each until its own expiry.
 * **Bodies.** ``application/json``, at most 16 KB, strict UTF-8 JSON objects whose members
   are all strings; duplicate and unknown members are refused. Every failure is a 4xx in
   authgate's problem format (or 503 when a store cannot answer), never a 500.
@@ -263,6 +271,79 @@ async def revoked_jtis(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
+_FLEET_MEMBERS = {"session_id", "agent_id", "role", "scope", "ttl"}
+_MAX_FLEET_ID = 256
+_MAX_MINTS = 10_000
+
+
+async def fleet_session(request: web.Request) -> web.Response:
+    """``POST /fleet/sessions``: the fleet secret buys a session token for one agent."""
+    fleet = request.app[SERVICES].fleet
+    fleet.check_secret(request.headers.get("X-Fleet-Secret"))  # before the body is read
+    data = await read_json_object(request, limit=MAX_BODY_BYTES)
+    unknown = sorted(set(data) - _FLEET_MEMBERS)
+    if unknown:
+        raise InvalidRequest(f"unknown member {unknown[0][:64]!r}")
+    fields: dict[str, str] = {}
+    for name in ("session_id", "agent_id", "role", "scope"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{name}: must be a string")
+        if value is not None:
+            fields[name] = value
+    for name in ("session_id", "agent_id"):
+        if not fields.get(name):
+            raise InvalidRequest(f"{name}: required")
+        _visible(fields[name], name, _MAX_FLEET_ID)
+    if "role" in fields:
+        _visible(fields["role"], "role", _MAX_FLEET_ID)
+    scope = fields.get("scope", "")
+    if len(scope) > _MAX_ADDRESS or (scope and _VISIBLE.fullmatch(scope.replace(" ", "!")) is None):
+        raise InvalidRequest("scope: space-separated visible ASCII scopes")
+    ttl = data.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+        raise InvalidRequest("ttl: must be a positive integer (seconds)")
+    issued = await fleet.mint(
+        session_id=fields["session_id"],
+        agent_id=fields["agent_id"],
+        role=fields.get("role"),
+        scopes=sorted(set(scope.split()) - {""}),
+        ttl=ttl,
+    )
+    log.info(
+        "fleet session minted",
+        extra={
+            "event": "pico_fleet_session",
+            "subject": fields["session_id"][:64],
+            "request_id": request[REQUEST_ID],
+        },
+    )
+    return _json(
+        {
+            "session_token": issued.access_token,
+            "exp": issued.claims["exp"],
+            "expires_in": issued.expires_in,
+        }
+    )
+
+
+async def mints(request: web.Request) -> web.Response:
+    """``GET /mints``: the long-lived tokens minted here that are still valid (operator)."""
+    app = request.app
+    settings = app[SETTINGS]
+    _require(await _caller(request), settings, (settings.tokens.pico_operator_role,))
+    raw = request.query.get("limit", "200")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_MINTS:
+        raise InvalidRequest(f"limit: must be an integer from 1 to {_MAX_MINTS}")
+    items = [
+        entry
+        for entry in await app[SERVICES].issuer.mints(int(raw))
+        if not entry["revoked"] and not entry["expired"]
+    ]
+    return _json({"items": items})
+
+
 def add_routes(routes: Routes) -> None:
     """Register the pico endpoints (``GET /jwks`` is registered by ``web/health.py``)."""
     routes.post(f"{PREFIX}/challenge", challenge)
@@ -271,3 +352,5 @@ def add_routes(routes: Routes) -> None:
     routes.post(f"{PREFIX}/login", login)
     routes.post(f"{PREFIX}/revoke", revoke)
     routes.get(f"{PREFIX}/revoked-jtis", revoked_jtis)
+    routes.post(f"{PREFIX}/fleet/sessions", fleet_session)
+    routes.get(f"{PREFIX}/mints", mints)

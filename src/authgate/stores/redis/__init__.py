@@ -23,7 +23,8 @@ mean it to and distinct values stay distinct keys)::
     <p>pairfail:{<id>}           lock-out failure counter (INCR)
     <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
     <p>audit:{<stream>}          capped list of JSON entries, newest first (the nonce script
-                                 appends to the stream named by its scope)
+                                 appends to the stream named by its scope); a refresh
+                                 family's index token-family:<id> also has PEXPIREAT
     <p>events:<channel>          pub/sub channels; <p>events:_heartbeat:<id> is one
                                  process's own heartbeat
 

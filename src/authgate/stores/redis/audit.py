@@ -12,7 +12,8 @@ from authgate.stores.redis.keys import audit_key
 
 
 class RedisAuditStore:
-    """Capped lists: ``LPUSH`` then ``LTRIM`` in one transaction (one key, so one slot)."""
+    """Capped lists: ``LPUSH``, ``LTRIM`` (and ``PEXPIREAT``) in one transaction (one key,
+    so one slot)."""
 
     def __init__(self, conn: RedisConnection) -> None:
         self._conn = conn
@@ -20,7 +21,9 @@ class RedisAuditStore:
     def _key(self, stream: str) -> str:
         return audit_key(self._conn, stream)
 
-    async def append(self, stream: str, entry: Mapping[str, Any], *, cap: int) -> None:
+    async def append(
+        self, stream: str, entry: Mapping[str, Any], *, cap: int, expires_at_ms: int | None = None
+    ) -> None:
         value = json.dumps(dict(entry), separators=(",", ":"))
         key = self._key(stream)
 
@@ -29,6 +32,8 @@ class RedisAuditStore:
                 if cap > 0:
                     pipe.lpush(key, value)
                     pipe.ltrim(key, 0, cap - 1)
+                    if expires_at_ms is not None:
+                        pipe.pexpireat(key, expires_at_ms)
                 else:
                     pipe.delete(key)  # LTRIM 0 -1 would keep everything
                 await pipe.execute()
