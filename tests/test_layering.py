@@ -199,6 +199,10 @@ CONSTRUCTED_BY_THE_ROOT = {
     "build_key_manager",
     "TokenIssuer",
     "FleetSessions",
+    "WalletSignIn",
+    "Operator",
+    "UserService",
+    "RevocationList",
     "PairService",
     "ApiKeyService",
 }
