@@ -27,9 +27,6 @@ log = logging.getLogger("authgate")
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
-    # No file and no AUTHGATE_* variable is development mode (config/loader.py); the
-    # --host/--port/--workers flags do not make a configuration, so they keep it.
-    zero_config = args.config is None and not any(k.startswith("AUTHGATE_") for k in os.environ)
     # Command-line flags win over file and environment; passing them through the
     # environment keeps one validation path and reaches worker processes too.
     for flag, var in (
@@ -40,8 +37,6 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, flag, None)
         if value is not None:
             os.environ[f"AUTHGATE_{var}"] = str(value)
-    if zero_config:
-        os.environ["AUTHGATE_DEVELOPMENT"] = "true"
     return load_settings(args.config)
 
 

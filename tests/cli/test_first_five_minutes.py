@@ -70,8 +70,13 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
     port = free_port()
     env = clean_env(home)
     err = (home / "serve.err").open("wb")
+    # The port through development: true's neighbour setting; a flag or any other
+    # AUTHGATE_* variable is a configuration and leaves development mode (the Docker image
+    # passes --host 0.0.0.0: it must never print an operator token to container logs).
+    env["AUTHGATE_DEVELOPMENT"] = "true"
+    env["AUTHGATE_SERVER__PORT"] = str(port)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "authgate", "serve", "--port", str(port)],
+        [sys.executable, "-m", "authgate", "serve"],
         stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=home,
     )  # fmt: skip
     try:
@@ -177,3 +182,33 @@ def test_a_wrong_token_is_refused_by_the_admin_api(newcomer: Newcomer) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.startswith("token_malformed:")
+
+
+def test_any_configuration_leaves_development_mode_and_prints_no_token(tmp_path: Path) -> None:
+    """The Docker image runs ``serve --host 0.0.0.0``: a flag is a configuration, so no
+    operator token reaches the container's logs."""
+    port = free_port()
+    env = clean_env(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authgate", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                status, _, _ = raw_request(
+                    port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                )
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if status == 200:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    text = out.decode(errors="replace")
+    assert '"event":"listening"' in text.replace(" ", "")
+    assert "AUTHGATE_TOKEN" not in text
+    assert "ephemeral_signing_key" in text  # the warning instead
