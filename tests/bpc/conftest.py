@@ -39,16 +39,15 @@ from bpc_client.crypto import (  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from authgate.compose import Services
 from authgate.config.model import BPCSettings, Rule
-from authgate.crypto.envelope import Envelope
 from authgate.errors import AuthGateError
-from authgate.metrics import Metrics
 from authgate.models import CredentialType, Principal, RequestContext
 from authgate.pairs import service as pair_service
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate
-from authgate.policy.rules import CompiledRule, Policy, compile_rule, internal_rule
+from authgate.policy.rules import CompiledRule, compile_rule, internal_rule
 from authgate.stores.base import Clock, ManualClock
 from authgate.stores.memory import MemoryStores
 from authgate.verifiers.bpc import BPCVerifier
@@ -179,6 +178,7 @@ class Verifying:
     directory: PairDirectory
     pairs: PairService
     verifier: BPCVerifier
+    gate: Gate
 
     def device(self, *, secret: str = SECRET, pair_id: str = "") -> Device:
         """A device signing with this harness's clock."""
@@ -240,14 +240,7 @@ class Verifying:
         """Decide one request through a gate over this verifier (which spends the nonce);
         returns the principal or raises."""
         context = self.context(headers, **request)
-        gate = Gate(
-            policy=Policy([], default_action="deny"),
-            verifiers=[self.verifier],
-            metrics=Metrics(),
-            rate_limits=self.stores.rate_limits,
-            nonces=self.stores.nonces,
-        )
-        return (await gate.evaluate(context, rule or ANY_PAIR)).principal
+        return (await self.gate.evaluate(context, rule or ANY_PAIR)).principal
 
     async def refuse(
         self, headers: dict[str, str], *, rule: CompiledRule | None = None, **request: Any
@@ -263,40 +256,25 @@ class Verifying:
 
 
 async def make_verifying(**bpc: Any) -> Verifying:
-    """A harness with ``bpc`` settings; the clock starts well past the stores' epoch."""
-    settings = BPCSettings.model_validate(
-        {"auto_approve_development_pairs": True, "failures_per_minute": 10_000, **bpc}
+    """A harness with ``bpc`` settings, built by the composition root over memory stores;
+    the clock starts well past the stores' epoch."""
+    settings = make_settings(
+        bpc={"auto_approve_development_pairs": True, "failures_per_minute": 10_000, **bpc}
     )
     clock = ManualClock()
     stores = MemoryStores(clock)
     clock.advance(10 * 60_000)
-    envelope = Envelope.ephemeral()
-    directory = PairDirectory(
-        store=stores.pairs,
-        events=stores.events,
-        envelope=envelope,
-        size=settings.pair_cache_size,
-        ttl_seconds=settings.pair_cache_ttl_seconds,
-    )
-    pairs = PairService(
-        store=stores.pairs,
-        audit=stores.audit,
-        directory=directory,
-        envelope=envelope,
-        clock=clock,
-        settings=settings,
-        development=False,
-    )
-    verifier = BPCVerifier(
-        settings=settings,
-        directory=directory,
-        pairs=pairs,
-        nonces=stores.nonces,
-        rate_limits=stores.rate_limits,
-        clock=clock,
-    )
+    services = Services(settings, clock=clock, stores=stores)
     await stores.events.start()  # the pair cache is in use, as in production
-    return Verifying(settings, clock, stores, directory, pairs, verifier)
+    return Verifying(
+        settings.bpc,
+        clock,
+        stores,
+        services.pair_directory,
+        services.pairs,
+        services.bpc_verifier,
+        services.gate,
+    )
 
 
 @pytest.fixture
