@@ -651,7 +651,13 @@ class UpstreamTimeout(UpstreamError):
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` lists every ``(key, message)`` found."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, problems: list[tuple[str, str]], *, heading: str = "invalid configuration"
+    ) -> None:
         self.problems = problems
+        if len(problems) == 1:  # one problem, one line
+            ((key, msg),) = problems
+            super().__init__(f"{heading}: {key}: {msg}")
+            return
         lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
-        super().__init__(f"invalid configuration:\n{lines}")
+        super().__init__(f"{heading} ({len(problems)} problems):\n{lines}")
