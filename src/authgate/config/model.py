@@ -120,7 +120,8 @@ class RedisSettings(Section):
 
     url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="redis://, rediss:// (TLS) or unix:// URL (may carry a password, hence secret).",
+        description="redis://, rediss:// (TLS) or unix:// URL (may carry a password, hence "
+        "secret).",
     )
     mode: Literal["standalone", "sentinel", "cluster"] = Field(
         "standalone", description="Topology: one server, Sentinel-managed, or Cluster."
