@@ -291,6 +291,9 @@ def key_file_problems(path: str | Path) -> list[str]:
     return problems
 
 
+_KEY_TYPES = "use EC P-256 or P-384, RSA of 2048 bits or more, or Ed25519"
+
+
 def _pem_problem(data: bytes) -> str | None:
     if b"-----BEGIN" not in data:
         return (
@@ -309,12 +312,14 @@ def _pem_problem(data: bytes) -> str | None:
         SigningKey.from_pem(data)
     except TypeError:  # cryptography: encrypted without a password
         return "the private key is encrypted; give it unencrypted (the file is the secret)"
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except UnsupportedAlgorithm:
+        return f"key type not supported; {_KEY_TYPES}"
+    except ValueError as exc:
         detail = str(exc)
-        if "(use" in detail:
-            return detail
-        if "unsupported" in detail or "RSA keys" in detail:
-            return f"{detail} (use EC P-256 or P-384, RSA of 2048 bits or more, or Ed25519)"
+        if detail.startswith(("unsupported curve", "RSA keys must")):
+            return f"{detail}; {_KEY_TYPES}"
+        if detail.startswith("unsupported private key type"):
+            return f"key type not supported; {_KEY_TYPES}"
         return "not a readable PEM private key; check the file is complete and not encrypted"
     return None
 
