@@ -99,7 +99,9 @@ OAuth reasons live in their own namespace (the OAuth body shape): ``invalid_requ
 ``invalid_target`` there are not authgate's :class:`InvalidRequest` and
 :class:`InvalidTarget`.
 
-:class:`ConfigError` is separate: it stops start-up and never reaches a client.
+:class:`ConfigError` is separate: it stops start-up and never reaches a client. The config
+model's validators raise ``config.model.Problems`` (a ``ValueError``, so pydantic collects
+it), which ``config/loader.py`` unpacks into a ``ConfigError``'s problems.
 
 This module imports nothing from authgate: every other module may import it.
 """

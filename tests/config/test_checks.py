@@ -188,28 +188,44 @@ def test_sentinel_addresses_are_host_and_port(tmp_path: Path) -> None:
 def test_a_rule_under_the_admin_prefix_is_refused(
     tmp_path: Path, rule: dict[str, Any], key: str
 ) -> None:
-    """authgate answers the admin API's paths itself: an app's rule there never applies."""
-    found = problems({"policy": {"rules": [rule]}}, tmp_path)
+    """In sidecar mode authgate answers the admin API's paths itself instead of proxying
+    them: an app's rule there does not do what it says."""
+    proxy = {"upstream": "http://127.0.0.1:3000"}
+    found = problems({"policy": {"rules": [rule]}, "proxy": proxy}, tmp_path)
     message = found[f"policy.rules[0].{key}"]
     assert "tokens.admin_prefix" in message and "move the rule" in message
 
 
+def test_a_rule_with_its_own_upstream_under_the_admin_prefix_is_refused(tmp_path: Path) -> None:
+    """A rule's own upstream makes it proxied too."""
+    rule = {"id": "admin", "path_prefix": "/admin", "upstream": "http://127.0.0.1:3000"}
+    assert "policy.rules[0].path_prefix" in problems({"policy": {"rules": [rule]}}, tmp_path)
+
+
+SIDECAR = {"upstream": "http://127.0.0.1:3000"}
+
+
 @pytest.mark.parametrize(
-    ("rules", "tokens"),
+    ("rules", "tokens", "proxy"),
     [
-        ([{"id": "admin", "path_prefix": "/admin"}], {"admin_api": False}),
-        ([{"id": "admin", "path_prefix": "/admin"}], {"admin_prefix": "/_authgate"}),
-        ([{"id": "x", "path_prefix": "/administrator"}, {"id": "all", "path_glob": "/**"}], {}),
+        ([{"id": "admin", "path_prefix": "/admin"}], {"admin_api": False}, SIDECAR),
+        ([{"id": "admin", "path_prefix": "/admin"}], {"admin_prefix": "/_authgate"}, SIDECAR),
+        (
+            [{"id": "x", "path_prefix": "/administrator"}, {"id": "all", "path_glob": "/**"}],
+            {},
+            SIDECAR,
+        ),
+        ([{"id": "admin", "path_prefix": "/admin"}], {}, {}),
     ],
-    ids=["admin-api-off", "prefix-moved", "neighbours"],
+    ids=["admin-api-off", "prefix-moved", "neighbours", "forward-auth"],
 )
 def test_rules_beside_the_admin_api_are_accepted(
-    tmp_path: Path, rules: list[dict[str, Any]], tokens: dict[str, Any]
+    tmp_path: Path, rules: list[dict[str, Any]], tokens: dict[str, Any], proxy: dict[str, Any]
 ) -> None:
-    """Turning the admin API off or moving it frees the path; a longer name is not under it."""
-    load_checked_settings(
-        write(tmp_path, {"policy": {"rules": rules}, "tokens": tokens}), environ={}
-    )
+    """Turning the admin API off or moving it frees the path; a longer name is not under it;
+    a forward-auth rule guards the app's own /admin, on the app's host."""
+    tree = {"policy": {"rules": rules}, "tokens": tokens, "proxy": proxy}
+    load_checked_settings(write(tmp_path, tree), environ={})
 
 
 @pytest.mark.parametrize("level", ["debug", "Debug", "DEBUG"])

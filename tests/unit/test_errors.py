@@ -43,6 +43,8 @@ INTERNAL = {
     "PairRequestError; verifiers/bpc.py logs a stored one; otherwise a logged 500",
     "authgate.apikeys.ApiKeyUnreadable": "an unreadable stored key: a logged 500",
     "authgate.tokens.keys.KeysUnreadable": "stops start-up or a reload; never a client's",
+    "authgate.config.model.Problems": "a config validator's problems: config/loader.py turns "
+    "them into ConfigError's, one per key",
 }
 
 

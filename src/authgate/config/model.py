@@ -746,13 +746,17 @@ class Settings(Section):
         return self
 
     def _rules_under_the_admin_api(self) -> list[tuple[str, str]]:
-        """Rules whose path lies under ``tokens.admin_prefix`` while the admin API is on:
-        authgate answers those paths itself, so an app's rule there is a mistake."""
+        """Proxied rules whose path lies under ``tokens.admin_prefix`` while the admin API is
+        on: authgate answers the admin API's paths itself instead of proxying them, so an
+        app's rule there is a mistake. (A forward-auth rule there is fine: it guards the
+        app's own path, on the app's host, not authgate's.)"""
         if not self.tokens.admin_api:
             return []
         prefix = self.tokens.admin_prefix
         problems = []
         for i, rule in enumerate(self.policy.rules):
+            if not (rule.upstream or self.proxy.upstream):
+                continue  # forward-auth only: authgate never answers the app's paths
             path = rule.literal_path()
             if path is None or not (path == prefix or path.startswith(prefix + "/")):
                 continue
@@ -761,7 +765,8 @@ class Settings(Section):
                 (
                     f"policy.rules[{i}].{name}",
                     f"{getattr(rule, name)!r} is under tokens.admin_prefix {prefix!r}, whose "
-                    "paths authgate's admin API answers itself; move the rule to another path, "
+                    "paths authgate's admin API answers itself instead of proxying them; move "
+                    "the rule to another path, "
                     "or move the admin API (tokens.admin_prefix) or turn it off "
                     "(tokens.admin_api: false)",
                 )
