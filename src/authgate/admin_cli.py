@@ -21,9 +21,9 @@ from typing import Any
 
 from authgate.client.admin import AdminApiError, AdminClient
 from authgate.compose import Services
-from authgate.config.loader import load_settings
 from authgate.errors import AuthGateError, BadRequest, ConfigError, Conflict, NotFound
 from authgate.operator import Operator
+from authgate.preflight import load_checked_settings
 
 Acts = Operator | AdminClient
 Command = Callable[[Acts, argparse.Namespace], Awaitable[Any]]
@@ -48,7 +48,7 @@ def _described(exc: AuthGateError) -> str:
 async def _direct(args: argparse.Namespace, command: Command) -> Any:
     """Run ``command`` on the shared stores of the configuration (Redis only)."""
     try:
-        settings = load_settings(getattr(args, "config", None))
+        settings = load_checked_settings(getattr(args, "config", None))
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     if settings.stores.backend != "redis":

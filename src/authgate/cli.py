@@ -18,10 +18,11 @@ from typing import cast
 from aiohttp import web
 
 from authgate import __version__, admin_cli
-from authgate.config.loader import effective_config, load_settings
+from authgate.config.loader import effective_config
 from authgate.config.model import Settings
 from authgate.errors import ConfigError
 from authgate.log import configure_logging
+from authgate.preflight import load_checked_settings
 
 log = logging.getLogger("authgate")
 
@@ -37,7 +38,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, flag, None)
         if value is not None:
             os.environ[f"AUTHGATE_{var}"] = str(value)
-    return load_settings(args.config)
+    return load_checked_settings(args.config)
 
 
 async def freeze_startup_heap(app: web.Application) -> None:
@@ -60,13 +61,24 @@ def worker_app(settings: Settings) -> web.Application:
     return app
 
 
-def _run_worker(settings: Settings, reuse_port: bool) -> None:
+def _run_worker(settings: Settings, reuse_port: bool) -> int:
+    """Serve until stopped: 0, or 2 (one line on stderr) when the address cannot be bound."""
     if reuse_port:
         # A worker of `serve --workers N`: its own process group, so a terminal's Ctrl-C
         # reaches the parent only, which forwards it once (twice would force an exit).
         os.setpgid(0, 0)
     configure_logging(level=settings.logging.level, fmt=settings.logging.format)
-    asyncio.run(_serve_worker(settings, reuse_port))
+    try:
+        asyncio.run(_serve_worker(settings, reuse_port))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _worker_process(settings: Settings) -> None:
+    """The target of one worker process of ``serve --workers N``: its exit code reports."""
+    sys.exit(_run_worker(settings, reuse_port=True))
 
 
 async def _serve_worker(settings: Settings, reuse_port: bool) -> None:
@@ -74,15 +86,6 @@ async def _serve_worker(settings: Settings, reuse_port: bool) -> None:
     from authgate.web.drain import serve
 
     app = worker_app(settings)
-    log.info(
-        "listening",
-        extra={
-            "event": "listening",
-            "host": settings.server.host,
-            "port": settings.server.port,
-            "backend": settings.stores.backend,
-        },
-    )
     await serve(
         app,
         host=settings.server.host,
@@ -90,12 +93,20 @@ async def _serve_worker(settings: Settings, reuse_port: bool) -> None:
         reuse_port=reuse_port,
         shutdown_delay_seconds=settings.server.shutdown_delay_seconds,
         drain_timeout_seconds=settings.server.drain_timeout_seconds,
+        backend=settings.stores.backend,  # logged with `listening`, once the socket is bound
     )
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Every problem of the settings, the files they name and the listening address is
+    reported before anything starts: on stderr, without a traceback, exit code 2."""
+    from authgate.web.drain import check_listen_address
+
     try:
         settings = _settings_from_args(args)
+        check_listen_address(
+            settings.server.host, settings.server.port, reuse_port=settings.server.workers > 1
+        )
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -108,11 +119,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     workers = settings.server.workers
     if workers == 1:
-        _run_worker(settings, reuse_port=False)
-        return 0
+        return _run_worker(settings, reuse_port=False)
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_run_worker, args=(settings, True), daemon=False) for _ in range(workers)
+        ctx.Process(target=_worker_process, args=(settings,), daemon=False) for _ in range(workers)
     ]
     for p in procs:
         p.start()
@@ -140,15 +150,18 @@ def _serve(args: argparse.Namespace) -> int:
             p = running.pop(cast(int, sentinel))
             p.join()
             if p.exitcode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
-                status = 1
+                # 2: the worker reported a listening problem itself; anything else failed.
+                status = 2 if p.exitcode == 2 and status != 1 else 1
                 if not stopping:  # during a shutdown a further signal would force the rest
                     forward(signal.SIGTERM, None)
     return status
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    """Print the effective config, or every problem ``serve`` would stop on (exit code 2):
+    the settings' and those of the files they name, checked as ``serve`` checks them."""
     try:
-        settings = load_settings(args.file or args.config)
+        settings = load_checked_settings(args.file or args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -100,7 +100,9 @@ OAuth reasons live in their own namespace (the OAuth body shape): ``invalid_requ
 ``invalid_target`` there are not authgate's :class:`InvalidRequest` and
 :class:`InvalidTarget`.
 
-:class:`ConfigError` is separate: it stops start-up and never reaches a client.
+:class:`ConfigError` is separate: it stops start-up and never reaches a client. The config
+model's validators raise ``config.model.Problems`` (a ``ValueError``, so pydantic collects
+it), which ``config/loader.py`` unpacks into a ``ConfigError``'s problems.
 
 This module imports nothing from authgate: every other module may import it.
 """
@@ -686,7 +688,13 @@ class UpstreamTimeout(UpstreamError):
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` lists every ``(key, message)`` found."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, problems: list[tuple[str, str]], *, heading: str = "invalid configuration"
+    ) -> None:
         self.problems = problems
+        if len(problems) == 1:  # one problem, one line
+            ((key, msg),) = problems
+            super().__init__(f"{heading}: {key}: {msg}")
+            return
         lines = "\n".join(f"  {key}: {msg}" for key, msg in problems)
-        super().__init__(f"invalid configuration:\n{lines}")
+        super().__init__(f"{heading} ({len(problems)} problems):\n{lines}")

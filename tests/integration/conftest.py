@@ -207,6 +207,9 @@ def authgate_config(signing: Signing, **sections: Any) -> dict[str, Any]:
             "signing_key_files": [str(signing.key_file)],
         },
         "policy": {"rules": RULES},
+        # RULES treat /admin as the app's: authgate's admin API moves out of the way, or a
+        # proxied /admin rule is refused (authgate would answer the admin API's paths).
+        "tokens": {"admin_prefix": "/_authgate/admin"},
         "logging": {"level": "WARNING"},
     }
     for name, value in sections.items():

@@ -46,6 +46,8 @@ INTERNAL = {
     "authgate.client.admin.AdminApiError": "the admin API client's view of a refusal (the "
     "server's code and message); admin_cli.py prints it",
     "authgate.admin_cli.UsageError": "a command that cannot run as given: one line, exit 2",
+    "authgate.config.model.Problems": "a config validator's problems: config/loader.py turns "
+    "them into ConfigError's, one per key",
 }
 
 

@@ -7,8 +7,11 @@ they never print. ``docs/configuration.md`` is generated from this module
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from typing import Annotated, Literal
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +26,41 @@ from pydantic import (
 from authgate.models import CredentialType
 
 HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+
+# Methods a rule may name: RFC 9110, PATCH (RFC 5789) and WebDAV's. A typo (GETT) would
+# otherwise make the rule silently match nothing.
+HTTP_METHODS = frozenset(
+    {
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT",
+        "SEARCH", "MKCALENDAR", "ACL", "BIND", "UNBIND", "REBIND", "MERGE", "LINK", "UNLINK",
+    }
+)  # fmt: skip
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class Problems(ValueError):
+    """Several problems one validator found, each ``(key, message)``.
+
+    ``key`` is relative to the value validated: ``""`` for the value itself, ``"[0].id"``
+    or ``"methods[1]"`` below it; a cross-section check gives full keys. The loader reports
+    each problem on its own line under its full key.
+    """
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{k}: {m}" if k else m for k, m in self.problems))
+
+
+def _raise(problems: Sequence[tuple[str, str]]) -> None:
+    if problems:
+        raise Problems(problems)
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` for a close match, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Section(BaseModel):
@@ -82,13 +120,14 @@ class RedisSettings(Section):
 
     url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="redis:// or rediss:// URL (may carry a password, hence secret).",
+        description="redis://, rediss:// (TLS) or unix:// URL (may carry a password, hence "
+        "secret).",
     )
     mode: Literal["standalone", "sentinel", "cluster"] = Field(
         "standalone", description="Topology: one server, Sentinel-managed, or Cluster."
     )
     sentinels: tuple[str, ...] = Field(
-        (), description="Sentinel addresses as host:port (mode sentinel)."
+        (), description="Sentinel addresses as host:port, not URLs (mode sentinel)."
     )
     sentinel_service: str = Field("mymaster", description="Sentinel master name.")
     key_prefix: str = Field(
@@ -128,8 +167,45 @@ class RedisSettings(Section):
         "below deadline_seconds. Too few acknowledgements in time: 503, nonce not accepted.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        # Never echo the URL: it may carry a password.
+        url = value.get_secret_value()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        fix = "use redis://HOST:6379/0, rediss://HOST:6380/0 (TLS) or unix:///path/redis.sock"
+        if scheme not in REDIS_SCHEMES:
+            what = f"scheme {scheme + '://'!r} is not Redis's" if scheme else "not a URL"
+            raise ValueError(f"{what}; {fix}")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError(f"not a valid Redis URL (check the host and port); {fix}") from None
+        if scheme != "unix" and not parts.hostname:
+            raise ValueError(f"the URL names no host; {fix}")
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems = []
+        for i, address in enumerate(value):
+            host, _, port = address.rpartition(":")
+            if "://" in address or not host.strip("[]") or not port.isdigit():
+                problems.append((f"[{i}]", f"{address!r} is not host:port (e.g. 10.0.0.5:26379)"))
+            elif not 1 <= int(port) <= 65535:
+                problems.append((f"[{i}]", f"port {port} is out of range (1 to 65535)"))
+        _raise(problems)
+        return value
+
     @model_validator(mode="after")
     def _sentinels_needed(self) -> RedisSettings:
+        if self.mode != "standalone" and self.url.get_secret_value().lower().startswith("unix:"):
+            raise ValueError(
+                f"stores.redis.url: a unix:// socket serves standalone mode only, not "
+                f"{self.mode}; use a redis:// or rediss:// URL"
+            )
         if self.mode == "sentinel" and not self.sentinels:
             raise ValueError("mode sentinel needs stores.redis.sentinels")
         if self.required_replica_acks and self.replica_ack_timeout_seconds >= self.deadline_seconds:
@@ -302,7 +378,9 @@ class Rule(Section):
     path_glob: str | None = Field(
         None, description="Glob: `*` within a segment, `**` across segments."
     )
-    methods: tuple[str, ...] = Field((), description="Upper-case methods; empty matches any.")
+    methods: tuple[str, ...] = Field(
+        (), description="Upper-case HTTP methods (GET, POST, ...); empty matches any."
+    )
     credentials: tuple[CredentialType, ...] = Field(
         (CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC),
         description="Credential types accepted.",
@@ -331,17 +409,69 @@ class Rule(Section):
 
     @model_validator(mode="after")
     def _one_path_matcher(self) -> Rule:
+        problems: list[tuple[str, str]] = []
         if self.path_prefix is not None and self.path_glob is not None:
-            raise ValueError("give path_prefix or path_glob, not both")
-        for p in (self.path_prefix, self.path_glob):
+            problems.append(("", "give path_prefix or path_glob, not both"))
+        for name in ("path_prefix", "path_glob"):
+            p = getattr(self, name)
             if p is not None and not p.startswith("/"):
-                raise ValueError(f"path must start with '/': {p!r}")
-        for m in self.methods:
+                problems.append((name, f"path must start with '/': {p!r}"))
+        for i, m in enumerate(self.methods):
             if m != m.upper() or not m.isalpha():
-                raise ValueError(f"method must be upper-case letters: {m!r}")
+                problems.append(
+                    (
+                        f"methods[{i}]",
+                        f"method must be upper-case letters: {m!r}; write {m.upper()!r}",
+                    )
+                )
+            elif m not in HTTP_METHODS:
+                hint = (
+                    suggestion(m, HTTP_METHODS)
+                    or "; use GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS"
+                )
+                problems.append((f"methods[{i}]", f"unknown HTTP method {m!r}{hint}"))
         if CredentialType.ANONYMOUS in self.credentials:
-            raise ValueError("use anonymous: true rather than credential type 'anonymous'")
+            problems.append(
+                ("credentials", "use anonymous: true rather than credential type 'anonymous'")
+            )
+        _raise(problems)
         return self
+
+    def literal_path(self) -> str | None:
+        """The part of the rule's path with no wildcard: ``/api`` for ``/api/**`` or
+        ``path_prefix: /api``; ``None`` without a path matcher."""
+        if self.path_prefix is not None:
+            return self.path_prefix
+        if self.path_glob is None:
+            return None
+        literal = []
+        for segment in self.path_glob.split("/")[1:]:
+            if any(c in segment for c in "*?["):
+                break
+            literal.append(segment)
+        return "/" + "/".join(literal)
+
+
+def duplicate_rule_ids(rules: Sequence[Any]) -> list[tuple[str, str]]:
+    """``("[i].id", message)`` for each rule whose id an earlier rule already has; works on
+    :class:`Rule` objects and on the raw mappings of a config file alike."""
+    problems = []
+    first: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        rule_id = rule.get("id") if isinstance(rule, dict) else getattr(rule, "id", None)
+        if not isinstance(rule_id, str):
+            continue
+        if rule_id in first:
+            problems.append(
+                (
+                    f"[{i}].id",
+                    f"rule id {rule_id!r} is already used by policy.rules[{first[rule_id]}]; "
+                    "give each rule its own id",
+                )
+            )
+        else:
+            first[rule_id] = i
+    return problems
 
 
 def _default_rules() -> tuple[Rule, ...]:
@@ -362,11 +492,7 @@ class PolicySettings(Section):
     @field_validator("rules")
     @classmethod
     def _unique_ids(cls, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-        seen: set[str] = set()
-        for r in rules:
-            if r.id in seen:
-                raise ValueError(f"duplicate rule id {r.id!r}")
-            seen.add(r.id)
+        _raise(duplicate_rule_ids(rules))
         return rules
 
 
@@ -628,9 +754,16 @@ class TokenSettings(Section):
 class LoggingSettings(Section):
     """Structured logs."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level (any case: debug is DEBUG)."
+    )
     format: Literal["json", "text"] = Field("json", description="json (one object a line) or text.")
     access_log: bool = Field(True, description="One line per decision.")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class Settings(Section):
@@ -661,4 +794,33 @@ class Settings(Section):
                 "server.workers > 1 needs stores.backend: redis "
                 "(in-memory replay protection cannot span processes)"
             )
+        _raise(self._rules_under_the_admin_api())
         return self
+
+    def _rules_under_the_admin_api(self) -> list[tuple[str, str]]:
+        """Proxied rules whose path lies under ``tokens.admin_prefix`` while the admin API is
+        on: authgate answers the admin API's paths itself instead of proxying them, so an
+        app's rule there is a mistake. (A forward-auth rule there is fine: it guards the
+        app's own path, on the app's host, not authgate's.)"""
+        if not self.tokens.admin_api:
+            return []
+        prefix = self.tokens.admin_prefix
+        problems = []
+        for i, rule in enumerate(self.policy.rules):
+            if not (rule.upstream or self.proxy.upstream):
+                continue  # forward-auth only: authgate never answers the app's paths
+            path = rule.literal_path()
+            if path is None or not (path == prefix or path.startswith(prefix + "/")):
+                continue
+            name = "path_prefix" if rule.path_prefix is not None else "path_glob"
+            problems.append(
+                (
+                    f"policy.rules[{i}].{name}",
+                    f"{getattr(rule, name)!r} is under tokens.admin_prefix {prefix!r}, whose "
+                    "paths authgate's admin API answers itself instead of proxying them; move "
+                    "the rule to another path, "
+                    "or move the admin API (tokens.admin_prefix) or turn it off "
+                    "(tokens.admin_api: false)",
+                )
+            )
+        return problems

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -210,7 +211,7 @@ class SigningKey:
 
     @classmethod
     def from_file(cls, path: str | Path) -> SigningKey:
-        """Load a PEM file (a Kubernetes secret mount)."""
+        """Load a PEM file (a Kubernetes secret mount); see :func:`key_file_problems`."""
         return cls.from_pem(Path(path).read_bytes())
 
     def to_pem(self) -> bytes:
@@ -245,6 +246,82 @@ class SigningKey:
             algorithm=self.alg,
             headers={"kid": self.kid, "typ": typ},
         )
+
+
+# A signing key file may be group-readable (a Kubernetes secret mounted with fsGroup), never
+# readable by others, nor writable by anyone but its owner.
+_KEY_FILE_FORBIDDEN_MODE = stat.S_IROTH | stat.S_IWOTH | stat.S_IXOTH | stat.S_IWGRP
+
+
+def key_file_problems(path: str | Path) -> list[str]:
+    """Everything wrong with a signing key file, in plain words with the fix; ``[]`` when
+    :meth:`SigningKey.from_file` will load it.
+
+    Checked: the file exists, is a regular file and readable; its mode lets no one but its
+    owner (and its group, reading) at it; it holds one unencrypted PEM private key of a type
+    authgate signs with.
+    """
+    file = Path(path)
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        return ["file not found; check the path, or mount the key file there"]
+    except OSError as exc:
+        return [f"cannot look at the file: {exc.strerror}"]
+    if not stat.S_ISREG(info.st_mode):
+        return ["not a regular file; give the path of the PEM file itself"]
+    problems: list[str] = []
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & _KEY_FILE_FORBIDDEN_MODE:
+        problems.append(
+            f"mode {mode:04o} lets other users read or change the private key; "
+            "chmod 600 it (640 when a group must read it)"
+        )
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        problems.append(
+            f"cannot read the file ({exc.strerror}); let authgate's user read it "
+            "(chown it, or chmod 640 and a shared group)"
+        )
+        return problems
+    problem = _pem_problem(data)
+    if problem is not None:
+        problems.append(problem)
+    return problems
+
+
+_KEY_TYPES = "use EC P-256 or P-384, RSA of 2048 bits or more, or Ed25519"
+
+
+def _pem_problem(data: bytes) -> str | None:
+    if b"-----BEGIN" not in data:
+        return (
+            "not a PEM file; give an unencrypted PEM private key "
+            "(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256)"
+        )
+    for marker, what in (
+        (b"PUBLIC KEY-----", "a public key"),
+        (b"CERTIFICATE-----", "a certificate"),
+    ):
+        if marker in data and b"PRIVATE KEY-----" not in data:
+            return f"holds {what}, not a private key; give the PEM private key"
+    if b"ENCRYPTED" in data:
+        return "the private key is encrypted; give it unencrypted (the file is the secret)"
+    try:
+        SigningKey.from_pem(data)
+    except TypeError:  # cryptography: encrypted without a password
+        return "the private key is encrypted; give it unencrypted (the file is the secret)"
+    except UnsupportedAlgorithm:
+        return f"key type not supported; {_KEY_TYPES}"
+    except ValueError as exc:
+        detail = str(exc)
+        if detail.startswith(("unsupported curve", "RSA keys must")):
+            return f"{detail}; {_KEY_TYPES}"
+        if detail.startswith("unsupported private key type"):
+            return f"key type not supported; {_KEY_TYPES}"
+        return "not a readable PEM private key; check the file is complete and not encrypted"
+    return None
 
 
 class KeyRing:

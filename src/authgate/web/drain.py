@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+
+from authgate.errors import ConfigError
 
 log = logging.getLogger("authgate")
 
@@ -106,6 +110,56 @@ def _watchdog(seconds: float) -> threading.Timer:
     return timer
 
 
+def listen_problem(exc: OSError, host: str, port: int) -> ConfigError:
+    """The one-line report of a listening address that cannot be bound, naming the key."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        problem = (
+            "server.host",
+            f"cannot resolve {host!r} ({exc.strerror}); give an IP address or a name this "
+            "machine resolves",
+        )
+    elif exc.errno == errno.EADDRINUSE:
+        problem = (
+            "server.port",
+            f"{where} is already in use by another process; stop that process or set "
+            "another server.port (or --port)",
+        )
+    elif exc.errno == errno.EACCES:
+        problem = (
+            "server.port",
+            f"no permission to listen on {where} (ports below 1024 need privileges); set "
+            "server.port to 1024 or more, or grant CAP_NET_BIND_SERVICE",
+        )
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        problem = (
+            "server.host",
+            f"{host} is not an address of this machine; use one of its addresses, "
+            "0.0.0.0 (all) or 127.0.0.1",
+        )
+    else:
+        problem = ("server.port", f"cannot listen on {where}: {exc.strerror or exc}")
+    return ConfigError([problem], heading="cannot listen")
+
+
+def check_listen_address(host: str, port: int, *, reuse_port: bool) -> None:
+    """Bind ``host:port`` once and let it go, as the server will: raises
+    :class:`ConfigError` (see :func:`listen_problem`) before anything starts when it cannot
+    be bound. The server's own bind still reports a port taken in between."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        raise listen_problem(exc, host, port) from None
+
+
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     def on_signal(signum: int) -> None:
         if not stop.is_set():
@@ -132,8 +186,13 @@ async def serve(
     reuse_port: bool,
     shutdown_delay_seconds: float,
     drain_timeout_seconds: float,
+    backend: str = "memory",
 ) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then shut down as the module describes."""
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down as the module describes.
+
+    ``listening`` is logged once the socket is bound; an address that cannot be bound
+    raises :class:`ConfigError` (one line, naming ``server.host`` or ``server.port``).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     _install_signals(loop, stop)
@@ -145,7 +204,14 @@ async def serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_problem(exc, host, port) from None
+        log.info(
+            "listening",
+            extra={"event": "listening", "host": host, "port": port, "backend": backend},
+        )
         await stop.wait()
         drain = app[DRAIN]
         drain.begin()
