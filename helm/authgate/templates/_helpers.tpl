@@ -79,6 +79,14 @@ Refuse values the schema cannot express, with a message that says what to do ins
 {{- if and (eq (get $stores "backend" | default "memory") "redis") (not .Values.secrets.redisUrl.existingSecret) }}
 {{- fail "config.stores.backend is redis but secrets.redisUrl.existingSecret is empty: the Redis URL may carry a password, so it comes from a Secret" }}
 {{- end }}
+{{- with .Values.redisTLS }}
+{{- if and .existingSecret (ne (empty .certKey) (empty .keyKey)) }}
+{{- fail "redisTLS.certKey and redisTLS.keyKey go together: mutual TLS needs the client certificate and its key" }}
+{{- end }}
+{{- if and .existingSecret (not (or .caKey .certKey)) }}
+{{- fail "redisTLS.existingSecret is set but names no key: set caKey, or certKey and keyKey" }}
+{{- end }}
+{{- end }}
 {{- /* authgate exits within shutdown delay + drain + 1 s of SIGTERM, which comes after the
        preStop hook: the grace period must cover all of it, or SIGKILL cuts the drain. */}}
 {{- $server := get $cfg "server" | default dict }}
@@ -113,6 +121,15 @@ It never holds a secret; those arrive as AUTHGATE_* environment variables (see e
 {{- end }}
 {{- $_ := set $owned "jwt" (dict "signing_key_files" $files) }}
 {{- end }}
+{{- with .Values.redisTLS }}
+{{- if .existingSecret }}
+{{- $tls := dict }}
+{{- if .caKey }}{{ $_ := set $tls "ca_file" (printf "%s/%s" .mountPath .caKey) }}{{ end }}
+{{- if .certKey }}{{ $_ := set $tls "cert_file" (printf "%s/%s" .mountPath .certKey) }}{{ end }}
+{{- if .keyKey }}{{ $_ := set $tls "key_file" (printf "%s/%s" .mountPath .keyKey) }}{{ end }}
+{{- $_ := set $owned "stores" (dict "redis" (dict "tls" $tls)) }}
+{{- end }}
+{{- end }}
 {{- if eq .Values.mode "sidecar" }}
 {{- $_ := set $owned "proxy" (dict "upstream" (printf "http://127.0.0.1:%d" (int .Values.app.port))) }}
 {{- end }}
@@ -125,6 +142,8 @@ Secrets as AUTHGATE_<SECTION>__<KEY> variables, each read from a key of an exist
 {{- define "authgate.secretEnv" -}}
 {{- $vars := list
   (list "AUTHGATE_STORES__REDIS__URL" .Values.secrets.redisUrl)
+  (list "AUTHGATE_STORES__REDIS__PASSWORD" .Values.secrets.redisPassword)
+  (list "AUTHGATE_STORES__REDIS__SENTINEL_PASSWORD" .Values.secrets.redisSentinelPassword)
   (list "AUTHGATE_SECRETS__KEY_ENCRYPTION_KEY" .Values.secrets.keyEncryptionKey)
   (list "AUTHGATE_SECRETS__PREVIOUS_KEY_ENCRYPTION_KEYS" .Values.secrets.previousKeyEncryptionKeys)
   (list "AUTHGATE_HMAC__CHALLENGE_SECRET" .Values.secrets.challengeSecret)

@@ -36,6 +36,8 @@ ENV_PREFIX = "AUTHGATE_"
 SECRET_KEYS = frozenset(
     {
         "url",
+        "password",
+        "sentinel_password",
         "key_encryption_key",
         "previous_key_encryption_keys",
         "operator_token",

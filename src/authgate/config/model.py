@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -115,6 +117,76 @@ class ServerSettings(Section):
     )
 
 
+def _readable_file(value: str | None) -> str | None:
+    """A path that names a readable regular file (checked when the config loads)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"no such file: {value!r}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"not readable by this process: {value!r}")
+    return value
+
+
+ReadableFile = Annotated[str | None, AfterValidator(_readable_file)]
+
+
+class RedisTLSSettings(Section):
+    """TLS to Redis: used when `url` is `rediss://`, and to the sentinels with `sentinel_tls`."""
+
+    ca_file: ReadableFile = Field(
+        None,
+        description="PEM file of the CA(s) that signed the Redis servers' certificates; "
+        "unset: the system's trust store.",
+    )
+    cert_file: ReadableFile = Field(
+        None, description="PEM client certificate (mutual TLS); needs key_file."
+    )
+    key_file: ReadableFile = Field(
+        None, description="PEM private key of cert_file (not encrypted); needs cert_file."
+    )
+    verify: Literal["full", "ca-only", "none"] = Field(
+        "full",
+        description="full: the certificate chain and the server's hostname (or IP) are checked. "
+        "ca-only: the chain only (servers announced by addresses their certificates do not "
+        "name). none: nothing is checked, anyone on the path can read and change the traffic "
+        "(tests only).",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> RedisTLSSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "stores.redis.tls.cert_file and stores.redis.tls.key_file go together "
+                "(mutual TLS needs both)"
+            )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether any TLS setting differs from its default."""
+        return self != RedisTLSSettings()
+
+
+def _seed_address(value: str) -> str:
+    """A Cluster seed: ``host:port`` or a redis:// / rediss:// URL naming host and port."""
+    if "://" in value:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname or not parsed.port:
+            raise ValueError(f"not a redis:// or rediss:// URL with host and port: {value!r}")
+        if parsed.username or parsed.password:
+            raise ValueError("a seed URL carries no credentials: they come from url or password")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not host:port: {value!r}")
+    return value
+
+
+SeedAddress = Annotated[str, AfterValidator(_seed_address)]
+
+
 class RedisSettings(Section):
     """Redis connection; every call has a deadline."""
 
@@ -130,12 +202,42 @@ class RedisSettings(Section):
         (), description="Sentinel addresses as host:port, not URLs (mode sentinel)."
     )
     sentinel_service: str = Field("mymaster", description="Sentinel master name.")
+    sentinel_username: str | None = Field(
+        None, description="ACL user authgate authenticates as to the sentinels (mode sentinel)."
+    )
+    sentinel_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of the sentinels themselves (their requirepass), not the "
+        "master's; empty: none. Secret: AUTHGATE_STORES__REDIS__SENTINEL_PASSWORD.",
+    )
+    sentinel_tls: bool = Field(
+        False,
+        description="Talk TLS to the sentinels, with the settings of stores.redis.tls; the "
+        "master and replicas use TLS when url is rediss://.",
+    )
+    cluster_nodes: tuple[SeedAddress, ...] = Field(
+        (),
+        description="More Cluster seed nodes (host:port, or redis:// / rediss:// URLs of the "
+        "same scheme as url), tried after url's node until one answers (mode cluster). Only "
+        "host and port are read from them: credentials and TLS come from url and tls.",
+    )
+    username: str | None = Field(
+        None, description="ACL user for the Redis servers; overrides the one in url."
+    )
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="Password for the Redis servers; overrides the one in url; empty: url's. "
+        "Secret: AUTHGATE_STORES__REDIS__PASSWORD.",
+    )
+    tls: RedisTLSSettings = Field(default_factory=RedisTLSSettings)
     key_prefix: str = Field(
         "authgate:",
         pattern=r"^[A-Za-z0-9:_.-]{0,64}$",
         description="Prefix of every key authgate writes.",
     )
-    connect_timeout_seconds: float = Field(0.5, gt=0, le=30, description="TCP connect timeout.")
+    connect_timeout_seconds: float = Field(
+        0.5, gt=0, le=30, description="TCP connect timeout (with the TLS handshake, if TLS)."
+    )
     socket_timeout_seconds: float = Field(0.5, gt=0, le=30, description="Socket read timeout.")
     deadline_seconds: float = Field(
         0.25, gt=0, le=30, description="Deadline for one security-relevant store call."
@@ -208,11 +310,40 @@ class RedisSettings(Section):
             )
         if self.mode == "sentinel" and not self.sentinels:
             raise ValueError("mode sentinel needs stores.redis.sentinels")
+        if self.mode != "sentinel" and (
+            self.sentinel_tls or self.sentinel_username or self.sentinel_password.get_secret_value()
+        ):
+            raise ValueError(
+                "stores.redis.sentinel_tls, sentinel_username and sentinel_password are for "
+                "mode sentinel"
+            )
+        if self.mode != "cluster" and self.cluster_nodes:
+            raise ValueError("stores.redis.cluster_nodes is for mode cluster")
+        for seed in self.cluster_nodes:
+            if "://" in seed and urlsplit(seed).scheme != self.url_scheme:
+                raise ValueError(
+                    f"stores.redis.cluster_nodes: {seed!r} is not {self.url_scheme}:// like url"
+                )
+        if self.tls.configured and not (self.url_tls or self.sentinel_tls):
+            raise ValueError(
+                "stores.redis.tls is set but nothing uses TLS: make url rediss:// (or set "
+                "sentinel_tls); a redis:// URL would send everything in clear"
+            )
         if self.required_replica_acks and self.replica_ack_timeout_seconds >= self.deadline_seconds:
             raise ValueError(
                 "stores.redis.replica_ack_timeout_seconds must be below deadline_seconds"
             )
         return self
+
+    @property
+    def url_scheme(self) -> str:
+        """The scheme of ``url`` (``redis``, ``rediss`` or ``unix``), lower-cased."""
+        return urlsplit(self.url.get_secret_value()).scheme.lower()
+
+    @property
+    def url_tls(self) -> bool:
+        """Whether the Redis servers are reached over TLS (a ``rediss://`` URL)."""
+        return self.url_scheme == "rediss"
 
     @property
     def required_replica_acks(self) -> int:

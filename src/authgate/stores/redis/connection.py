@@ -32,7 +32,13 @@ from authgate.stores.redis.scripts import (
     NONCE_CONSUME_SCRIPT,
     NONCE_LIMIT_SCRIPT,
 )
-from authgate.stores.redis.topology import Client, build_client, client_options, node_client
+from authgate.stores.redis.topology import (
+    Client,
+    build_client,
+    client_options,
+    node_client,
+    node_options,
+)
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -55,6 +61,7 @@ class RedisConnection:
         self._ack_timeout_ms = max(1, round(settings.replica_ack_timeout_seconds * 1000))
         self._deadline = settings.deadline_seconds
         self._options = client_options(settings)
+        self._node_options = node_options(settings)
         self._node_clients: dict[tuple[str, int], Redis] = {}
         self._wait_expected: dict[int, bool] = {}
         self._initialized = not self.cluster
@@ -217,12 +224,13 @@ class RedisConnection:
         return self.node_client(node.host, int(node.port))
 
     def node_client(self, host: str, port: int) -> Redis:
-        """A plain client of one Cluster node, with the cluster client's options (cached)."""
+        """A plain client of one Cluster node, with the credentials and TLS of the settings
+        (cached)."""
         client = self._node_clients.get((host, port))
         if client is None:
             if not isinstance(self.client, RedisCluster):
                 raise RedisClusterException("node clients exist in cluster mode only")
-            client = node_client(self.client, self._options, host, port)
+            client = node_client(self._node_options, host, port)
             self._node_clients[host, port] = client
         return client
 
@@ -238,7 +246,9 @@ class RedisConnection:
                 await client.aclose()
         finally:
             if self._sentinel is not None:
-                await self._sentinel.aclose()
+                # Each sentinel client in turn: Sentinel.aclose() is newer than redis-py 5.1.
+                for sentinel in self._sentinel.sentinels:
+                    await sentinel.aclose()
 
 
 def _split(reply: Any) -> tuple[Any, bool]:
