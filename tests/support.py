@@ -301,3 +301,32 @@ async def araw_get(
     await writer.wait_closed()
     head, _, body = raw.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), _parse_headers(head), body
+
+
+async def araw_lines(
+    port: int,
+    target: bytes | str,
+    header_lines: list[tuple[str, str]] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request from header *lines*: repeated names and odd spellings go on the wire
+    exactly as given (``Host: app.test`` and ``Connection: close`` come first)."""
+    raw_target = target.encode("latin-1") if isinstance(target, str) else target
+    head = b"%s %s HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n" % (
+        method.encode(),
+        raw_target,
+    )
+    for name, value in header_lines or []:
+        head += f"{name}: {value}\r\n".encode("latin-1")
+    if body:
+        head += f"Content-Length: {len(body)}\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b"\r\n" + body)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    await writer.wait_closed()
+    response_head, _, response_body = raw.partition(b"\r\n\r\n")
+    return int(response_head.split(b" ", 2)[1]), _parse_headers(response_head), response_body

@@ -233,8 +233,28 @@ def test_revoked_token_gets_401(
 
 @pytest.mark.parametrize(
     "target",
-    ["/public/../admin", "/public/%2e%2e/admin", "/api/a%2fb", "/api//x", "/api/a;b", "/api/%00"],
-    ids=["dot-dot", "encoded-dot-dot", "encoded-slash", "empty-segment", "semicolon", "nul"],
+    [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/api/a%2fb",
+        "/api//x",
+        "/api/a;b",
+        "/api/%00",
+        "/api/%0a",
+        "/public/%0d%0a",
+        "/api/\x01",
+    ],
+    ids=[
+        "dot-dot",
+        "encoded-dot-dot",
+        "encoded-slash",
+        "empty-segment",
+        "semicolon",
+        "nul",
+        "encoded-lf",
+        "encoded-crlf",
+        "raw-control",
+    ],
 )
 def test_ambiguous_targets_get_400(
     sidecar: Authgate, upstream: Upstream, signing: Signing, target: str

@@ -25,7 +25,7 @@ from authgate.web import (
 from authgate.web.context import Doors, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import Routes
+from authgate.web.problem import TAIL, Routes
 from authgate.web.state import (
     DOORS,
     DRAINING,
@@ -104,5 +104,5 @@ def create_app(
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes)
     else:
-        routes.add("*", "/{tail:.*}", protocol.not_found)
+        routes.add("*", "/" + TAIL, protocol.not_found)
     return app

@@ -27,7 +27,7 @@ from authgate.models import RequestContext
 from authgate.policy.rules import Decision
 from authgate.web.body import BUFFERED_BODY
 from authgate.web.drain import DRAIN
-from authgate.web.problem import REQUEST_ID, Routes
+from authgate.web.problem import REQUEST_ID, TAIL, Routes
 from authgate.web.state import DOORS, IDENTITY, METRICS, SERVICES, SETTINGS
 
 log = logging.getLogger("authgate.proxy")
@@ -276,4 +276,4 @@ async def _proxy_websocket(
 
 def add_routes(routes: Routes) -> None:
     """The catch-all route; registered last so authgate's own endpoints win."""
-    routes.add("*", "/{tail:.*}", proxy_handler)
+    routes.add("*", "/" + TAIL, proxy_handler)
