@@ -42,13 +42,13 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
 
 
 async def start(
-    stack: AsyncExitStack, tokens: TokenFactory, *, proxy: bool = True, **sections: Any
+    stack: AsyncExitStack, tokens: TokenFactory, *, upstream: bool = True, **sections: Any
 ) -> int:
     """authgate (memory stores) in front of a fresh echo upstream; returns authgate's port."""
-    if proxy:
-        upstream = await stack.enter_async_context(serve_app(echo_app()))
+    if upstream:
+        echo = await stack.enter_async_context(serve_app(echo_app()))
         sections["proxy"] = {
-            "upstream": f"http://127.0.0.1:{upstream}",
+            "upstream": f"http://127.0.0.1:{echo}",
             **sections.get("proxy", {}),
         }
     sections.setdefault("policy", {"rules": RULES})
@@ -114,7 +114,7 @@ async def test_control_characters_in_the_target_are_invalid_target_at_every_door
 ) -> None:
     """The same targets through Envoy's path, and (where a header can carry them) through
     nginx's X-Original-URI and Traefik's X-Forwarded-Uri."""
-    port = await start(stack, tokens, proxy=False)
+    port = await start(stack, tokens, upstream=False)
     auth = ("Authorization", f"Bearer {tokens.mint()}")
     status, _, body = await araw_lines(port, b"/auth/envoy" + target, [auth])
     assert (status, error_code(body)) == (400, "invalid_target"), body
@@ -140,8 +140,202 @@ async def test_control_characters_without_an_upstream_are_invalid_target_or_json
     stack: AsyncExitStack, tokens: TokenFactory
 ) -> None:
     """Without a proxy the catch-all is the JSON 404: it matches a decoded newline too."""
-    port = await start(stack, tokens, proxy=False)
+    port = await start(stack, tokens, upstream=False)
     status, headers, body = await araw_lines(port, b"/nothing/%0a")
     assert status == 404
     assert headers["content-type"].startswith("application/json")
     assert error_code(body) == "not_found"
+
+
+# --- 1. X-Forwarded-For in several lines -----------------------------------------------
+
+
+async def test_several_forwarded_for_lines_are_one_chain_decided_and_forwarded(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """From a trusted proxy, two X-Forwarded-For lines are one list (RFC 9110): the upstream
+    gets exactly that chain plus the peer, and reads the client authgate decided with."""
+    port = await start(stack, tokens)
+    status, _, body = await araw_lines(
+        port,
+        "/api/items",
+        [
+            ("Authorization", f"Bearer {tokens.mint()}"),
+            ("X-Forwarded-For", "198.51.100.66"),  # the client's own claim
+            ("X-Forwarded-For", "203.0.113.7"),  # added by the proxy (HAProxy-style)
+        ],
+    )
+    assert status == 200, body
+    seen = seen_headers(body)
+    assert values(seen, "X-Forwarded-For") == ["198.51.100.66, 203.0.113.7, 127.0.0.1"]
+    assert values(seen, "X-Real-IP") == ["203.0.113.7"]
+
+
+async def test_the_client_address_the_upstream_reads_is_the_one_decided_with(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """A rate limit by client address counts the address the upstream is told."""
+    rules = [
+        {
+            "id": "limited",
+            "path_prefix": "/api",
+            "anonymous": True,
+            "rate_limits": [{"by": "client", "limit": 1, "period_seconds": 60}],
+        }
+    ]
+    port = await start(stack, tokens, policy={"rules": rules})
+    first = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.7")]
+    status, _, body = await araw_lines(port, "/api/a", first)
+    assert status == 200, body
+    assert values(seen_headers(body), "X-Real-IP") == ["203.0.113.7"]
+    # Another first line, same right-most client: the same address, so the limit holds.
+    again = [("X-Forwarded-For", "198.51.100.2"), ("X-Forwarded-For", "203.0.113.7")]
+    status, _, body = await araw_lines(port, "/api/a", again)
+    assert status == 429, body
+
+
+# --- 2. forwarding and foreign identity headers --------------------------------------------
+
+FORWARDING_SPELLINGS = [
+    "X-Forwarded-For",
+    "X_Forwarded_For",
+    "X_Forwarded_Host",
+    "X_Forwarded_Proto",
+    "X_Real_IP",
+    "X-Real-IP",
+    "x-real_ip",
+    "X-Original-URI",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Port",
+    "X-Forwarded-Server",
+    "X-Forwarded-Method",
+    "True-Client-IP",
+    "X-Client-IP",
+    "Forwarded",
+    "CF-Connecting-IP",
+    "X.Forwarded.Host",
+]
+FOREIGN_IDENTITY = [
+    "X-Remote-User",
+    "Remote-User",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X_Remote_User",
+    "remote_user",
+]
+FORGED = "203.0.113.66"
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_never_reach_the_app(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """From an untrusted peer every forwarding header, in any spelling, is dropped: the
+    upstream sees only what authgate wrote, and the client address authgate decided with."""
+    port = await start(stack, tokens, server=UNTRUSTED)
+    lines = [(name, FORGED) for name in FORWARDING_SPELLINGS]
+    status, _, body = await araw_lines(
+        port, "/api/items", [("Authorization", f"Bearer {tokens.mint()}"), *lines]
+    )
+    assert status == 200, body
+    seen = seen_headers(body)
+    assert [(k, v) for k, v in seen if FORGED in v] == []
+    assert values(seen, "X-Forwarded-For") == ["127.0.0.1"]
+    assert values(seen, "X-Real-IP") == ["127.0.0.1"]
+    assert values(seen, "X-Forwarded-Proto") == ["http"]
+    assert values(seen, "X-Forwarded-Host") == ["app.test"]
+
+
+async def test_from_a_trusted_proxy_only_canonical_forwarding_headers_pass(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """A trusted proxy's own forwarding headers pass in their canonical spelling; other
+    spellings and other client-address headers never do."""
+    port = await start(stack, tokens)
+    lines = [
+        ("X-Forwarded-Prefix", "/app"),
+        ("X-Forwarded-Host", "public.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X_Forwarded_Prefix", FORGED),
+        ("X.Forwarded.Port", FORGED),
+        ("True-Client-IP", FORGED),
+        ("Forwarded", f"for={FORGED}"),
+        ("X-Real-IP", FORGED),
+    ]
+    status, _, body = await araw_lines(
+        port, "/api/items", [("Authorization", f"Bearer {tokens.mint()}"), *lines]
+    )
+    assert status == 200, body
+    seen = seen_headers(body)
+    assert [(k, v) for k, v in seen if FORGED in v] == []
+    assert values(seen, "X-Forwarded-Prefix") == ["/app"]
+    assert values(seen, "X-Forwarded-Host") == ["public.example"]
+    assert values(seen, "X-Forwarded-Proto") == ["https"]
+    assert values(seen, "X-Real-IP") == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("server", [{}, UNTRUSTED], ids=["trusted", "untrusted"])
+async def test_other_gateways_identity_headers_never_reach_the_app(
+    stack: AsyncExitStack, tokens: TokenFactory, server: dict[str, Any]
+) -> None:
+    """X-Remote-User and friends are dropped from every peer, in any spelling."""
+    port = await start(stack, tokens, server=server)
+    lines = [(name, "admin") for name in FOREIGN_IDENTITY]
+    for path, auth in (
+        ("/api/items", [("Authorization", f"Bearer {tokens.mint()}")]),
+        ("/public/x", []),
+    ):
+        status, _, body = await araw_lines(port, path, [*auth, *lines])
+        assert status == 200, body
+        seen = seen_headers(body)
+        assert [(k, v) for k, v in seen if v == "admin"] == [], path
+
+
+async def test_the_foreign_identity_list_is_configurable(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    port = await start(stack, tokens, proxy={"foreign_identity_headers": ["X-Portal-User"]})
+    lines = [("X-Portal-User", "admin"), ("x_portal_user", "admin"), ("X-Remote-User", "kept")]
+    status, _, body = await araw_lines(port, "/public/x", lines)
+    assert status == 200, body
+    seen = seen_headers(body)
+    assert values(seen, "X-Portal-User") == []
+    assert values(seen, "x_portal_user") == []
+    assert values(seen, "X-Remote-User") == ["kept"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X.Authgate.Subject",
+        "X~Authgate~Subject",
+        "X_Authgate-Subject",
+        "x-authgate_subject",
+        "XAuthgateSubject",
+        "X.Authgate.Role",
+        "X.Bpc.Signed.Data",
+    ],
+)
+async def test_punctuation_spellings_of_identity_headers_are_stripped(
+    stack: AsyncExitStack, tokens: TokenFactory, name: str
+) -> None:
+    """Any header whose letters and digits spell an identity header is one."""
+    port = await start(stack, tokens)
+    status, _, body = await araw_lines(port, "/public/x", [(name, "admin")])
+    assert status == 200, body
+    assert [(k, v) for k, v in seen_headers(body) if v == "admin"] == []
+
+
+async def test_an_underscore_spelling_of_a_header_a_door_reads_is_that_header(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """X_Forwarded_Proto next to X-Forwarded-Proto is a repeat (two readers, two answers)."""
+    port = await start(stack, tokens)
+    lines = [("X-Forwarded-Proto", "https"), ("X_Forwarded_Proto", "http")]
+    status, _, body = await araw_lines(port, "/public/x", lines)
+    assert status == 400, body
+    assert error_code(body) == "malformed_header"

@@ -370,6 +370,29 @@ class PolicySettings(Section):
         return rules
 
 
+# Identity headers of other authenticating proxies (oauth2-proxy, Authelia, Apache, ...).
+FOREIGN_IDENTITY_HEADERS = (
+    "Remote-User",
+    "Remote-Email",
+    "Remote-Groups",
+    "Remote-Name",
+    "X-Remote-User",
+    "X-Remote-Email",
+    "X-Remote-Groups",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Access-Token",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Preferred-Username",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Access-Token",
+    "X-WebAuth-User",
+)
+
+
 class ProxySettings(Section):
     """Sidecar reverse proxy."""
 
@@ -385,6 +408,14 @@ class ProxySettings(Section):
     pool_size: int = Field(100, ge=1, le=10_000, description="Pooled upstream connections.")
     preserve_host: bool = Field(True, description="Send the client's Host upstream.")
     websockets: bool = Field(True, description="Pass WebSocket upgrades after authentication.")
+    foreign_identity_headers: tuple[Annotated[str, Field(pattern=HEADER_NAME_PATTERN)], ...] = (
+        Field(
+            FOREIGN_IDENTITY_HEADERS,
+            description="Other gateways' identity headers, removed from every proxied request "
+            "in any spelling (case, `_` or other punctuation for `-`), so an app that also "
+            "sits behind oauth2-proxy, Authelia or Apache never believes a client's copy.",
+        )
+    )
 
 
 class SecretsSettings(Section):

@@ -66,7 +66,10 @@ def create_app(
     )
     app[DOORS] = doors
     identity = IdentityHeaders(
-        settings.identity, key_ring=services.keys, issuer=settings.jwt.issuer
+        settings.identity,
+        key_ring=services.keys,
+        issuer=settings.jwt.issuer,
+        foreign=settings.proxy.foreign_identity_headers,
     )
     app[IDENTITY] = identity
 

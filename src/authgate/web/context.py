@@ -3,7 +3,14 @@
 Each door (the sidecar and one per forward-auth contract) is a :class:`Door` that owns
 the headers it reads and builds the context, so no endpoint has to guess which headers to
 believe. ``X-Forwarded-For`` is read right to left: the client is the first address,
-from the right, that is not a trusted proxy.
+from the right, that is not a trusted proxy. Several ``X-Forwarded-For`` lines are one list
+(RFC 9110 §5.3), joined in order: HAProxy-style proxies add a line instead of appending.
+
+The *forwarding family* (:func:`is_forwarding`) is every header a proxy writes to say where a
+request came from and what it was (``Forwarded``, ``X-Forwarded-*``, ``X-Original-*``,
+``X-Real-IP``, ``True-Client-IP``, ...), in any spelling: names are compared case-folded with
+every character but letters and digits removed, so ``X_Forwarded_For`` (which CGI-style
+apps read as ``X-Forwarded-For``) and ``x.forwarded.for`` are family members too.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 MAX_HEADER_VALUE = 8192
+# Every ASCII character but letters and digits, deleted by header_key().
+_NOT_ALNUM = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -106,6 +115,12 @@ def lower_headers(request: web.Request) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
+        if "_" in key:
+            # CGI-style apps read `_` as `-`: an underscore spelling of a header authgate
+            # reads is that header (so it is refused as a repeat, or believed as it).
+            dashed = key.replace("_", "-")
+            if dashed in SINGLE_VALUED or dashed in FORWARDING_FAMILY:
+                key = dashed
         if key in out:
             if key in SINGLE_VALUED:
                 raise MalformedHeader(f"header {name} appears more than once")
@@ -115,6 +130,91 @@ def lower_headers(request: web.Request) -> dict[str, str]:
         if len(value) > MAX_HEADER_VALUE and key in SINGLE_VALUED:
             raise MalformedHeader(f"header {name} is too long")
     return out
+
+
+def header_key(name: str) -> str:
+    """``name`` case-folded with every ASCII character but letters and digits removed: the
+    spellings an upstream might read as one header (``X_Authgate_Subject``,
+    ``x.authgate.subject``, ``X-Authgate-Subject``) share one key."""
+    return name.lower().translate(_NOT_ALNUM)
+
+
+# The forwarding family, lower-case and dashed (their canonical spelling), and the prefixes
+# whose every header belongs to it.
+FORWARDING_FAMILY = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-original-uri",
+        "x-original-url",
+        "x-original-method",
+        "x-original-host",
+        "x-original-forwarded-for",
+        "x-rewrite-url",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "client-ip",
+        "x-host",
+        "x-url-scheme",
+        "front-end-https",
+    }
+)
+FORWARDING_PREFIXES = ("x-forwarded-", "x-original-")
+# Of the family, the headers that name the client's address. The sidecar writes the two the
+# upstream reads (X-Forwarded-For, X-Real-IP) itself and drops the others from every peer,
+# so the address the upstream reads is the one authgate decided with.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "client-ip",
+        "x-original-forwarded-for",
+    }
+)
+_FAMILY_KEYS = frozenset(header_key(name) for name in FORWARDING_FAMILY)
+_FAMILY_KEY_PREFIXES = tuple(header_key(prefix) for prefix in FORWARDING_PREFIXES)
+
+
+def is_forwarding(name: str) -> bool:
+    """Whether ``name``, in any spelling, is a header of the forwarding family."""
+    return is_forwarding_key(header_key(name))
+
+
+def is_forwarding_key(key: str) -> bool:
+    """:func:`is_forwarding` for a name already passed through :func:`header_key`."""
+    return key in _FAMILY_KEYS or key.startswith(_FAMILY_KEY_PREFIXES)
+
+
+def is_canonical_forwarding(lower: str) -> bool:
+    """Whether a lower-case name is a forwarding header in its canonical (dashed) spelling."""
+    return lower in FORWARDING_FAMILY or lower.startswith(FORWARDING_PREFIXES)
 
 
 def _method(value: str, header: str) -> str:
