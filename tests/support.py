@@ -219,7 +219,7 @@ def get(
     return raw_request(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
-def echo_app() -> web.Application:
+def echo_app(*, max_field_size: int = 8190) -> web.Application:
     """An upstream that reports what it received: method, target, headers, body digest.
 
     ``/ws`` echoes WebSocket messages. The body is streamed and hashed, never held.
@@ -253,7 +253,7 @@ def echo_app() -> web.Application:
             }
         )
 
-    app = web.Application(client_max_size=0)
+    app = web.Application(client_max_size=0, handler_args={"max_field_size": max_field_size})
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

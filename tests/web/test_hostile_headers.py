@@ -46,7 +46,7 @@ async def start(
 ) -> int:
     """authgate (memory stores) in front of a fresh echo upstream; returns authgate's port."""
     if upstream:
-        echo = await stack.enter_async_context(serve_app(echo_app()))
+        echo = await stack.enter_async_context(serve_app(echo_app(max_field_size=65536)))
         sections["proxy"] = {
             "upstream": f"http://127.0.0.1:{echo}",
             **sections.get("proxy", {}),
@@ -339,3 +339,54 @@ async def test_an_underscore_spelling_of_a_header_a_door_reads_is_that_header(
     status, _, body = await araw_lines(port, "/public/x", lines)
     assert status == 400, body
     assert error_code(body) == "malformed_header"
+
+
+# --- 3. size limits agree ---------------------------------------------------------------
+
+
+def _bearer(token: str) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {token}")]
+
+
+@pytest.mark.parametrize("door", ["sidecar", "nginx"])
+async def test_a_token_just_over_the_default_limit_is_token_too_large(
+    stack: AsyncExitStack, tokens: TokenFactory, door: str
+) -> None:
+    """Default limits: a bearer token of max_token_bytes + 1 is 401 token_too_large (the
+    8,192-character header cap used to answer 400 malformed_header first)."""
+    port = await start(stack, tokens)
+    path, lines = ("/api/x", []) if door == "sidecar" else ("/auth", _NGINX)
+    for size in (8193, 9000):
+        status, _, body = await araw_lines(port, path, [*lines, *_bearer("a" * size)])
+        assert (status, error_code(body)) == (401, "token_too_large"), (size, body)
+
+
+_NGINX = [("X-Original-Method", "GET"), ("X-Original-URI", "/api/x")]
+BIG_TOKENS = {"jwt": {"max_token_bytes": 16384}, "server": {"max_header_bytes": 16448}}
+
+
+async def test_max_token_bytes_above_the_old_header_cap_takes_effect(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """jwt.max_token_bytes: 16384 admits a 13 kB token and refuses a longer one with 401."""
+    port = await start(stack, tokens, **BIG_TOKENS)
+    big = tokens.mint(pad="x" * 10_000)
+    assert 12_000 < len(big) <= 16384  # over the old 8,192 cap
+    for path, lines in (("/api/x", []), ("/auth", _NGINX)):
+        status, _, body = await araw_lines(port, path, [*lines, *_bearer(big)])
+        assert status == 200, (path, body)
+        for size in (16385, 16384 + 40):
+            status, _, body = await araw_lines(port, path, [*lines, *_bearer("a" * size)])
+            assert (status, error_code(body)) == (401, "token_too_large"), (path, size, body)
+
+
+async def test_other_long_single_valued_headers_are_still_malformed(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    port = await start(stack, tokens, **BIG_TOKENS)
+    status, _, body = await araw_lines(port, "/auth", [*_NGINX, ("X-Bpc-Pair-Id", "p" * 9000)])
+    assert (status, error_code(body)) == (400, "malformed_header"), body
+    status, _, body = await araw_lines(
+        port, "/auth", [*_NGINX, ("Authorization", "Basic " + "a" * 16420)]
+    )
+    assert (status, error_code(body)) == (400, "malformed_header"), body

@@ -664,6 +664,10 @@ class LoggingSettings(Section):
     access_log: bool = Field(True, description="One line per decision.")
 
 
+# "Authorization: " and the scheme with slack (web/context.py AUTHORIZATION_OVERHEAD is 32).
+AUTHORIZATION_LINE_OVERHEAD = 64
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -684,6 +688,20 @@ class Settings(Section):
     hmac: HMACSettings = Field(default_factory=HMACSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _header_cap_holds_the_largest_token(self) -> Settings:
+        # The Authorization line: its name, ": ", the scheme and spaces (web/context.py's
+        # AUTHORIZATION_OVERHEAD), then the token.
+        needed = self.jwt.max_token_bytes + AUTHORIZATION_LINE_OVERHEAD
+        if self.server.max_header_bytes < needed:
+            raise ValueError(
+                f"server.max_header_bytes ({self.server.max_header_bytes}) must be at least "
+                f"jwt.max_token_bytes + {AUTHORIZATION_LINE_OVERHEAD} ({needed}), or a token "
+                "jwt.max_token_bytes allows is refused by the HTTP parser before authgate "
+                "reads it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replay_needs_shared_store(self) -> Settings:

@@ -34,7 +34,9 @@ problem is reported at once with its key. `authgate check-config FILE` prints th
 configuration with secrets masked.
 
 Start-up is refused when: a key is unknown or invalid; a config file that holds a secret
-(a Redis URL) is readable by group or others; `server.workers > 1` with in-memory stores.
+(a Redis URL) is readable by group or others; `server.workers > 1` with in-memory stores;
+`server.max_header_bytes` below `jwt.max_token_bytes` + 64 (the HTTP parser would refuse a
+token the JWT limit allows).
 
 """
 

@@ -63,6 +63,7 @@ def create_app(
     doors = Doors.build(
         trusted=TrustedProxies(settings.server.trusted_proxies),
         max_body_bytes=settings.bpc.max_body_bytes,
+        max_token_bytes=settings.jwt.max_token_bytes,
     )
     app[DOORS] = doors
     identity = IdentityHeaders(

@@ -26,7 +26,7 @@ from typing import ClassVar
 from aiohttp import web
 
 from authgate.cache import BoundedCache
-from authgate.errors import MalformedHeader, MissingForwardedHeader, UntrustedProxy
+from authgate.errors import MalformedHeader, MissingForwardedHeader, TokenTooLarge, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
 from authgate.web.body import body_reader
@@ -38,6 +38,11 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 MAX_HEADER_VALUE = 8192
+# The longest Authorization value beyond its token: the scheme ("Bearer "), with slack for
+# spaces. The Authorization cap is jwt.max_token_bytes plus this, so a long bearer token
+# reaches the verifier (401 token_too_large), never a 400 from a fixed header cap; the
+# configuration requires server.max_header_bytes to hold it (config/model.py).
+AUTHORIZATION_OVERHEAD = 32
 # Every ASCII character but letters and digits, deleted by header_key().
 _NOT_ALNUM = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
 _ID_PREFIX = os.urandom(8).hex()
@@ -106,12 +111,18 @@ def request_id(request: web.Request, header: str) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
-def lower_headers(request: web.Request) -> dict[str, str]:
+def lower_headers(
+    request: web.Request, *, max_authorization: int = MAX_HEADER_VALUE
+) -> dict[str, str]:
     """Request headers by lower-case name; a repeated header a verifier reads is refused.
 
     Only names authgate reads for decisions are checked for repetition: two
     ``Authorization`` headers could be read differently by authgate and the upstream.
+    Single-valued headers are capped at :data:`MAX_HEADER_VALUE` characters, except
+    ``Authorization``, capped at ``max_authorization`` (the token limit plus the scheme): a
+    longer bearer value is 401 ``token_too_large``, like a long token under the cap.
     """
+    shortest_cap = min(MAX_HEADER_VALUE, max_authorization)
     out: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
@@ -127,9 +138,20 @@ def lower_headers(request: web.Request) -> dict[str, str]:
             out[key] = f"{out[key]}, {value}"
         else:
             out[key] = value
-        if len(value) > MAX_HEADER_VALUE and key in SINGLE_VALUED:
-            raise MalformedHeader(f"header {name} is too long")
+        if len(value) > shortest_cap and key in SINGLE_VALUED:
+            _check_length(name, key, value, max_authorization)
     return out
+
+
+def _check_length(name: str, key: str, value: str, max_authorization: int) -> None:
+    if key != "authorization":
+        if len(value) > MAX_HEADER_VALUE:
+            raise MalformedHeader(f"header {name} is too long")
+        return
+    if len(value) > max_authorization:
+        if value[:7].lower() == "bearer ":
+            raise TokenTooLarge("bearer token exceeds jwt.max_token_bytes")
+        raise MalformedHeader(f"header {name} is too long")
 
 
 def header_key(name: str) -> str:
@@ -257,13 +279,20 @@ class Door:
     reads: ClassVar[tuple[str, ...]]
     forwards_body: ClassVar[bool] = True
 
-    def __init__(self, *, trusted: TrustedProxies, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        trusted: TrustedProxies,
+        max_body_bytes: int,
+        max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+    ) -> None:
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
+        self.max_authorization = max_token_bytes + AUTHORIZATION_OVERHEAD
 
     def context(self, request: web.Request, rid: str) -> RequestContext:
         """The request as the door reconstructs it, or a :class:`BadRequest` leaf."""
-        headers = lower_headers(request)
+        headers = lower_headers(request, max_authorization=self.max_authorization)
         peer = peer_address(request)
         client = self.trusted.client_ip(peer, headers.get("x-forwarded-for"))
         method, raw_target, host, scheme = self.original(request, headers, peer)
@@ -413,12 +442,19 @@ class Doors:
     envoy: Envoy
 
     @classmethod
-    def build(cls, *, trusted: TrustedProxies, max_body_bytes: int) -> Doors:
-        """Every door, each with ``trusted`` and the body limit."""
+    def build(
+        cls,
+        *,
+        trusted: TrustedProxies,
+        max_body_bytes: int,
+        max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+    ) -> Doors:
+        """Every door, each with ``trusted``, the body limit and the token limit."""
+        limits = {"max_body_bytes": max_body_bytes, "max_token_bytes": max_token_bytes}
         return cls(
             trusted,
-            Sidecar(trusted=trusted, max_body_bytes=max_body_bytes),
-            Nginx(trusted=trusted, max_body_bytes=max_body_bytes),
-            Traefik(trusted=trusted, max_body_bytes=max_body_bytes),
-            Envoy(trusted=trusted, max_body_bytes=max_body_bytes),
+            Sidecar(trusted=trusted, **limits),
+            Nginx(trusted=trusted, **limits),
+            Traefik(trusted=trusted, **limits),
+            Envoy(trusted=trusted, **limits),
         )
