@@ -362,7 +362,7 @@ async def test_a_token_just_over_the_default_limit_is_token_too_large(
 
 
 _NGINX = [("X-Original-Method", "GET"), ("X-Original-URI", "/api/x")]
-BIG_TOKENS = {"jwt": {"max_token_bytes": 16384}, "server": {"max_header_bytes": 16448}}
+BIG_TOKENS: dict[str, Any] = {"jwt": {"max_token_bytes": 16384}, "server": {"max_header_bytes": 16448}}
 
 
 async def test_max_token_bytes_above_the_old_header_cap_takes_effect(
