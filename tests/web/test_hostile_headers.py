@@ -8,6 +8,7 @@ are raw bytes, so repeated header lines and odd spellings reach authgate as writ
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -362,7 +363,10 @@ async def test_a_token_just_over_the_default_limit_is_token_too_large(
 
 
 _NGINX = [("X-Original-Method", "GET"), ("X-Original-URI", "/api/x")]
-BIG_TOKENS: dict[str, Any] = {"jwt": {"max_token_bytes": 16384}, "server": {"max_header_bytes": 16448}}
+BIG_TOKENS: dict[str, Any] = {
+    "jwt": {"max_token_bytes": 16384},
+    "server": {"max_header_bytes": 16448},
+}
 
 
 async def test_max_token_bytes_above_the_old_header_cap_takes_effect(
@@ -390,3 +394,20 @@ async def test_other_long_single_valued_headers_are_still_malformed(
         port, "/auth", [*_NGINX, ("Authorization", "Basic " + "a" * 16420)]
     )
     assert (status, error_code(body)) == (400, "malformed_header"), body
+
+
+# --- 5. token lifetime ------------------------------------------------------------------
+
+
+async def test_an_own_token_living_ten_years_is_refused_at_the_doors(
+    stack: AsyncExitStack, tokens: TokenFactory
+) -> None:
+    """An authgate-signed token with exp ten years out (short of year 3000) is refused."""
+    port = await start(stack, tokens)
+    now = int(time.time())
+    forever = tokens.mint(iat=now, exp=now + 10 * 365 * 86_400)
+    for path, lines in (("/api/x", []), ("/auth", _NGINX)):
+        status, _, body = await araw_lines(port, path, [*lines, *_bearer(forever)])
+        assert (status, error_code(body)) == (401, "token_lifetime_too_long"), (path, body)
+        status, _, body = await araw_lines(port, path, [*lines, *_bearer(tokens.mint())])
+        assert status == 200, (path, body)

@@ -175,6 +175,13 @@ class ExternalIssuer(Section):
         "of unknown kids cannot turn into a flood of fetches).",
     )
     require_jti: bool = Field(False, description="Refuse this issuer's tokens without `jti`.")
+    max_lifetime_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=315_360_000,
+        description="Longest lifetime accepted: `exp - iat`, or `exp - now` without `iat` "
+        "(401 token_lifetime_too_long beyond).",
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -206,6 +213,15 @@ class JWTSettings(Section):
     )
     leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     max_token_bytes: int = Field(8192, ge=256, le=65536, description="Largest token accepted.")
+    max_token_lifetime_seconds: int | None = Field(
+        None,
+        ge=60,
+        le=315_360_000,
+        description="Longest lifetime accepted on authgate's own tokens: `exp - iat`, or `exp - "
+        "now` without `iat` (401 token_lifetime_too_long beyond). Null: the longest lifetime "
+        "authgate issues (tokens.access_ttl_seconds, bpc_exchange_ttl_seconds, "
+        "max_mint_ttl_seconds, whichever is longest).",
+    )
     cache_size: int = Field(
         10_000,
         ge=0,
@@ -688,6 +704,18 @@ class Settings(Section):
     hmac: HMACSettings = Field(default_factory=HMACSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _own_tokens_fit_their_lifetime(self) -> Settings:
+        limit = self.jwt.max_token_lifetime_seconds
+        issued = max(self.tokens.access_ttl_seconds, self.tokens.bpc_exchange_ttl_seconds)
+        if limit is not None and limit < issued:
+            raise ValueError(
+                f"jwt.max_token_lifetime_seconds ({limit}) is below the lifetime of tokens "
+                f"authgate issues itself (tokens.access_ttl_seconds, bpc_exchange_ttl_seconds: "
+                f"{issued}); they would be refused"
+            )
+        return self
 
     @model_validator(mode="after")
     def _header_cap_holds_the_largest_token(self) -> Settings:
