@@ -9,7 +9,8 @@ import json
 import pytest
 
 from authgate.errors import AuthGateError
-from tests.bpc.conftest import Verifying, b64url
+from authgate.pairs.records import PairStatus
+from tests.bpc.conftest import Verifying, b64url, make_verifying
 
 BIG = b"x" * 900_000
 
@@ -57,3 +58,24 @@ async def test_garbage_signature_on_a_body_is_signature_invalid(verifying: Verif
     headers = device.headers_for(raw, signature=b64url(b"\x30" * 70))
     error = await verifying.refuse(headers, method="POST", body=b"different")
     assert error.reason == "signature_invalid"
+
+
+async def test_wrong_secrets_spread_over_months_never_lock_the_pair_out() -> None:
+    """Wrong-secret counts decay: ten a month for a year, never ten within the window."""
+    harness = await make_verifying(lockout_threshold=10, lockout_window_seconds=3600)
+    device = await harness.register()
+    for _ in range(12 * 10):
+        error = await harness.refuse(device.headers("GET", "/api/items", secret="wrong-secret"))
+        assert error.reason == "signature_invalid"
+        harness.clock.advance(3 * 86_400_000)  # every three days
+    await harness.verify(device.headers("GET", "/api/items"))
+    assert (await harness.pairs.get(device.pair_id)).status is PairStatus.ACTIVE
+
+
+async def test_ten_wrong_secrets_within_the_window_still_lock_the_pair_out() -> None:
+    harness = await make_verifying(lockout_threshold=10, lockout_window_seconds=3600)
+    device = await harness.register()
+    for _ in range(10):
+        await harness.refuse(device.headers("GET", "/api/items", secret="wrong-secret"))
+        harness.clock.advance(5 * 60_000)  # 45 minutes in all
+    assert (await harness.pairs.get(device.pair_id)).status is PairStatus.LOCKED

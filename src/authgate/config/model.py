@@ -465,6 +465,13 @@ class BPCSettings(Section):
     lockout_threshold: int = Field(
         10, ge=1, le=1000, description="Wrong-secret requests (valid device key) before lock-out."
     )
+    lockout_window_seconds: int = Field(
+        3600,
+        ge=60,
+        le=31_536_000,
+        description="Wrong-secret requests count toward lock-out only within this window "
+        "(older ones are forgotten), so occasional mistakes never add up to a lock-out.",
+    )
     registration: Literal["open", "operator_token", "disabled"] = Field(
         "open",
         description="Who may call POST /bpc/register: anyone, holders of the operator token, "
