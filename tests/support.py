@@ -219,7 +219,7 @@ def get(
     return raw_request(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
-def echo_app() -> web.Application:
+def echo_app(*, max_field_size: int = 8190) -> web.Application:
     """An upstream that reports what it received: method, target, headers, body digest.
 
     ``/ws`` echoes WebSocket messages. The body is streamed and hashed, never held.
@@ -253,7 +253,7 @@ def echo_app() -> web.Application:
             }
         )
 
-    app = web.Application(client_max_size=0)
+    app = web.Application(client_max_size=0, handler_args={"max_field_size": max_field_size})
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
@@ -301,3 +301,32 @@ async def araw_get(
     await writer.wait_closed()
     head, _, body = raw.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), _parse_headers(head), body
+
+
+async def araw_lines(
+    port: int,
+    target: bytes | str,
+    header_lines: list[tuple[str, str]] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw request from header *lines*: repeated names and odd spellings go on the wire
+    exactly as given (``Host: app.test`` and ``Connection: close`` come first)."""
+    raw_target = target.encode("latin-1") if isinstance(target, str) else target
+    head = b"%s %s HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n" % (
+        method.encode(),
+        raw_target,
+    )
+    for name, value in header_lines or []:
+        head += f"{name}: {value}\r\n".encode("latin-1")
+    if body:
+        head += f"Content-Length: {len(body)}\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b"\r\n" + body)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    await writer.wait_closed()
+    response_head, _, response_body = raw.partition(b"\r\n\r\n")
+    return int(response_head.split(b" ", 2)[1]), _parse_headers(response_head), response_body

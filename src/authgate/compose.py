@@ -48,6 +48,16 @@ from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 log = logging.getLogger("authgate")
 
 
+def own_token_lifetime(settings: Settings) -> int:
+    """The longest lifetime accepted on authgate's own tokens: ``jwt.max_token_lifetime_seconds``,
+    or else the longest lifetime authgate issues (access, BPC exchange, ``token mint``; fleet
+    tokens are bounded by ``max_mint_ttl_seconds``; refresh tokens are refused anyway)."""
+    if settings.jwt.max_token_lifetime_seconds is not None:
+        return settings.jwt.max_token_lifetime_seconds
+    t = settings.tokens
+    return max(t.access_ttl_seconds, t.bpc_exchange_ttl_seconds, t.max_mint_ttl_seconds)
+
+
 class Services:
     """Every service of one process, over one set of stores.
 
@@ -234,6 +244,7 @@ class Services:
                 algorithms=frozenset(jwt.algorithms),
                 require_jti=True,
                 key_ring=self.keys,
+                max_lifetime_seconds=own_token_lifetime(self.settings),
             ),
             *(
                 IssuerKeys(
@@ -242,6 +253,7 @@ class Services:
                     algorithms=frozenset(i.algorithms),
                     require_jti=i.require_jti,
                     jwks=cache,
+                    max_lifetime_seconds=i.max_lifetime_seconds,
                 )
                 for i, cache in zip(jwt.external_issuers, self.jwks_caches, strict=True)
             ),

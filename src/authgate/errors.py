@@ -41,6 +41,7 @@ The rule for code outside this module:
     │   ├── TokenMalformed              token_malformed
     │   ├── TokenTooLarge               token_too_large
     │   ├── TokenExpired                token_expired
+    │   ├── TokenLifetimeTooLong        token_lifetime_too_long
     │   ├── TokenNotYetValid            token_not_yet_valid
     │   ├── TokenSignatureInvalid       token_signature_invalid
     │   ├── TokenIssuerInvalid          token_issuer_invalid
@@ -234,6 +235,14 @@ class TokenExpired(Unauthenticated):
 
     reason = "token_expired"
     default_message = "token has expired"
+
+
+class TokenLifetimeTooLong(Unauthenticated):
+    """``exp - iat`` (``exp - now`` without ``iat``) exceeds the issuer's maximum lifetime
+    (``jwt.max_token_lifetime_seconds``, ``max_lifetime_seconds`` of an external issuer)."""
+
+    reason = "token_lifetime_too_long"
+    default_message = "token lifetime exceeds the issuer's maximum"
 
 
 class TokenNotYetValid(Unauthenticated):

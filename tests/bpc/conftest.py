@@ -252,7 +252,7 @@ class Verifying:
 
     def failure_count(self, pair_id: str) -> int:
         """The pair's lock-out counter, read without touching it."""
-        return self.stores.pairs._failures.get(pair_id, 0)
+        return self.stores.pairs.failure_count(pair_id)
 
 
 async def make_verifying(**bpc: Any) -> Verifying:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from authgate.stores.base import RecordStore, Stores
+from authgate.stores.base import ManualClock, RecordStore, Stores
 
 RECORD_STORES = pytest.mark.parametrize(
     "store_name", ["api_keys", "signing_keys", "pairs"], ids=["api-keys", "signing-keys", "pairs"]
@@ -20,6 +20,8 @@ RECORD: dict[str, Any] = {
     "ratio": 0.25,
     "name": "caf\u00e9 \u2603",
 }
+
+HOUR_MS = 3_600_000
 
 
 def record_store(stores: Stores, name: str) -> RecordStore:
@@ -101,26 +103,44 @@ async def test_record_stores_are_separate(stores: Stores) -> None:
 
 async def test_concurrent_failures_are_all_counted(stores: Stores) -> None:
     """Twenty simultaneous failures count 1..20, each exactly once."""
-    counts = await asyncio.gather(*(stores.pairs.record_failure("pair-1") for _ in range(20)))
+    counts = await asyncio.gather(
+        *(stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) for _ in range(20))
+    )
     assert sorted(counts) == list(range(1, 21))
-    assert await stores.pairs.record_failure("pair-1") == 21
+    assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 21
 
 
 async def test_reset_failures_starts_the_count_again(stores: Stores) -> None:
     """After ``reset_failures`` the next failure counts 1; other pairs are untouched."""
     for _ in range(3):
-        await stores.pairs.record_failure("pair-1")
-    await stores.pairs.record_failure("pair-2")
+        await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS)
+    await stores.pairs.record_failure("pair-2", window_ms=HOUR_MS)
     await stores.pairs.reset_failures("pair-1")
     await stores.pairs.reset_failures("never-failed")
-    assert await stores.pairs.record_failure("pair-1") == 1
-    assert await stores.pairs.record_failure("pair-2") == 2
+    assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 1
+    assert await stores.pairs.record_failure("pair-2", window_ms=HOUR_MS) == 2
 
 
 async def test_deleting_a_pair_clears_its_failures(stores: Stores) -> None:
     """A deleted pair leaves no failure count behind for a pair re-created under its id."""
     await stores.pairs.put("pair-1", {"id": "pair-1"})
     for _ in range(3):
-        await stores.pairs.record_failure("pair-1")
+        await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS)
     assert await stores.pairs.delete("pair-1") is True
-    assert await stores.pairs.record_failure("pair-1") == 1
+    assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 1
+
+
+async def test_failures_older_than_the_window_no_longer_count(
+    stores: Stores, clock: ManualClock
+) -> None:
+    """Only failures within ``window_ms`` count: mistakes spread over months never add up."""
+    for _ in range(3):
+        assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) >= 1
+        clock.advance(HOUR_MS // 2)
+    # Recorded at 0, 30 and 60 min; at 90 min only 60 and 90 are within the hour.
+    assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 2
+    clock.advance(HOUR_MS + 1)
+    assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 1
+    for _ in range(30):
+        clock.advance(HOUR_MS * 24 * 3)  # ten wrong secrets a month, for a year
+        assert await stores.pairs.record_failure("pair-1", window_ms=HOUR_MS) == 1

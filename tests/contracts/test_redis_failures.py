@@ -31,7 +31,7 @@ CALLS = [
     pytest.param(lambda s: s.signing_keys.list_ids(), id="record-list-ids"),
     pytest.param(lambda s: s.pairs.get("p"), id="pair-get"),
     pytest.param(lambda s: s.pairs.delete("p"), id="pair-delete"),
-    pytest.param(lambda s: s.pairs.record_failure("p"), id="pair-record-failure"),
+    pytest.param(lambda s: s.pairs.record_failure("p", window_ms=60_000), id="pair-record-failure"),
     pytest.param(lambda s: s.pairs.reset_failures("p"), id="pair-reset-failures"),
     pytest.param(lambda s: s.rate_limits.hit("k", limit=5, period_ms=1000), id="rate-limit-hit"),
     pytest.param(lambda s: s.audit.append("a", {"n": 1}, cap=5), id="audit-append"),

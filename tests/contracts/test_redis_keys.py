@@ -26,7 +26,7 @@ async def exercise(stores: Stores, clock: ManualClock) -> None:
     await stores.api_keys.put("k", {"a": 1})
     await stores.signing_keys.put("k", {"a": 1})
     await stores.pairs.put("p", {"a": 1})
-    await stores.pairs.record_failure("p")
+    await stores.pairs.record_failure("p", window_ms=60_000)
     await stores.audit.append("admin", {"a": 1}, cap=10)
 
 

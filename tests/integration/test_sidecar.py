@@ -175,7 +175,7 @@ def test_forwarded_headers_are_set_and_client_copies_dropped(
     assert seen.header("X-Forwarded-For") == ["127.0.0.1"]
     assert seen.header("X-Forwarded-Host") == ["app.test"]
     assert seen.header("X-Forwarded-Proto") == ["http"]
-    assert seen.header("X-Real-Ip") == []
+    assert seen.header("X-Real-Ip") == ["127.0.0.1"]  # authgate's, the address it decided with
     assert seen.header("Forwarded") == []
     assert seen.header("Host") == ["app.test"]
 
@@ -196,6 +196,7 @@ def test_forwarded_for_from_a_trusted_proxy_is_extended(
     assert status == 200
     (seen,) = upstream.seen
     assert seen.header("X-Forwarded-For") == ["203.0.113.7, 127.0.0.1"]
+    assert seen.header("X-Real-Ip") == ["203.0.113.7"]
     assert seen.header("X-Forwarded-Proto") == ["https"]
     assert seen.header("X-Forwarded-Host") == ["public.example"]
 
@@ -233,8 +234,28 @@ def test_revoked_token_gets_401(
 
 @pytest.mark.parametrize(
     "target",
-    ["/public/../admin", "/public/%2e%2e/admin", "/api/a%2fb", "/api//x", "/api/a;b", "/api/%00"],
-    ids=["dot-dot", "encoded-dot-dot", "encoded-slash", "empty-segment", "semicolon", "nul"],
+    [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/api/a%2fb",
+        "/api//x",
+        "/api/a;b",
+        "/api/%00",
+        "/api/%0a",
+        "/public/%0d%0a",
+        "/api/\x01",
+    ],
+    ids=[
+        "dot-dot",
+        "encoded-dot-dot",
+        "encoded-slash",
+        "empty-segment",
+        "semicolon",
+        "nul",
+        "encoded-lf",
+        "encoded-crlf",
+        "raw-control",
+    ],
 )
 def test_ambiguous_targets_get_400(
     sidecar: Authgate, upstream: Upstream, signing: Signing, target: str

@@ -119,6 +119,7 @@ class Harness:
     max_token_bytes: int = 8192
     cache_size: int = 100
     require_jti: bool = True
+    max_lifetime_seconds: float = float("inf")
     clock: ManualClock = field(default_factory=lambda: ManualClock(NOW * 1000))
     metrics: Metrics = field(default_factory=Metrics)
     # Revocations through the app's local denylist (needs ``stores.events.start()``)
@@ -143,6 +144,7 @@ class Harness:
             algorithms=frozenset(self.algorithms),
             require_jti=self.require_jti,
             key_ring=KeyRing(self.keys),
+            max_lifetime_seconds=self.max_lifetime_seconds,
         )
         self.verifier = JWTBearerVerifier(
             issuers=[issuer],

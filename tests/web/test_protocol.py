@@ -21,7 +21,10 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    app = create_app(make_settings(server={"max_header_bytes": 4096}), stores=MemoryStores())
+    app = create_app(
+        make_settings(server={"max_header_bytes": 4096}, jwt={"max_token_bytes": 2048}),
+        stores=MemoryStores(),
+    )
     async with TestClient(TestServer(app)) as c:
         yield c
 

@@ -382,6 +382,13 @@ class ExternalIssuer(Section):
         "of unknown kids cannot turn into a flood of fetches).",
     )
     require_jti: bool = Field(False, description="Refuse this issuer's tokens without `jti`.")
+    max_lifetime_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=315_360_000,
+        description="Longest lifetime accepted: `exp - iat`, or `exp - now` without `iat` "
+        "(401 token_lifetime_too_long beyond).",
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -413,6 +420,15 @@ class JWTSettings(Section):
     )
     leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     max_token_bytes: int = Field(8192, ge=256, le=65536, description="Largest token accepted.")
+    max_token_lifetime_seconds: int | None = Field(
+        None,
+        ge=60,
+        le=315_360_000,
+        description="Longest lifetime accepted on authgate's own tokens: `exp - iat`, or `exp - "
+        "now` without `iat` (401 token_lifetime_too_long beyond). Null: the longest lifetime "
+        "authgate issues (tokens.access_ttl_seconds, bpc_exchange_ttl_seconds, "
+        "max_mint_ttl_seconds, whichever is longest).",
+    )
     cache_size: int = Field(
         10_000,
         ge=0,
@@ -627,6 +643,29 @@ class PolicySettings(Section):
         return rules
 
 
+# Identity headers of other authenticating proxies (oauth2-proxy, Authelia, Apache, ...).
+FOREIGN_IDENTITY_HEADERS = (
+    "Remote-User",
+    "Remote-Email",
+    "Remote-Groups",
+    "Remote-Name",
+    "X-Remote-User",
+    "X-Remote-Email",
+    "X-Remote-Groups",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Preferred-Username",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Access-Token",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Preferred-Username",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Access-Token",
+    "X-WebAuth-User",
+)
+
+
 class ProxySettings(Section):
     """Sidecar reverse proxy."""
 
@@ -642,6 +681,14 @@ class ProxySettings(Section):
     pool_size: int = Field(100, ge=1, le=10_000, description="Pooled upstream connections.")
     preserve_host: bool = Field(True, description="Send the client's Host upstream.")
     websockets: bool = Field(True, description="Pass WebSocket upgrades after authentication.")
+    foreign_identity_headers: tuple[Annotated[str, Field(pattern=HEADER_NAME_PATTERN)], ...] = (
+        Field(
+            FOREIGN_IDENTITY_HEADERS,
+            description="Other gateways' identity headers, removed from every proxied request "
+            "in any spelling (case, `_` or other punctuation for `-`), so an app that also "
+            "sits behind oauth2-proxy, Authelia or Apache never believes a client's copy.",
+        )
+    )
 
 
 class SecretsSettings(Section):
@@ -674,6 +721,13 @@ class BPCSettings(Section):
     window_ms: int = Field(60_000, ge=1_000, le=600_000, description="Timestamp window (+/-).")
     lockout_threshold: int = Field(
         10, ge=1, le=1000, description="Wrong-secret requests (valid device key) before lock-out."
+    )
+    lockout_window_seconds: int = Field(
+        3600,
+        ge=60,
+        le=31_536_000,
+        description="Wrong-secret requests count toward lock-out only within this window "
+        "(older ones are forgotten), so occasional mistakes never add up to a lock-out.",
     )
     registration: Literal["open", "operator_token", "disabled"] = Field(
         "open",
@@ -897,6 +951,10 @@ class LoggingSettings(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+# "Authorization: " and the scheme with slack (web/context.py AUTHORIZATION_OVERHEAD is 32).
+AUTHORIZATION_LINE_OVERHEAD = 64
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -917,6 +975,32 @@ class Settings(Section):
     hmac: HMACSettings = Field(default_factory=HMACSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _own_tokens_fit_their_lifetime(self) -> Settings:
+        limit = self.jwt.max_token_lifetime_seconds
+        issued = max(self.tokens.access_ttl_seconds, self.tokens.bpc_exchange_ttl_seconds)
+        if limit is not None and limit < issued:
+            raise ValueError(
+                f"jwt.max_token_lifetime_seconds ({limit}) is below the lifetime of tokens "
+                f"authgate issues itself (tokens.access_ttl_seconds, bpc_exchange_ttl_seconds: "
+                f"{issued}); they would be refused"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _header_cap_holds_the_largest_token(self) -> Settings:
+        # The Authorization line: its name, ": ", the scheme and spaces (web/context.py's
+        # AUTHORIZATION_OVERHEAD), then the token.
+        needed = self.jwt.max_token_bytes + AUTHORIZATION_LINE_OVERHEAD
+        if self.server.max_header_bytes < needed:
+            raise ValueError(
+                f"server.max_header_bytes ({self.server.max_header_bytes}) must be at least "
+                f"jwt.max_token_bytes + {AUTHORIZATION_LINE_OVERHEAD} ({needed}), or a token "
+                "jwt.max_token_bytes allows is refused by the HTTP parser before authgate "
+                "reads it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replay_needs_shared_store(self) -> Settings:

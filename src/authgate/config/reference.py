@@ -36,11 +36,13 @@ configuration with secrets masked.
 Start-up is refused, and `authgate check-config` fails the same way (every problem at once,
 each with its key and the fix, exit code 2), when: a key is unknown or invalid; a config
 file that holds a secret (a Redis URL) is readable by group or others; `server.workers > 1`
-with in-memory stores; a policy rule names an unknown HTTP method, repeats another rule's
-id, or is proxied (sidecar) under `tokens.admin_prefix` while the admin API is on; a
-signing key file is missing, unreadable, readable by others or writable by anyone but its
-owner, or not a PEM private key of an algorithm `jwt.algorithms` lists. `authgate serve`
-also refuses, before starting, a `server.host`/`server.port` it cannot listen on.
+with in-memory stores; `server.max_header_bytes` below `jwt.max_token_bytes` + 64 (the HTTP
+parser would refuse a token the JWT limit allows); a policy rule names an unknown HTTP
+method, repeats another rule's id, or is proxied (sidecar) under `tokens.admin_prefix` while
+the admin API is on; a signing key file is missing, unreadable, readable by others or
+writable by anyone but its owner, or not a PEM private key of an algorithm `jwt.algorithms`
+lists. `authgate serve` also refuses, before starting, a `server.host`/`server.port` it
+cannot listen on.
 
 """
 

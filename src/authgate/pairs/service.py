@@ -233,8 +233,11 @@ class PairService:
         return record
 
     async def record_wrong_secret(self, record: PairRecord) -> bool:
-        """Count a failure that proves the device key; lock the pair at the threshold."""
-        count = await self._store.record_failure(record.pair_id)
+        """Count a failure that proves the device key; lock the pair when the threshold is
+        reached within ``bpc.lockout_window_seconds`` (older failures no longer count)."""
+        count = await self._store.record_failure(
+            record.pair_id, window_ms=self._settings.lockout_window_seconds * 1000
+        )
         if count < record.lockout_count:
             return False
         current = await self.get(record.pair_id)

@@ -138,11 +138,16 @@ class RecordStore(Protocol):
         ...
 
 
+# The most failures a pair store keeps per pair (bpc.lockout_threshold is at most 1000).
+MAX_COUNTED_FAILURES = 1000
+
+
 class PairStore(RecordStore, Protocol):
     """BPC pair records plus their lock-out failure counters."""
 
-    async def record_failure(self, pair_id: str) -> int:
-        """Atomically count one lock-out-relevant failure; returns the new count."""
+    async def record_failure(self, pair_id: str, *, window_ms: int) -> int:
+        """Atomically count one lock-out-relevant failure; returns how many the pair has had
+        within the last ``window_ms`` (this one included): older ones no longer count."""
         ...
 
     async def reset_failures(self, pair_id: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from authgate.stores.base import (
+    MAX_COUNTED_FAILURES,
     Clock,
     EventHandler,
     JSONRecord,
@@ -189,16 +190,24 @@ class MemoryRecordStore:
 
 
 class MemoryPairStore(MemoryRecordStore):
-    """Pair records plus lock-out counters."""
+    """Pair records plus lock-out counters: the times of recent failures, per pair."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         super().__init__()
-        self._failures: dict[str, int] = {}
+        self._clock = clock or SystemClock()
+        self._failures: dict[str, list[int]] = {}
 
-    async def record_failure(self, pair_id: str) -> int:
-        count = self._failures.get(pair_id, 0) + 1
-        self._failures[pair_id] = count
-        return count
+    async def record_failure(self, pair_id: str, *, window_ms: int) -> int:
+        now = self._clock.now_ms()
+        recent = [t for t in self._failures.get(pair_id, ()) if t > now - window_ms]
+        recent.append(now)
+        recent = recent[-MAX_COUNTED_FAILURES:]
+        self._failures[pair_id] = recent
+        return len(recent)
+
+    def failure_count(self, pair_id: str) -> int:
+        """Failures kept for ``pair_id`` (tests read it without recording one)."""
+        return len(self._failures.get(pair_id, ()))
 
     async def reset_failures(self, pair_id: str) -> None:
         self._failures.pop(pair_id, None)
@@ -358,7 +367,7 @@ class MemoryStores:
         self.rate_limits = MemoryRateLimitStore(clock)
         self.nonces = MemoryNonceStore(clock, self.audit, self.rate_limits)
         self.revocations = MemoryRevocationStore(clock)
-        self.pairs = MemoryPairStore()
+        self.pairs = MemoryPairStore(clock)
         self.api_keys = MemoryRecordStore()
         self.signing_keys = MemoryRecordStore()
         self.users = MemoryRecordStore()

@@ -6,8 +6,9 @@ Order, cheapest first, and nothing unauthenticated touches shared state:
 2. the timestamp window; method and path against the request target *including its query*
    (a route may opt out of the query with ``allow_unsigned_query``);
 3. the pair (local cache, invalidated over the event bus) and its status;
-4. the body hash (buffered only here, bounded by ``bpc.max_body_bytes``);
-5. the ECDSA P-256 signature (strict DER) over the exact signed bytes;
+4. the ECDSA P-256 signature (strict DER) over the exact signed bytes;
+5. the body hash, which the signed bytes carry (the body is buffered only here, once the
+   device key is proven, bounded by ``bpc.max_body_bytes``);
 6. ``secret_hmac`` against the pair's envelope-sealed secret, in constant time;
 7. the pair's scope against the method;
 8. one atomic nonce consumption, keyed ``(pair_id, nonce)``, which also appends the
@@ -221,8 +222,6 @@ class BPCVerifier:
         if record.expires_at is not None and record.expires_at <= now:
             raise PairExpired()
 
-        await self._check_body(payload.body_hash, context, rule)
-
         try:
             signature = b64url_decode(credential.signature, what="X-BPC-Signature")
             if len(credential.signature) > MAX_SIGNATURE_CHARS:
@@ -230,6 +229,10 @@ class BPCVerifier:
             verify_p256_der(pair.public_key, payload.raw, signature)
         except (WireError, InvalidSignature):
             raise SignatureInvalid() from None
+
+        # Only now, with the device key proven, is the body read: the signed data carries its
+        # hash, so nobody can make authgate buffer bpc.max_body_bytes by naming a pair.
+        await self._check_body(payload.body_hash, context, rule)
 
         if pair.secret is not None:
             expected = secret_hmac(pair.secret, payload.nonce, payload.timestamp)

@@ -8,7 +8,8 @@ only, because its own decoder accepts duplicate keys, UTF-16 headers and absurd 
 Rules (RFC 8725): the algorithm must be in the issuer's allowlist, never ``none`` or an
 HMAC algorithm; the key is chosen by the issuer named in ``iss`` and the token's ``kid``
 and must belong to that algorithm's family; ``exp`` is required; ``nbf``, ``iat``, ``aud``
-and ``iss`` are checked with a small leeway; ``jti`` is checked against the revocation
+and ``iss`` are checked with a small leeway; the lifetime (``exp - iat``, or ``exp - now``
+without ``iat``) is bounded per issuer; ``jti`` is checked against the revocation
 store on every request, cached or not.
 
 The steps are public so the test vectors exercise exactly the path tokens take:
@@ -40,6 +41,7 @@ from authgate.errors import (
     TokenExpired,
     TokenIssuerInvalid,
     TokenKeyUnknown,
+    TokenLifetimeTooLong,
     TokenMalformed,
     TokenNotYetValid,
     TokenRevoked,
@@ -117,6 +119,8 @@ class IssuerKeys:
     require_jti: bool
     key_ring: LocalKeys | None = None
     jwks: JWKSCache | None = None
+    # The longest lifetime accepted: exp - iat, or exp - now without iat.
+    max_lifetime_seconds: float = inf
 
     async def key(self, kid: str) -> VerificationKey | None:
         """The verification key for ``kid`` (``""`` when the token has none)."""
@@ -337,6 +341,15 @@ class JWTBearerVerifier:
         if iat is not None and iat - self._leeway > now:
             raise TokenNotYetValid("token 'iat' is in the future")
 
+    def _check_lifetime(self, exp: float, iat: float | None, now: float, limit: float) -> None:
+        """Refuse a token that lives longer than its issuer allows: ``exp - iat``, or, when
+        the token does not say when it was issued, ``exp - now`` (with the leeway)."""
+        if iat is not None:
+            if exp - iat > limit:
+                raise TokenLifetimeTooLong()
+        elif exp - now > limit + self._leeway:
+            raise TokenLifetimeTooLong("token without 'iat' expires beyond the maximum lifetime")
+
     async def _verify_uncached(self, token: str, now: float) -> VerifiedToken:
         jws = parse_compact_jws(token)
         typ = jws.header.get("typ")
@@ -358,6 +371,7 @@ class JWTBearerVerifier:
         nbf = _numeric_date(payload, "nbf", required=False)
         iat = _numeric_date(payload, "iat", required=False)
         self._check_times(exp, nbf, iat, now)
+        self._check_lifetime(exp, iat, now, issuer.max_lifetime_seconds)
         if not (_audiences(payload) & issuer.audiences):
             raise TokenAudienceInvalid()
         # ML-DSA-65 wallet identities are 3904 hex characters.

@@ -25,7 +25,7 @@ from authgate.web import (
 from authgate.web.context import Doors, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import Routes
+from authgate.web.problem import TAIL, Routes
 from authgate.web.state import (
     DOORS,
     DRAINING,
@@ -63,10 +63,14 @@ def create_app(
     doors = Doors.build(
         trusted=TrustedProxies(settings.server.trusted_proxies),
         max_body_bytes=settings.bpc.max_body_bytes,
+        max_token_bytes=settings.jwt.max_token_bytes,
     )
     app[DOORS] = doors
     identity = IdentityHeaders(
-        settings.identity, key_ring=services.keys, issuer=settings.jwt.issuer
+        settings.identity,
+        key_ring=services.keys,
+        issuer=settings.jwt.issuer,
+        foreign=settings.proxy.foreign_identity_headers,
     )
     app[IDENTITY] = identity
 
@@ -104,5 +108,5 @@ def create_app(
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes)
     else:
-        routes.add("*", "/{tail:.*}", protocol.not_found)
+        routes.add("*", "/" + TAIL, protocol.not_found)
     return app

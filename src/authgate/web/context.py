@@ -3,7 +3,14 @@
 Each door (the sidecar and one per forward-auth contract) is a :class:`Door` that owns
 the headers it reads and builds the context, so no endpoint has to guess which headers to
 believe. ``X-Forwarded-For`` is read right to left: the client is the first address,
-from the right, that is not a trusted proxy.
+from the right, that is not a trusted proxy. Several ``X-Forwarded-For`` lines are one list
+(RFC 9110 §5.3), joined in order: HAProxy-style proxies add a line instead of appending.
+
+The *forwarding family* (:func:`is_forwarding`) is every header a proxy writes to say where a
+request came from and what it was (``Forwarded``, ``X-Forwarded-*``, ``X-Original-*``,
+``X-Real-IP``, ``True-Client-IP``, ...), in any spelling: names are compared case-folded with
+every character but letters and digits removed, so ``X_Forwarded_For`` (which CGI-style
+apps read as ``X-Forwarded-For``) and ``x.forwarded.for`` are family members too.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import ClassVar
 from aiohttp import web
 
 from authgate.cache import BoundedCache
-from authgate.errors import MalformedHeader, MissingForwardedHeader, UntrustedProxy
+from authgate.errors import MalformedHeader, MissingForwardedHeader, TokenTooLarge, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
 from authgate.web.body import body_reader
@@ -31,6 +38,13 @@ _METHOD = re.compile(r"[A-Z]{1,16}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 MAX_HEADER_VALUE = 8192
+# The longest Authorization value beyond its token: the scheme ("Bearer "), with slack for
+# spaces. The Authorization cap is jwt.max_token_bytes plus this, so a long bearer token
+# reaches the verifier (401 token_too_large), never a 400 from a fixed header cap; the
+# configuration requires server.max_header_bytes to hold it (config/model.py).
+AUTHORIZATION_OVERHEAD = 32
+# Every ASCII character but letters and digits, deleted by header_key().
+_NOT_ALNUM = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -97,24 +111,132 @@ def request_id(request: web.Request, header: str) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
-def lower_headers(request: web.Request) -> dict[str, str]:
+def lower_headers(
+    request: web.Request, *, max_authorization: int = MAX_HEADER_VALUE
+) -> dict[str, str]:
     """Request headers by lower-case name; a repeated header a verifier reads is refused.
 
     Only names authgate reads for decisions are checked for repetition: two
     ``Authorization`` headers could be read differently by authgate and the upstream.
+    Single-valued headers are capped at :data:`MAX_HEADER_VALUE` characters, except
+    ``Authorization``, capped at ``max_authorization`` (the token limit plus the scheme): a
+    longer bearer value is 401 ``token_too_large``, like a long token under the cap.
     """
+    shortest_cap = min(MAX_HEADER_VALUE, max_authorization)
     out: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
+        if "_" in key:
+            # CGI-style apps read `_` as `-`: an underscore spelling of a header authgate
+            # reads is that header (so it is refused as a repeat, or believed as it).
+            dashed = key.replace("_", "-")
+            if dashed in SINGLE_VALUED or dashed in FORWARDING_FAMILY:
+                key = dashed
         if key in out:
             if key in SINGLE_VALUED:
                 raise MalformedHeader(f"header {name} appears more than once")
             out[key] = f"{out[key]}, {value}"
         else:
             out[key] = value
-        if len(value) > MAX_HEADER_VALUE and key in SINGLE_VALUED:
-            raise MalformedHeader(f"header {name} is too long")
+        if len(value) > shortest_cap and key in SINGLE_VALUED:
+            _check_length(name, key, value, max_authorization)
     return out
+
+
+def _check_length(name: str, key: str, value: str, max_authorization: int) -> None:
+    if key != "authorization":
+        if len(value) > MAX_HEADER_VALUE:
+            raise MalformedHeader(f"header {name} is too long")
+        return
+    if len(value) > max_authorization:
+        if value[:7].lower() == "bearer ":
+            raise TokenTooLarge("bearer token exceeds jwt.max_token_bytes")
+        raise MalformedHeader(f"header {name} is too long")
+
+
+def header_key(name: str) -> str:
+    """``name`` case-folded with every ASCII character but letters and digits removed: the
+    spellings an upstream might read as one header (``X_Authgate_Subject``,
+    ``x.authgate.subject``, ``X-Authgate-Subject``) share one key."""
+    return name.lower().translate(_NOT_ALNUM)
+
+
+# The forwarding family, lower-case and dashed (their canonical spelling), and the prefixes
+# whose every header belongs to it.
+FORWARDING_FAMILY = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-original-uri",
+        "x-original-url",
+        "x-original-method",
+        "x-original-host",
+        "x-original-forwarded-for",
+        "x-rewrite-url",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "client-ip",
+        "x-host",
+        "x-url-scheme",
+        "front-end-https",
+    }
+)
+FORWARDING_PREFIXES = ("x-forwarded-", "x-original-")
+# Of the family, the headers that name the client's address. The sidecar writes the two the
+# upstream reads (X-Forwarded-For, X-Real-IP) itself and drops the others from every peer,
+# so the address the upstream reads is the one authgate decided with.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "client-ip",
+        "x-original-forwarded-for",
+    }
+)
+_FAMILY_KEYS = frozenset(header_key(name) for name in FORWARDING_FAMILY)
+_FAMILY_KEY_PREFIXES = tuple(header_key(prefix) for prefix in FORWARDING_PREFIXES)
+
+
+def is_forwarding(name: str) -> bool:
+    """Whether ``name``, in any spelling, is a header of the forwarding family."""
+    return is_forwarding_key(header_key(name))
+
+
+def is_forwarding_key(key: str) -> bool:
+    """:func:`is_forwarding` for a name already passed through :func:`header_key`."""
+    return key in _FAMILY_KEYS or key.startswith(_FAMILY_KEY_PREFIXES)
+
+
+def is_canonical_forwarding(lower: str) -> bool:
+    """Whether a lower-case name is a forwarding header in its canonical (dashed) spelling."""
+    return lower in FORWARDING_FAMILY or lower.startswith(FORWARDING_PREFIXES)
 
 
 def _method(value: str, header: str) -> str:
@@ -157,13 +279,20 @@ class Door:
     reads: ClassVar[tuple[str, ...]]
     forwards_body: ClassVar[bool] = True
 
-    def __init__(self, *, trusted: TrustedProxies, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        trusted: TrustedProxies,
+        max_body_bytes: int,
+        max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+    ) -> None:
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
+        self.max_authorization = max_token_bytes + AUTHORIZATION_OVERHEAD
 
     def context(self, request: web.Request, rid: str) -> RequestContext:
         """The request as the door reconstructs it, or a :class:`BadRequest` leaf."""
-        headers = lower_headers(request)
+        headers = lower_headers(request, max_authorization=self.max_authorization)
         peer = peer_address(request)
         client = self.trusted.client_ip(peer, headers.get("x-forwarded-for"))
         method, raw_target, host, scheme = self.original(request, headers, peer)
@@ -313,12 +442,19 @@ class Doors:
     envoy: Envoy
 
     @classmethod
-    def build(cls, *, trusted: TrustedProxies, max_body_bytes: int) -> Doors:
-        """Every door, each with ``trusted`` and the body limit."""
+    def build(
+        cls,
+        *,
+        trusted: TrustedProxies,
+        max_body_bytes: int,
+        max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+    ) -> Doors:
+        """Every door, each with ``trusted``, the body limit and the token limit."""
+        limits = {"max_body_bytes": max_body_bytes, "max_token_bytes": max_token_bytes}
         return cls(
             trusted,
-            Sidecar(trusted=trusted, max_body_bytes=max_body_bytes),
-            Nginx(trusted=trusted, max_body_bytes=max_body_bytes),
-            Traefik(trusted=trusted, max_body_bytes=max_body_bytes),
-            Envoy(trusted=trusted, max_body_bytes=max_body_bytes),
+            Sidecar(trusted=trusted, **limits),
+            Nginx(trusted=trusted, **limits),
+            Traefik(trusted=trusted, **limits),
+            Envoy(trusted=trusted, **limits),
         )

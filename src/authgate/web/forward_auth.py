@@ -16,7 +16,7 @@ from aiohttp import web
 from authgate.pipeline import Gate
 from authgate.web.context import Door, Doors, request_id
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import Handler, Routes, response_for
+from authgate.web.problem import TAIL, Handler, Routes, response_for
 
 
 def _handler(door: Door, gate: Gate, identity: IdentityHeaders, request_id_header: str) -> Handler:
@@ -45,6 +45,6 @@ def add_routes(
     for path, door in (
         ("/auth", doors.nginx),
         ("/auth/forward", doors.traefik),
-        (doors.envoy.prefix + "/{tail:.*}", doors.envoy),
+        (doors.envoy.prefix + "/" + TAIL, doors.envoy),
     ):
         router.add_route("*", path, _handler(door, gate, identity, request_id_header))

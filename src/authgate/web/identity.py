@@ -1,7 +1,11 @@
 """Identity headers: what authgate tells the upstream about the caller.
 
 Client-supplied copies are removed before anything is forwarded: every configured
-identity header name and every header under a configured prefix (``X-Authgate-``).
+identity header name, every header under a configured prefix (``X-Authgate-``), and other
+gateways' identity headers (``proxy.foreign_identity_headers``: ``X-Remote-User``,
+``X-Forwarded-User``, ...), in any spelling: names are compared by
+:func:`~authgate.web.context.header_key` (case-folded, every character but letters and
+digits removed), so ``X_Authgate_Subject`` and ``X.Authgate.Subject`` go too.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +23,7 @@ from authgate.cache import BoundedCache
 from authgate.config.model import IdentitySettings
 from authgate.policy.rules import Decision
 from authgate.tokens.keys import KeyManager
+from authgate.web.context import header_key
 
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
@@ -34,12 +39,19 @@ def header_safe(value: str) -> str:
 class IdentityHeaders:
     """Builds identity headers for a decision and strips client copies."""
 
-    def __init__(self, settings: IdentitySettings, *, key_ring: KeyManager, issuer: str) -> None:
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        *,
+        key_ring: KeyManager,
+        issuer: str,
+        foreign: Iterable[str] = (),
+    ) -> None:
         self._s = settings
         self._key_ring = key_ring
         self._issuer = issuer
-        self._names = frozenset(n.lower() for n in settings.header_names())
-        self._prefixes = tuple(p.lower() for p in settings.strip_prefixes)
+        self._keys = frozenset(header_key(n) for n in (*settings.header_names(), *foreign))
+        self._prefixes = tuple(header_key(p) for p in settings.strip_prefixes)
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
         self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
@@ -55,11 +67,16 @@ class IdentityHeaders:
         """Whether a header of this name is one authgate alone may set.
 
         SECURITY: underscore aliasing (cf. Django CVE-2015-0219). CGI-style upstreams
-        (WSGI, PHP-FPM, ...) read ``X_Authgate_Subject`` as ``X-Authgate-Subject``, so
-        names are compared with ``_`` read as ``-``.
+        (WSGI, PHP-FPM, ...) read ``X_Authgate_Subject`` as ``X-Authgate-Subject``, and
+        lenient servers fold other punctuation, so names are compared by
+        :func:`header_key` (case-folded, only letters and digits kept). Other gateways'
+        identity headers (``foreign``) count too: authgate never relays them.
         """
-        lower = name.lower().replace("_", "-")
-        return lower in self._names or lower.startswith(self._prefixes)
+        return self.is_identity_key(header_key(name))
+
+    def is_identity_key(self, key: str) -> bool:
+        """:meth:`is_identity` for a name already passed through :func:`header_key`."""
+        return key in self._keys or key.startswith(self._prefixes)
 
     def strip(self, headers: CIMultiDict[str]) -> None:
         """Remove every client-supplied identity header, in place."""

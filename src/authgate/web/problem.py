@@ -29,6 +29,10 @@ log = logging.getLogger("authgate.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+# The rest of a path, whatever it holds: aiohttp matches routes against the *decoded* path,
+# where ``%0a`` is a newline that ``.*`` would not match (a plain-text 404 instead of the
+# door's JSON 400 ``invalid_target``).
+TAIL = "{tail:(?s:.*)}"
 
 
 def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Response:

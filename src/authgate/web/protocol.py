@@ -25,6 +25,7 @@ from authgate.errors import (
     AuthGateError,
     BodyTooLarge,
     InternalError,
+    InvalidTarget,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
@@ -41,6 +42,10 @@ def _refusal(status: int, exc: BaseException | None) -> AuthGateError:
         return BodyTooLarge()
     if status >= 500:
         return InternalError()
+    if isinstance(exc, http_exceptions.InvalidURLError):
+        # A control, space-like or non-ASCII byte in the request target itself: the same
+        # answer as the encoded forms get from policy/target.py.
+        return InvalidTarget("request target contains a non-printable or non-ASCII character")
     if isinstance(exc, http_exceptions.LineTooLong):
         return MalformedRequest("the request line or a header is too long")
     if isinstance(exc, http_exceptions.BadHttpMethod):

@@ -1,8 +1,8 @@
 """Sidecar reverse proxy: authenticate, then stream the request to the upstream.
 
 Bodies are streamed both ways (never fully buffered); hop-by-hop headers and every
-client-supplied identity header are removed; ``X-Forwarded-For/Proto/Host`` are set (a
-client's own ``X-Forwarded-*`` is kept only from a trusted proxy); WebSocket upgrades
+client-supplied identity header are removed; the forwarding headers are authgate's (see
+:func:`upstream_headers`); WebSocket upgrades
 are passed after authentication. Upstream failures answer 502 or 504 with a JSON body.
 
 Every exchange runs unbounded until shutdown, then until the drain deadline
@@ -26,8 +26,15 @@ from authgate.errors import UpstreamTimeout, UpstreamUnreachable
 from authgate.models import RequestContext
 from authgate.policy.rules import Decision
 from authgate.web.body import BUFFERED_BODY
+from authgate.web.context import (
+    CLIENT_ADDRESS_HEADERS,
+    header_key,
+    is_canonical_forwarding,
+    is_forwarding_key,
+)
 from authgate.web.drain import DRAIN
-from authgate.web.problem import REQUEST_ID, Routes
+from authgate.web.identity import IdentityHeaders
+from authgate.web.problem import REQUEST_ID, TAIL, Routes
 from authgate.web.state import DOORS, IDENTITY, METRICS, SERVICES, SETTINGS
 
 log = logging.getLogger("authgate.proxy")
@@ -60,42 +67,63 @@ def _hop_by_hop(headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders) -> se
 def upstream_headers(
     request: web.Request, context: RequestContext, decision: Decision
 ) -> CIMultiDict[str]:
-    """Headers for the upstream request."""
+    """Headers for the upstream request.
+
+    The upstream sees forwarding headers only as authgate wrote them:
+
+    * from an untrusted peer, every header of the forwarding family
+      (:func:`~authgate.web.context.is_forwarding`: ``Forwarded``, ``X-Forwarded-*``,
+      ``X-Original-*``, ``X-Real-IP``, ``True-Client-IP``, ...) is dropped, in any spelling;
+    * from a trusted proxy, the family is relayed in its canonical (dashed) spelling only,
+      except the client-address headers;
+    * ``X-Forwarded-For`` is the chain authgate decided with (every line the trusted proxy
+      sent, joined in order) plus the peer, or just the peer; ``X-Real-IP`` is the client
+      address authgate decided with: the right-most untrusted entry of the chain;
+    * identity headers (authgate's, in any spelling, and other gateways') never pass.
+    """
     app = request.app
     settings = app[SETTINGS]
     drop = _hop_by_hop(request.headers) | {"content-length", "expect"}
-    out: CIMultiDict[str] = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in drop
-    )
-    if request.can_read_body and request.content_length is not None:
-        out["Content-Length"] = str(request.content_length)
-    identity = app[IDENTITY]
-    identity.strip(out)  # also removes underscore aliases (see IdentityHeaders.is_identity)
-    # The BPC signed data carries secret_hmac, an offline guessing oracle for the pair's
-    # secret to anyone who can read upstream traffic or logs: it never leaves authgate.
-    for name in [k for k in out if k.lower().startswith("x-bpc-")]:
-        out.popall(name, None)
     peer = request.remote or ""
     trusted = app[DOORS].trusted.trusts(peer)
-    for name in (
-        "X-Forwarded-For",
-        "X-Forwarded-Proto",
-        "X-Forwarded-Host",
-        "Forwarded",
-        "X-Real-Ip",
-    ):
-        if not trusted:
-            out.popall(name, None)
-    prior = out.get("X-Forwarded-For")
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    out.setdefault("X-Forwarded-Proto", context.scheme)
+    identity = app[IDENTITY]
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower in drop or _never_relayed(lower, identity, trusted=trusted):
+            continue
+        out.add(name, value)
+    if request.can_read_body and request.content_length is not None:
+        out["Content-Length"] = str(request.content_length)
+    # The chain the door read (every line, joined in order), believed only from a trusted
+    # peer: the upstream reading it right to left finds the client authgate decided with.
+    chain = context.headers.get("x-forwarded-for") if trusted else None
+    out["X-Forwarded-For"] = f"{chain}, {peer}" if chain else peer
+    out["X-Real-IP"] = context.client_ip
+    out["X-Forwarded-Proto"] = context.scheme
     if context.host:
         out.setdefault("X-Forwarded-Host", context.host)
     if not settings.proxy.preserve_host:
         out.popall("Host", None)
     out["X-Request-Id"] = context.request_id
-    out.update(app[IDENTITY].for_decision(decision))
+    out.update(identity.for_decision(decision))
     return out
+
+
+def _never_relayed(lower: str, identity: IdentityHeaders, *, trusted: bool) -> bool:
+    """Whether a client's header of this (lower-case) name must not reach the upstream."""
+    key = header_key(lower)
+    if identity.is_identity_key(key):
+        return True  # authgate's identity headers and other gateways', in any spelling
+    if key.startswith("xbpc"):
+        # The BPC signed data carries secret_hmac, an offline guessing oracle for the pair's
+        # secret to anyone who can read upstream traffic or logs: it never leaves authgate.
+        return True
+    if not is_forwarding_key(key):
+        return False
+    # A forwarding header: relayed only from a trusted proxy, only in its canonical
+    # spelling, and never one naming the client (authgate writes those itself).
+    return not trusted or not is_canonical_forwarding(lower) or lower in CLIENT_ADDRESS_HEADERS
 
 
 def _session(request: web.Request) -> aiohttp.ClientSession:
@@ -276,4 +304,4 @@ async def _proxy_websocket(
 
 def add_routes(routes: Routes) -> None:
     """The catch-all route; registered last so authgate's own endpoints win."""
-    routes.add("*", "/{tail:.*}", proxy_handler)
+    routes.add("*", "/" + TAIL, proxy_handler)

@@ -20,7 +20,7 @@ mean it to and distinct values stay distinct keys)::
     <p>signingkey:{<id>}         JSON record; ids in the set <p>signingkey:index
     <p>user:{<name>}             JSON record (argon2id hash); ids in the set <p>user:index
     <p>pair:{<id>}               JSON record; ids in the set <p>pair:index
-    <p>pairfail:{<id>}           lock-out failure counter (INCR)
+    <p>pairfail:{<id>}           lock-out failures: a sorted set of times within the window
     <p>rl:{<key>}                GCRA theoretical arrival time, PX just past it (GCRA_SCRIPT)
     <p>audit:{<stream>}          capped list of JSON entries, newest first (the nonce script
                                  appends to the stream named by its scope); a refresh

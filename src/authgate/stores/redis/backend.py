@@ -37,7 +37,7 @@ class RedisStores:
         self._conn = RedisConnection(settings)
         self.nonces: NonceStore = RedisNonceStore(self._conn, clock)
         self.revocations: RevocationStore = RedisRevocationStore(self._conn, clock)
-        self.pairs: PairStore = RedisPairStore(self._conn)
+        self.pairs: PairStore = RedisPairStore(self._conn, clock)
         self.api_keys: RecordStore = RedisRecordStore(self._conn, "apikey")
         self.signing_keys: RecordStore = RedisRecordStore(self._conn, "signingkey")
         self.users: RecordStore = RedisRecordStore(self._conn, "user")

@@ -8,12 +8,14 @@ described in the package docstring.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Awaitable, Mapping
 from typing import Any, cast
 
-from authgate.stores.base import JSONRecord
+from authgate.stores.base import MAX_COUNTED_FAILURES, Clock, JSONRecord, SystemClock
 from authgate.stores.redis.connection import RedisConnection
 from authgate.stores.redis.keys import hash_tag
+from authgate.stores.redis.scripts import PAIR_FAILURE_SCRIPT
 
 
 class RedisRecordStore:
@@ -82,10 +84,12 @@ class RedisRecordStore:
 
 
 class RedisPairStore(RedisRecordStore):
-    """Pair records plus their lock-out counters, ``<prefix>pairfail:{<id>}``."""
+    """Pair records plus their lock-out counters, ``<prefix>pairfail:{<id>}``: a sorted set
+    of recent failure times, expiring with the newest one's window."""
 
-    def __init__(self, conn: RedisConnection) -> None:
+    def __init__(self, conn: RedisConnection, clock: Clock | None = None) -> None:
         super().__init__(conn, "pair")
+        self._clock = clock or SystemClock()
 
     def _failures_key(self, pair_id: str) -> str:
         return self._conn.key(f"pairfail:{hash_tag(pair_id)}")
@@ -93,8 +97,21 @@ class RedisPairStore(RedisRecordStore):
     def _companion_keys(self, record_id: str) -> list[str]:
         return [self._failures_key(record_id)]
 
-    async def record_failure(self, pair_id: str) -> int:
-        count = await self._conn.run(lambda: self._conn.client.incr(self._failures_key(pair_id)))
+    async def record_failure(self, pair_id: str, *, window_ms: int) -> int:
+        now = self._clock.now_ms()
+        # Rare (each one proves the device key): EVAL, not a registered script.
+        args: list[str | int] = [
+            now,
+            max(1, window_ms),
+            f"{now}:{uuid.uuid4().hex}",
+            MAX_COUNTED_FAILURES,
+        ]
+        key = self._failures_key(pair_id)
+        count = await self._conn.run(
+            lambda: cast(
+                "Awaitable[int]", self._conn.client.eval(PAIR_FAILURE_SCRIPT, 1, key, *args)
+            )
+        )
         return int(count)
 
     async def reset_failures(self, pair_id: str) -> None:

@@ -210,3 +210,17 @@ end
 return flatten(coded(0), decided)
 """
 )
+
+
+# KEYS[1] pair failure key (a sorted set of failure times); ARGV now_ms, window_ms, a unique
+# member, the most failures kept. Forgets failures older than the window, records this
+# one, keeps the key only as long as its newest failure counts; returns the count.
+PAIR_FAILURE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('PEXPIRE', KEYS[1], window)
+return redis.call('ZCARD', KEYS[1])
+"""
