@@ -112,11 +112,14 @@ async def test_real_clock_burst_admits_limit(store_factory: StoreFactory) -> Non
 async def test_real_clock_refill_after_period(store_factory: StoreFactory) -> None:
     """With the real clock (and Redis expiry), a spent limit is whole again after its period."""
     stores = store_factory(SystemClock())
+    # A period long enough that four hits fit in it on a loaded runner (a Cluster round trip
+    # there can take tens of milliseconds), short enough to wait out.
+    period_ms = 2000
     for _ in range(3):
-        await stores.rate_limits.hit("c", limit=3, period_ms=300)
-    assert (await stores.rate_limits.hit("c", limit=3, period_ms=300)).allowed is False
-    await asyncio.sleep(0.4)
-    results = [await stores.rate_limits.hit("c", limit=3, period_ms=300) for _ in range(3)]
+        await stores.rate_limits.hit("c", limit=3, period_ms=period_ms)
+    assert (await stores.rate_limits.hit("c", limit=3, period_ms=period_ms)).allowed is False
+    await asyncio.sleep(period_ms / 1000 + 0.2)
+    results = [await stores.rate_limits.hit("c", limit=3, period_ms=period_ms) for _ in range(3)]
     assert all(r.allowed for r in results)
 
 
