@@ -101,6 +101,25 @@ async def test_keys_are_separate(stores: Stores) -> None:
     assert (await stores.rate_limits.hit("b", limit=2, period_ms=1000)).allowed is True
 
 
+@pytest.mark.parametrize(("limit", "period_ms"), [(3, 2000), (7, 1000), (6, 1000), (9, 10_000)])
+async def test_a_burst_admits_exactly_the_limit_at_any_period(
+    store_factory: StoreFactory, limit: int, period_ms: int
+) -> None:
+    """Periods the limit does not divide: at today's epoch (milliseconds ~1.8e12, where a
+    double resolves ~0.0002 ms) the sum of ``limit`` intervals must not spill past the
+    period, or a burst admits one less than the limit. Single and multi-check paths."""
+    stores = store_factory(ManualClock(1_796_328_000_123))
+    single = [await stores.rate_limits.hit("s", limit=limit, period_ms=period_ms)]
+    single += [
+        await stores.rate_limits.hit("s", limit=limit, period_ms=period_ms) for _ in range(limit)
+    ]
+    assert [r.allowed for r in single] == [True] * limit + [False]
+    assert [r.remaining for r in single[:limit]] == list(range(limit - 1, -1, -1))
+    check = [RateLimitCheck(key="k", limit=limit, period_ms=period_ms)]
+    many = [(await stores.rate_limits.hit_many("m", check))[0] for _ in range(limit + 1)]
+    assert [r.allowed for r in many] == [True] * limit + [False]
+
+
 async def test_real_clock_burst_admits_limit(store_factory: StoreFactory) -> None:
     """With the real clock, seven hits in quick succession admit exactly five."""
     stores = store_factory(SystemClock())

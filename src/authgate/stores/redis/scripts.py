@@ -91,7 +91,8 @@ return coded(1)
 )
 
 # KEYS[1] rate-limit key; ARGV now_ms, limit, period_ms, cost.
-# Mirrors authgate.stores.memory.gcra() operation for operation (Lua numbers are the same
+# Mirrors authgate.stores.memory.gcra() operation for operation, its 0.5 ms tolerance
+# (GCRA_TOLERANCE_MS) included (Lua numbers are the same
 # IEEE doubles as Python floats); the TAT is stored with 17 significant digits so it
 # round-trips exactly. Returns {allowed, remaining, retry_after_ms, reset_after_ms}.
 GCRA_SCRIPT = """
@@ -107,11 +108,11 @@ if stored then
 end
 local new_tat = tat + interval * cost
 local allow_at = new_tat - period
-if allow_at > now + 1e-6 then
-  local remaining = math.max(0, math.floor((period - (tat - now)) / interval + 1e-9))
+if allow_at > now + 0.5 then
+  local remaining = math.max(0, math.floor((period - (tat - now) + 0.5) / interval))
   return {0, remaining, math.ceil(allow_at - now), math.ceil(tat - now)}
 end
-local remaining = math.max(0, math.floor((period - (new_tat - now)) / interval + 1e-9))
+local remaining = math.max(0, math.floor((period - (new_tat - now) + 0.5) / interval))
 local ttl = math.max(1, math.ceil(new_tat) - now + 1)
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', string.format('%d', ttl))
 return {1, remaining, 0, math.ceil(new_tat - now)}
@@ -135,12 +136,12 @@ local function gcra_many(now, first, count, argbase)
     end
     local new_tat = tat + interval
     local allow_at = new_tat - period
-    if allow_at > now + 1e-6 then
+    if allow_at > now + 0.5 then
       ok = false
-      local remaining = math.max(0, math.floor((period - (tat - now)) / interval + 1e-9))
+      local remaining = math.max(0, math.floor((period - (tat - now) + 0.5) / interval))
       decided[i + 1] = {0, remaining, math.ceil(allow_at - now), math.ceil(tat - now), new_tat, key}
     else
-      local remaining = math.max(0, math.floor((period - (new_tat - now)) / interval + 1e-9))
+      local remaining = math.max(0, math.floor((period - (new_tat - now) + 0.5) / interval))
       decided[i + 1] = {1, remaining, 0, math.ceil(new_tat - now), new_tat, key}
     end
   end
