@@ -170,14 +170,7 @@ class Services:
     @cached_property
     def operator(self) -> Operator:
         """Every operator act (admin API and CLI alike)."""
-        return Operator(
-            settings=self.settings,
-            keys=self.keys,
-            issuer=self.issuer,
-            users=self.users,
-            api_keys=self.api_keys,
-            pairs=self.pairs,
-        )
+        return Operator(self)
 
     @cached_property
     def fleet(self) -> FleetSessions:

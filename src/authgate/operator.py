@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
@@ -38,25 +38,67 @@ def _scopes(value: object, name: str = "scopes") -> list[str]:
     raise InvalidRequest(f"{name}: must be a list of strings")
 
 
+class Parts(Protocol):
+    """The services an operator act may use (``compose.Services``), each built on first use:
+    listing pairs never reads signing keys."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings."""
+        ...
+
+    @property
+    def keys(self) -> KeyManager:
+        """authgate's signing keys."""
+        ...
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        """The token issuer."""
+        ...
+
+    @property
+    def users(self) -> UserService:
+        """Password users."""
+        ...
+
+    @property
+    def api_keys(self) -> ApiKeyService:
+        """API keys."""
+        ...
+
+    @property
+    def pairs(self) -> PairService:
+        """BPC pairs."""
+        ...
+
+
 class Operator:
     """The operator's acts on keys, tokens, users, API keys and BPC pairs."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        keys: KeyManager,
-        issuer: TokenIssuer,
-        users: UserService,
-        api_keys: ApiKeyService,
-        pairs: PairService,
-    ) -> None:
-        self._settings = settings
-        self._keys = keys
-        self._issuer = issuer
-        self._users = users
-        self._api_keys = api_keys
-        self._pairs = pairs
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._settings = parts.settings
+
+    @property
+    def _keys(self) -> KeyManager:
+        return self._parts.keys
+
+    @property
+    def _issuer(self) -> TokenIssuer:
+        return self._parts.issuer
+
+    @property
+    def _users(self) -> UserService:
+        return self._parts.users
+
+    @property
+    def _api_keys(self) -> ApiKeyService:
+        return self._parts.api_keys
+
+    @property
+    def _pairs(self) -> PairService:
+        return self._parts.pairs
 
     # --- signing keys ------------------------------------------------------------------
 
