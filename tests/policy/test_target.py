@@ -125,3 +125,20 @@ def test_percent_encoding_unreserved_characters_does_not_change_the_target(
     plain = "/" + "/".join(segments)
     encoded = "/" + "/".join("".join(f"%{ord(c):02x}" for c in seg) for seg in segments)
     assert canonicalize(encoded).path == canonicalize(plain).path == plain
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/a/..?b", "/a/.?b", "/public/..?x=1", "/..?a", "/a/b/..?..", "/a/...?b", "/a/.?"],
+    ids=repr,
+)
+def test_a_dot_segment_before_a_query_is_refused_or_kept_whole(raw: str) -> None:
+    """Found by fuzzing (fuzz/fuzz_target.py, corpus file dot-segment-before-query): the fast
+    path's look-ahead for "a dot with another character in its segment" ran on into the
+    query, so `/a/..?b` was accepted with the path `/a/..` (which the app reads as `/`)."""
+    path = raw.partition("?")[0]
+    if path.rsplit("/", 1)[-1] in {".", ".."}:
+        with pytest.raises(InvalidTarget):
+            canonicalize(raw)
+    else:
+        assert canonicalize(raw).path == path

@@ -45,8 +45,10 @@ class Target:
 
 # Already canonical: segments of unreserved and sub-delim characters (no %, no ;), no
 # dot-only or empty segment (except one trailing /), and a query without % or #. Such a
-# target is returned as is; anything else takes the full, byte-by-byte path below.
-_SEGMENT = r"(?:[A-Za-z0-9_~!$&'()*+,=:@-]|\.(?=[^/]*[A-Za-z0-9_~!$&'()*+,=:@-]))+"
+# target is returned as is; anything else takes the full, byte-by-byte path below. A dot is
+# allowed only when its own segment holds another character: the look-ahead stops at the
+# segment's end, `/` or `?` (found by fuzzing: stopping at `/` only let `/a/..?b` through).
+_SEGMENT = r"(?:[A-Za-z0-9_~!$&'()*+,=:@-]|\.(?=[^/?]*[A-Za-z0-9_~!$&'()*+,=:@-]))+"
 _FAST = re.compile(rf"(/(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?)(?:\?([\x21-\x22\x24-\x7e]*))?")
 
 
