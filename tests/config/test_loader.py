@@ -106,6 +106,48 @@ def test_unreadable_files_are_refused(tmp_path: Path, text: str, fragment: str) 
         load_settings(write(tmp_path, text), environ={})
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "? [a, b]\n: c\n",
+        "? {a: 1}\n: c\n",
+        "server: {port: !!int x}\n",
+        "server: {port: !!float x}\n",
+        "development: !!bool maybe\n",
+        "when: !!timestamp x\n",
+        "when: 2001-13-01\n",
+        "server: {port: " + "1" * 5000 + "}\n",
+        "[" * 2000,
+    ],
+    ids=[
+        "list-key",
+        "mapping-key",
+        "int-tag",
+        "float-tag",
+        "bool-tag",
+        "timestamp-tag",
+        "bad-date",
+        "huge-int",
+        "deep-nesting",
+    ],
+)
+def test_yaml_a_constructor_cannot_read_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """Found by fuzzing (fuzz/fuzz_config.py): PyYAML's constructors raise TypeError,
+    ValueError, KeyError or AttributeError, and its composer RecursionError, for these; each
+    is one `invalid YAML` problem naming the file, never a traceback."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="invalid YAML") as caught:
+        load_settings(path, environ={})
+    assert caught.value.problems[0][0] == str(path)
+
+
+def test_a_variable_a_yaml_constructor_cannot_read_stays_a_string() -> None:
+    """`AUTHGATE_SERVER__PORT='!!int x'` is the string `!!int x` (then not a port), as any
+    other unparsable variable is, never a ValueError."""
+    with pytest.raises(ConfigError, match="server.port: must be a whole number"):
+        load_settings(None, environ={"AUTHGATE_SERVER__PORT": "!!int x"})
+
+
 def test_any_configuration_leaves_development_mode(tmp_path: Path) -> None:
     """Only true zero-config is development mode; a config file or variable is not."""
     assert not load_settings(None, environ={"AUTHGATE_SERVER__PORT": "9000"}).development

@@ -14,7 +14,7 @@ import os
 import stat
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,14 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, Hashable):
+            # `? [a, b]: c` (a list or mapping as a key), as SafeLoader's own check says.
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found an unhashable key",
+                key_node.start_mark,
+            )
         if key in mapping:
             raise ConfigError([(str(key), f"duplicate key (line {key_node.start_mark.line + 1})")])
         mapping[key] = loader.construct_object(value_node, deep=True)
@@ -65,6 +73,29 @@ _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+
+
+class _YAMLFault(Exception):
+    """YAML that cannot be read, in plain words."""
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` as YAML (duplicate keys refused), or :class:`_YAMLFault`.
+
+    PyYAML's scalar constructors raise plain ``ValueError``, ``KeyError`` or
+    ``AttributeError`` for a tagged scalar they cannot read (``!!int x``, ``!!bool x``,
+    ``!!timestamp x``, ``2001-13-01``, an integer of more than 4,300 digits), and its composer
+    recurses once per nesting level (``[[[[...``): each is a fault of the YAML, never a
+    traceback (found by fuzzing, fuzz/fuzz_config.py).
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise _YAMLFault(str(exc)) from exc
+    except RecursionError as exc:
+        raise _YAMLFault("nested too deeply") from exc
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise _YAMLFault(f"a value cannot be read as its type or tag ({exc})") from exc
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
@@ -83,8 +114,8 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Pro
             problems.append((name, "empty path segment in the variable's name (two _ in a row?)"))
             continue
         try:
-            value = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-        except yaml.YAMLError:
+            value = _load_yaml(raw)
+        except _YAMLFault:
             value = raw
         if value is None:
             value = raw
@@ -143,8 +174,8 @@ def _read_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     except UnicodeDecodeError as exc:
         raise ConfigError([(str(path), "not UTF-8")]) from exc
     try:
-        tree = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
+        tree = _load_yaml(text)
+    except _YAMLFault as exc:
         raise ConfigError([(str(path), f"invalid YAML: {exc}")]) from exc
     if tree is None:
         return {}, []
