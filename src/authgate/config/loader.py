@@ -82,11 +82,12 @@ class _YAMLFault(Exception):
 def _load_yaml(text: str) -> Any:
     """``text`` as YAML (duplicate keys refused), or :class:`_YAMLFault`.
 
-    PyYAML's scalar constructors raise plain ``ValueError``, ``KeyError`` or
-    ``AttributeError`` for a tagged scalar they cannot read (``!!int x``, ``!!bool x``,
-    ``!!timestamp x``, ``2001-13-01``, an integer of more than 4,300 digits), and its composer
-    recurses once per nesting level (``[[[[...``): each is a fault of the YAML, never a
-    traceback (found by fuzzing, fuzz/fuzz_config.py).
+    PyYAML's scalar constructors raise plain ``ValueError``, ``KeyError``, ``IndexError`` or
+    ``AttributeError`` for a scalar they cannot read (``!!int x``, ``!!bool x``, an empty
+    ``!!float``, ``!!timestamp x``, ``2001-13-01``, an integer of more than 4,300 digits),
+    its mapping constructor ``TypeError`` for an unhashable key, and its composer recurses
+    once per nesting level (``[[[[...``): each is a fault of the YAML, never a traceback
+    (found by fuzzing, fuzz/fuzz_config.py).
     """
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
@@ -94,7 +95,7 @@ def _load_yaml(text: str) -> Any:
         raise _YAMLFault(str(exc)) from exc
     except RecursionError as exc:
         raise _YAMLFault("nested too deeply") from exc
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
         raise _YAMLFault(f"a value cannot be read as its type or tag ({exc})") from exc
 
 
