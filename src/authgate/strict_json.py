@@ -1,13 +1,15 @@
 """Strict JSON objects for everything authgate parses from a client or a token.
 
-UTF-8 only; duplicate members, ``NaN``/``Infinity`` and anything but an object at the top
-are refused (Python's ``json`` accepts all three). Callers turn :class:`StrictJSONError`
-into their own error leaf; its message names ``what`` and the fault.
+UTF-8 only; duplicate members, ``NaN``/``Infinity``, numbers too large for a float (``1e400``,
+which Python reads as infinity) and anything but an object at the top are refused (Python's
+``json`` accepts all four). Callers turn :class:`StrictJSONError` into their own error leaf;
+its message names ``what`` and the fault.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
@@ -30,12 +32,25 @@ def loads_object(data: bytes, what: str) -> dict[str, Any]:
     def no_constant(name: str) -> Any:
         raise StrictJSONError(f"{what} holds the non-standard JSON constant {name}")
 
+    def finite_float(text: str) -> float:
+        # `1e400` is standard JSON that Python reads as infinity, which json.dumps writes
+        # back as the constant refused above (found by fuzzing, fuzz/fuzz_strict_json.py).
+        value = float(text)
+        if not math.isfinite(value):
+            raise StrictJSONError(f"{what} holds a number out of range")
+        return value
+
     try:
         text = data.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
         raise StrictJSONError(f"{what} is not UTF-8") from None
     try:
-        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constant,
+            parse_float=finite_float,
+        )
     except StrictJSONError:
         raise
     except (ValueError, RecursionError):
