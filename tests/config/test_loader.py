@@ -146,7 +146,7 @@ def test_yaml_a_constructor_cannot_read_is_a_config_error(tmp_path: Path, text: 
 def test_a_variable_a_yaml_constructor_cannot_read_stays_a_string() -> None:
     """`AUTHGATE_SERVER__PORT='!!int x'` is the string `!!int x` (then not a port), as any
     other unparsable variable is, never a ValueError."""
-    with pytest.raises(ConfigError, match="server.port: must be a whole number"):
+    with pytest.raises(ConfigError, match=r"server\.port: must be a whole number"):
         load_settings(None, environ={"AUTHGATE_SERVER__PORT": "!!int x"})
 
 
