@@ -25,9 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from multidict import CIMultiDict
-
 from harness import check_refusal, instrumented, main, text
+from multidict import CIMultiDict
 
 with instrumented():
     from authgate.errors import AuthGateError

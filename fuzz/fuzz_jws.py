@@ -22,7 +22,6 @@ import base64
 import json
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from harness import check_refusal, instrumented, main, text
 
 with instrumented():
