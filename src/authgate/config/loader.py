@@ -75,28 +75,22 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-class _YAMLFault(Exception):
-    """YAML that cannot be read, in plain words."""
-
-
 def _load_yaml(text: str) -> Any:
-    """``text`` as YAML (duplicate keys refused), or :class:`_YAMLFault`.
+    """``text`` as YAML (duplicate keys refused); :class:`yaml.YAMLError` for any fault.
 
     PyYAML's scalar constructors raise plain ``ValueError``, ``KeyError``, ``IndexError`` or
     ``AttributeError`` for a scalar they cannot read (``!!int x``, ``!!bool x``, an empty
-    ``!!float``, ``!!timestamp x``, ``2001-13-01``, an integer of more than 4,300 digits),
-    its mapping constructor ``TypeError`` for an unhashable key, and its composer recurses
+    ``!!float``, ``!!timestamp x``, ``2001-13-01``, an integer of more than 4,300 digits)
+    (an unhashable key is refused by ``_construct_mapping`` itself), and its composer recurses
     once per nesting level (``[[[[...``): each is a fault of the YAML, never a traceback
     (found by fuzzing, fuzz/fuzz_config.py).
     """
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise _YAMLFault(str(exc)) from exc
     except RecursionError as exc:
-        raise _YAMLFault("nested too deeply") from exc
+        raise yaml.YAMLError("nested too deeply") from exc
     except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-        raise _YAMLFault(f"a value cannot be read as its type or tag ({exc})") from exc
+        raise yaml.YAMLError(f"a value cannot be read as its type or tag ({exc})") from exc
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
@@ -116,7 +110,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[Pro
             continue
         try:
             value = _load_yaml(raw)
-        except _YAMLFault:
+        except yaml.YAMLError:
             value = raw
         if value is None:
             value = raw
@@ -176,7 +170,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
         raise ConfigError([(str(path), "not UTF-8")]) from exc
     try:
         tree = _load_yaml(text)
-    except _YAMLFault as exc:
+    except yaml.YAMLError as exc:
         raise ConfigError([(str(path), f"invalid YAML: {exc}")]) from exc
     if tree is None:
         return {}, []
