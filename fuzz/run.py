@@ -26,6 +26,7 @@ HARNESSES = tuple(
     sorted(p.stem.removeprefix("fuzz_") for p in FUZZ.glob("fuzz_*.py") if p.is_file())
 )
 _DONE = re.compile(r"Done (\d+) in (\d+) second")
+_EXECUTED = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
 def run_one(
@@ -55,7 +56,7 @@ def run_one(
     elapsed = time.monotonic() - started
     log = done.stdout + done.stderr
     (scratch / "log.txt").write_text(log)
-    match = _DONE.search(log)
+    match = _DONE.search(log) or _EXECUTED.search(log)  # "Done" is not printed on a crash
     executed = int(match.group(1)) if match else 0
     ok = done.returncode == 0
     if not ok or not quiet:

@@ -42,6 +42,20 @@ def test_garbage_in_forwarded_for_from_a_trusted_proxy_is_a_400() -> None:
         TRUSTED.client_ip("127.0.0.1", "198.51.100.7, not-an-ip")
 
 
+@pytest.mark.parametrize(
+    "xff",
+    ["::ffff:198%51.100.1", "fe80::1%eth0", "198.51.100.7, fe80::1%25x", "fe80::1%\udcff"],
+    ids=repr,
+)
+def test_an_ipv6_zone_in_forwarded_for_is_a_400(xff: str) -> None:
+    """Found by fuzzing (fuzz/fuzz_forwarded.py, corpus file xff-ipv6-zone): Python's
+    ipaddress reads any text after `%` as an IPv6 zone, so `::ffff:198%51.100.1` became the
+    client address, with whatever the client wrote after `%`, in the rate-limit key, the
+    logs and the upstream's X-Real-IP. A zone names an interface, never a client."""
+    with pytest.raises(MalformedHeader):
+        TRUSTED.client_ip("127.0.0.1", xff)
+
+
 def test_default_trusts_loopback_only() -> None:
     """Unlike allow-all defaults, only loopback is trusted out of the box."""
     from authgate.config.model import ServerSettings
