@@ -54,7 +54,7 @@ def run_one(
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
-    log = done.stdout + done.stderr
+    log = f"{done.stdout}{done.stderr}\nexit status: {done.returncode}\n"
     (scratch / "log.txt").write_text(log)
     match = _DONE.search(log) or _EXECUTED.search(log)  # "Done" is not printed on a crash
     executed = int(match.group(1)) if match else 0
