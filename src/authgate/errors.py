@@ -14,8 +14,10 @@ The rule for code outside this module:
   module. No handler translates one into another with ``str(exc)``.
 * Exceptions outside the tree are internal: a parser's fault that one verifier or reader
   maps to its own leaf at exactly one ``except`` (``WireError``, ``ProofFormatError``,
-  ``StrictJSONError``), or an operator fault in stored state that is logged and answered
-  500 (``EnvelopeError``, ``PairRecordError``, ``ApiKeyUnreadable``, ``KeysUnreadable``).
+  ``StrictJSONError``; ``web/protocol.py``'s ``_HeadTimeout`` and ``_NotAPath``, which
+  aiohttp's error handler carries to its one mapping), or an operator fault in stored state
+  that is logged and answered 500 (``EnvelopeError``, ``PairRecordError``,
+  ``ApiKeyUnreadable``, ``KeysUnreadable``).
   ``tests/unit/test_errors.py`` pins that list.
 * A class whose subclasses carry their own reasons is a *group* (``BadRequest``,
   ``Unauthenticated``, ``BPCError``, ``OAuthError`` ...): it is caught, never raised. A
@@ -34,7 +36,8 @@ The rule for code outside this module:
     │   │   ├── PairRequestError        (a pair lifecycle request; ``field`` names the member)
     │   │   ├── ApiKeyError             (an API key request)
     │   │   └── UserError               (an operator-user request, CLI only)
-    │   └── BodyTooLarge (413)          body_too_large
+    │   ├── BodyTooLarge (413)          body_too_large
+    │   └── RequestTimeout (408)        request_timeout (a head or body not sent in time)
     ├── Unauthenticated (401)           (WWW-Authenticate: ``scheme``, ``challenge_error``)
     │   ├── MissingCredential           credential_missing (a bare challenge, no error)
     │   ├── LoginRefused                unauthenticated (pico /login, /wallet, /refresh)
@@ -604,6 +607,15 @@ class MalformedRequest(BadRequest):
 
     reason = "malformed_request"
     default_message = "malformed HTTP request"
+
+
+class RequestTimeout(BadRequest):
+    """The client did not send the request head within ``server.header_read_timeout_seconds``,
+    or its body stalled for ``server.body_read_timeout_seconds``."""
+
+    reason = "request_timeout"
+    status = 408
+    default_message = "the request was not received in time"
 
 
 class MethodNotAllowed(AuthGateError):

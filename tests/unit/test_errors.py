@@ -48,6 +48,10 @@ INTERNAL = {
     "authgate.admin_cli.UsageError": "a command that cannot run as given: one line, exit 2",
     "authgate.config.model.Problems": "a config validator's problems: config/loader.py turns "
     "them into ConfigError's, one per key",
+    "authgate.web.protocol._HeadTimeout": "a head not received in time, as aiohttp's error "
+    "handler sees it: web/protocol.py answers RequestTimeout",
+    "authgate.web.protocol._NotAPath": "a target that is not a path, as aiohttp's error "
+    "handler sees it: web/protocol.py answers InvalidTarget",
 }
 
 

@@ -110,6 +110,29 @@ class ServerSettings(Section):
     max_header_bytes: int = Field(
         16384, ge=1024, le=1_048_576, description="Largest request header line accepted."
     )
+    header_read_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="Longest time a client may take to send a request head (request line and "
+        "headers), counted from the connection's start for its first request and from the "
+        "first byte for later ones; then 408 request_timeout (or a silent close when nothing "
+        "was sent) and the connection closes. Bounds slowloris clients trickling a head.",
+    )
+    body_read_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest pause between two reads of a request body that authgate reads or "
+        "forwards; then 408 request_timeout and the connection closes.",
+    )
+    keepalive_timeout_seconds: float = Field(
+        3630.0,
+        gt=0,
+        le=86400,
+        description="How long an idle keep-alive connection stays open between requests "
+        "(aiohttp's default, longer than proxies' idle timeouts so the proxy closes first).",
+    )
     request_id_header: str = Field(
         "X-Request-Id",
         pattern=HEADER_NAME_PATTERN,

@@ -49,7 +49,10 @@ def create_app(
     protocol.install()
     services = Services(settings, clock=clock, stores=stores, key_ring=key_ring)
     app = web.Application(
-        handler_args={"max_field_size": settings.server.max_header_bytes},
+        handler_args={
+            "max_field_size": settings.server.max_header_bytes,
+            "keepalive_timeout": settings.server.keepalive_timeout_seconds,
+        },
         client_max_size=1024**2,
     )
     app[SERVICES] = services

@@ -39,6 +39,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from authgate.errors import ConfigError
+from authgate.web.protocol import Runner
+from authgate.web.state import SETTINGS
 
 log = logging.getLogger("authgate")
 
@@ -198,8 +200,14 @@ async def serve(
     _install_signals(loop, stop)
     # aiohttp's shutdown_timeout is the drain: it waits that long for in-flight handlers
     # after the listener closed; the cut below ends proxied ones at the same deadline.
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=drain_timeout_seconds
+    server = app[SETTINGS].server
+    runner = Runner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=drain_timeout_seconds,
+        header_read_timeout=server.header_read_timeout_seconds,
+        body_read_timeout=server.body_read_timeout_seconds,
     )
     await runner.setup()
     try:

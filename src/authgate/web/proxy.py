@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from authgate.errors import UpstreamTimeout, UpstreamUnreachable
+from authgate.errors import AuthGateError, UpstreamTimeout, UpstreamUnreachable
 from authgate.models import RequestContext
 from authgate.policy.rules import Decision
 from authgate.web.body import BUFFERED_BODY
@@ -133,9 +133,18 @@ def _session(request: web.Request) -> aiohttp.ClientSession:
     return session
 
 
+# A refusal raised while reading the client's body (408 request_timeout from
+# web/protocol.py): the client session reports it as a connection error of the upstream.
+BODY_REFUSAL: web.RequestKey[AuthGateError] = web.RequestKey("body_refusal", AuthGateError)
+
+
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        yield chunk
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            yield chunk
+    except AuthGateError as exc:
+        request[BODY_REFUSAL] = exc
+        raise
 
 
 def _is_websocket(request: web.Request) -> bool:
@@ -233,6 +242,9 @@ async def _exchange(
         metrics.upstream_responses.labels("timeout").inc()
         raise UpstreamTimeout() from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        refusal = request.get(BODY_REFUSAL)
+        if refusal is not None:  # the client's body failed, not the upstream
+            raise refusal from None
         if isinstance(exc, aiohttp.ServerTimeoutError):
             metrics.upstream_responses.labels("timeout").inc()
             raise UpstreamTimeout() from None
