@@ -164,45 +164,7 @@ def header_key(name: str) -> str:
     return name.lower().translate(_NOT_ALNUM)
 
 
-# The forwarding family, lower-case and dashed (their canonical spelling), and the prefixes
-# whose every header belongs to it.
-FORWARDING_FAMILY = frozenset(
-    {
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "x-forwarded-server",
-        "x-forwarded-uri",
-        "x-forwarded-method",
-        "x-forwarded-ssl",
-        "x-forwarded-scheme",
-        "x-original-uri",
-        "x-original-url",
-        "x-original-method",
-        "x-original-host",
-        "x-original-forwarded-for",
-        "x-rewrite-url",
-        "x-real-ip",
-        "true-client-ip",
-        "x-client-ip",
-        "cf-connecting-ip",
-        "fastly-client-ip",
-        "x-cluster-client-ip",
-        "x-originating-ip",
-        "x-remote-ip",
-        "x-remote-addr",
-        "x-proxyuser-ip",
-        "client-ip",
-        "x-host",
-        "x-url-scheme",
-        "front-end-https",
-    }
-)
-FORWARDING_PREFIXES = ("x-forwarded-", "x-original-")
-# Of the family, the headers that name the client's address. The sidecar writes the two the
+# The forwarding headers that name the client's address. The sidecar writes the two the
 # upstream reads (X-Forwarded-For, X-Real-IP) itself and drops the others from every peer,
 # so the address the upstream reads is the one authgate decided with.
 CLIENT_ADDRESS_HEADERS = frozenset(
@@ -223,6 +185,30 @@ CLIENT_ADDRESS_HEADERS = frozenset(
         "x-original-forwarded-for",
     }
 )
+# The forwarding family, lower-case and dashed (their canonical spelling), and the prefixes
+# whose every header belongs to it.
+FORWARDING_FAMILY = CLIENT_ADDRESS_HEADERS | frozenset(
+    {
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-original-uri",
+        "x-original-url",
+        "x-original-method",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-host",
+        "x-url-scheme",
+        "front-end-https",
+    }
+)
+FORWARDING_PREFIXES = ("x-forwarded-", "x-original-")
 _FAMILY_KEYS = frozenset(header_key(name) for name in FORWARDING_FAMILY)
 _FAMILY_KEY_PREFIXES = tuple(header_key(prefix) for prefix in FORWARDING_PREFIXES)
 
