@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 import socket
 import ssl
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.redis_topology import START_TIMEOUT_SECONDS, ClusterSet, RedisNode, _binary, wait_until
+from tests.redis_topology import START_TIMEOUT_SECONDS, ClusterSet, RedisNode, wait_until
 
 
 @dataclass(frozen=True)
@@ -260,38 +259,14 @@ class TLSClusterSet(ClusterSet):
             for node in plain
         ]
 
-    def start(self, *, timeout: float = START_TIMEOUT_SECONDS) -> TLSClusterSet:
-        """Start every node, create the cluster over TLS, wait until it is healthy."""
-        try:
-            for node in self.nodes:
-                node.start(timeout=timeout)
-            created = subprocess.run(
-                [
-                    _binary("redis-cli"),
-                    "--tls",
-                    "--cacert", str(self.pki.ca),
-                    "--cert", str(self.pki.client.cert),
-                    "--key", str(self.pki.client.key),
-                    "--cluster", "create",
-                    *(n.address for n in self.nodes),
-                    "--cluster-replicas", str(self.replicas_per_master),
-                    "--cluster-yes",
-                ],
-                capture_output=True,
-                timeout=timeout * 2,
-                check=False,
-            )  # fmt: skip
-            if created.returncode != 0:
-                raise RuntimeError(
-                    "redis-cli --cluster create failed:\n"
-                    + created.stdout.decode(errors="replace")
-                    + created.stderr.decode(errors="replace")
-                )
-            wait_until(self.healthy, timeout=timeout, what="cluster_state:ok on every node")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def cli_flags(self) -> list[str]:
+        """``redis-cli`` over TLS with the test client's certificate."""
+        return [
+            "--tls",
+            "--cacert", str(self.pki.ca),
+            "--cert", str(self.pki.client.cert),
+            "--key", str(self.pki.client.key),
+        ]  # fmt: skip
 
 
 __all__ = ["PKI", "CertPair", "TLSClusterSet", "TLSNode", "make_pki", "tls_args"]

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import redis
@@ -554,7 +554,11 @@ class ClusterSet:
 
     # -- life cycle
 
-    def start(self, *, timeout: float = START_TIMEOUT_SECONDS) -> ClusterSet:
+    def cli_flags(self) -> list[str]:
+        """How ``redis-cli`` reaches the nodes (none for plain TCP)."""
+        return []
+
+    def start(self, *, timeout: float = START_TIMEOUT_SECONDS) -> Self:
         """Start every node, create the cluster, wait until every node reports
         ``cluster_state:ok`` with all slots and every replica is linked."""
         try:
@@ -562,6 +566,7 @@ class ClusterSet:
                 node.start(timeout=timeout)
             command = [
                 _binary("redis-cli"),
+                *self.cli_flags(),
                 "--cluster", "create",
                 *(n.address for n in self.nodes),
                 "--cluster-replicas", str(self.replicas_per_master),
