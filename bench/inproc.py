@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from bench.run import ORIGINAL_URI, authgate_config
 from tests.support import TokenFactory
 
 from authgate.config.loader import load_settings
+from authgate.log import configure_logging
 from authgate.web.app import create_app
 
 
@@ -121,13 +123,24 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=14)
     parser.add_argument("--requests", type=int, default=10_000, help="per round")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="authgate's defaults: access log on, level INFO, JSON lines (to a temporary file)",
+    )
+    parser.add_argument("--profile", metavar="FILE", help="cProfile authgate's rounds into FILE")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         factory = TokenFactory()
         config = Path(tmp) / "authgate.yaml"
         config.write_text(
-            yaml.safe_dump(authgate_config(factory.write_key(Path(tmp)), 1, access_log=False))
+            yaml.safe_dump(
+                authgate_config(factory.write_key(Path(tmp)), 1, access_log=args.access_log)
+            )
         )
+        if args.access_log:  # what `authgate serve` installs, writing to a file
+            sys.stderr = open(Path(tmp) / "access.log", "w")  # noqa: SIM115 - the run's lifetime
+            configure_logging(level="INFO", fmt="json")
         config.chmod(0o600)
         token = factory.mint(exp=int(time.time()) + 3600)
         same = request_bytes(token, ORIGINAL_URI)
@@ -145,14 +158,21 @@ async def main(argv: list[str] | None = None) -> None:
                 await bare.run(requests, args.requests)
                 await authgate.run(requests, args.requests)  # warm-up (and cache fill)
                 bare_us, authgate_us = [], []
+                profiler = cProfile.Profile() if args.profile else None
                 for r in range(args.rounds):
                     gc.collect()
                     bare_us.append(await bare.run(requests, args.requests))
                     gc.collect()
                     offset = (r + 1) * args.requests
+                    if profiler is not None:
+                        profiler.enable()
                     authgate_us.append(
                         await authgate.run(lambda i, o=offset, f=requests: f(i + o), args.requests)
                     )
+                    if profiler is not None:
+                        profiler.disable()
+                if profiler is not None:
+                    profiler.dump_stats(f"{args.profile}.{name}")
                 b, a = min(bare_us), min(authgate_us)
                 print(
                     f"{name:10s} bare {b:6.2f} us/request   authgate {a:6.2f}   "

@@ -18,6 +18,7 @@ from functools import cached_property
 
 import aiohttp
 
+from authgate.access_log import DecisionLog
 from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.crypto.envelope import Envelope, parse_kek
@@ -300,7 +301,15 @@ class Services:
             rate_limits=self.stores.rate_limits,
             nonces=self.stores.nonces,
             metrics=self.metrics,
-            access_log=self.settings.logging.access_log,
+            access_log=self.decision_log,
+        )
+
+    @cached_property
+    def decision_log(self) -> DecisionLog:
+        """The access log: one line per decision, written off the request path."""
+        return DecisionLog(
+            enabled=self.settings.logging.access_log,
+            dropped=self.metrics.access_log_dropped.labels(),
         )
 
     @cached_property
@@ -336,6 +345,7 @@ class Services:
             await self.http.close()
             self.http = None
         await self.stores.close()
+        self.decision_log.close()
 
     def _warn_ephemeral(self) -> None:
         if self.settings.development:

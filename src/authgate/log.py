@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 # Fields copied from ``extra=`` into the JSON line; anything else passed is ignored, so a
 # careless ``extra`` cannot leak a token into the logs.
@@ -33,22 +33,46 @@ FIELDS = (
 )
 
 
+_stamp: tuple[int, str] = (-1, "")
+
+
+def format_timestamp(created: float) -> str:
+    """``created`` (seconds since the epoch) as the lines' UTC ``ts``, to the millisecond."""
+    global _stamp  # noqa: PLW0603 - strftime once per second, not once per line
+    second = int(created)
+    if second != _stamp[0]:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_stamp[1]}.{int((created - second) * 1000):03d}Z"
+
+
+class AccessStream:
+    """Where ``authgate serve`` sends the access log: its log stream and format."""
+
+    def __init__(self, stream: IO[str], fmt: str) -> None:
+        self.stream = stream
+        self.fmt = fmt
+
+
+_access: AccessStream | None = None
+
+
+def install_access_stream(stream: IO[str] | None, fmt: str = "json") -> None:
+    """Have the access log write to ``stream`` in batches (``None``: through ``logging``)."""
+    global _access  # noqa: PLW0603 - one log stream per process, like logging's root handler
+    _access = None if stream is None else AccessStream(stream, fmt)
+
+
+def access_stream() -> AccessStream | None:
+    """The access log's stream, when ``configure_logging`` installed one."""
+    return _access
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line."""
 
-    _second = -1
-    _stamp = ""
-
-    def _timestamp(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:  # strftime once per second, not once per line
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
+            "ts": format_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -78,6 +102,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
     logging._srcfile = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # The access log (access_log.py) writes to the same stream, in batches.
+    install_access_stream(handler.stream, fmt)
     root.setLevel(level)
     # aiohttp's access log would print full request lines (query strings may hold secrets).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -208,7 +208,13 @@ class Metrics:
             "JWKS fetches from external issuers.",
             ["outcome"],
         )
+        self.access_log_dropped = LocalCounter(
+            "authgate_access_log_dropped",
+            "Access-log lines dropped: the queue was full or the log stream refused the write.",
+            [],
+        )
         for metric in (
+            self.access_log_dropped,
             self.decisions,
             self.decision_seconds,
             self.store_seconds,

@@ -10,12 +10,12 @@ with a stable reason, never a secret.
 
 from __future__ import annotations
 
-import logging
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from authgate.access_log import DecisionLog
 from authgate.errors import (
     AuthGateError,
     CredentialTypeNotAllowed,
@@ -25,8 +25,6 @@ from authgate.models import ANONYMOUS, CredentialType, Principal, RequestContext
 from authgate.policy.limits import checks_for, raise_if_limited
 from authgate.policy.rules import CompiledRule, Decision, Policy
 from authgate.stores.base import NonceOutcome, NonceStore, RateLimitStore
-
-log = logging.getLogger("authgate.decision")
 
 
 class Verifier(Protocol):
@@ -69,14 +67,16 @@ class Gate:
         metrics: Metrics,
         rate_limits: RateLimitStore,
         nonces: NonceStore,
-        access_log: bool = True,
+        access_log: DecisionLog | None = None,
     ) -> None:
         self._rate_limits = rate_limits
         self._nonces = nonces
         self._policy = policy
         self._verifiers = tuple(verifiers)
         self._metrics = metrics
-        self._access_log = access_log
+        self._access_log = access_log or DecisionLog(
+            enabled=True, dropped=metrics.access_log_dropped.labels()
+        )
         self._children: dict[tuple[str, str, str], tuple[CounterChild, HistogramChild]] = {}
         self._internal: dict[CompiledRule, tuple[Verifier, ...]] = {}
 
@@ -198,19 +198,14 @@ class Gate:
         count.value += 1.0  # CounterChild.inc and HistogramChild.observe, inlined
         seconds.counts[bisect_left(seconds.bounds, elapsed)] += 1
         seconds.sum += elapsed
-        if self._access_log:
-            log.info(
-                "decision",
-                extra={
-                    "event": "decision",
-                    "granted": outcome == "granted",
-                    "reason": reason,
-                    "rule_id": rule_id,
-                    "verifier": credential,
-                    "subject": subject,
-                    "request_id": context.request_id,
-                    "method": context.method,
-                    "client_ip": context.client_ip,
-                    "detail": detail,
-                },
-            )
+        self._access_log.record(
+            outcome == "granted",
+            reason,
+            rule_id,
+            credential,
+            subject,
+            context.request_id,
+            context.method,
+            context.client_ip,
+            detail,
+        )

@@ -966,7 +966,13 @@ class LoggingSettings(Section):
         "INFO", description="Log level (any case: debug is DEBUG)."
     )
     format: Literal["json", "text"] = Field("json", description="json (one object a line) or text.")
-    access_log: bool = Field(True, description="One line per decision.")
+    access_log: bool = Field(
+        True,
+        description=(
+            "One JSON line per decision (level INFO), written in batches off the request path; "
+            "flushed on shutdown, drops counted in authgate_access_log_dropped_total."
+        ),
+    )
 
     @field_validator("level", mode="before")
     @classmethod
