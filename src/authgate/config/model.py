@@ -277,6 +277,12 @@ class RedisSettings(Section):
     protocol: Literal[2, 3] = Field(
         2, description="RESP protocol version spoken to Redis (3 needs Redis 6 or newer)."
     )
+    auto_pipeline: bool = Field(
+        True,
+        description="Send the commands of concurrent requests as one pipeline per event-loop "
+        "turn (one round trip; each command keeps its own atomic reply). Not in cluster mode, "
+        "nor for nonce writes that wait for replica acknowledgements.",
+    )
     replica_acks: int | None = Field(
         None,
         ge=0,

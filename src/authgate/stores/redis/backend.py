@@ -16,6 +16,7 @@ from authgate.stores.base import (
     SystemClock,
 )
 from authgate.stores.redis.audit import RedisAuditStore
+from authgate.stores.redis.autopipeline import AutoPipeline
 from authgate.stores.redis.connection import RedisConnection
 from authgate.stores.redis.events import RedisEventBus
 from authgate.stores.redis.nonces import RedisNonceStore
@@ -45,6 +46,11 @@ class RedisStores:
         self.audit: AuditStore = RedisAuditStore(self._conn)
         self._events = RedisEventBus(self._conn, heartbeat_seconds=settings.event_heartbeat_seconds)
         self.events: EventBus = self._events
+
+    @property
+    def auto_pipeline(self) -> AutoPipeline | None:
+        """The auto-pipeline of this back end's commands (``None`` when it is off)."""
+        return self._conn.auto
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless Redis answers within the deadline."""

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from authgate.errors import StoreUnavailable
+from authgate.stores.redis.autopipeline import AutoPipeline
 from authgate.stores.redis.keys import slot_tag
 from authgate.stores.redis.scripts import (
     EPOCH_PRIME_SCRIPT,
@@ -75,6 +76,15 @@ class RedisConnection:
         self.gcra_many_script: AsyncScript = self.client.register_script(GCRA_MANY_SCRIPT)
         self.nonce_limit_script: AsyncScript = self.client.register_script(NONCE_LIMIT_SCRIPT)
         self.epoch_prime_script: AsyncScript = self.client.register_script(EPOCH_PRIME_SCRIPT)
+        self.auto: AutoPipeline | None = (
+            AutoPipeline(client) if settings.auto_pipeline and isinstance(client, Redis) else None
+        )
+
+    def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """``script``'s reply: auto-pipelined with concurrent calls, when enabled."""
+        if self.auto is not None:
+            return self.auto.script(script, keys, args)
+        return script(keys=keys, args=args)
 
     def key(self, suffix: str) -> str:
         """``suffix`` under the configured prefix."""
@@ -135,7 +145,7 @@ class RedisConnection:
         back without waiting for a new replica. Returns the reply, its code without the +4.
         """
         if not self.replica_acks:
-            return _split(await self.run(lambda: script(keys=keys, args=args)))[0]
+            return _split(await self.run(lambda: self.script(script, keys, args)))[0]
 
         async def acked() -> Any:
             client = await self.acking_client(keys[0])
@@ -241,6 +251,8 @@ class RedisConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresh
         try:
+            if self.auto is not None:
+                await self.auto.close()
             await self.client.aclose()
             for client in self._node_clients.values():
                 await client.aclose()

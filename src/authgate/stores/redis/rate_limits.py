@@ -24,7 +24,7 @@ class RedisRateLimitStore:
         redis_key = self._conn.key(f"rl:{hash_tag(key)}")
         args = [self._clock.now_ms(), limit, period_ms, cost]
         allowed, remaining, retry_after, reset_after = await self._conn.run(
-            lambda: self._conn.gcra_script(keys=[redis_key], args=args)
+            lambda: self._conn.script(self._conn.gcra_script, [redis_key], args)
         )
         return RateLimitResult(
             allowed=bool(allowed),
@@ -45,7 +45,9 @@ class RedisRateLimitStore:
         args: list[Any] = [self._clock.now_ms()]
         for check in checks:
             args += [check.limit, check.period_ms]
-        reply = await self._conn.run(lambda: self._conn.gcra_many_script(keys=keys, args=args))
+        reply = await self._conn.run(
+            lambda: self._conn.script(self._conn.gcra_many_script, keys, args)
+        )
         return limit_results(reply[1:], checks)
 
 
