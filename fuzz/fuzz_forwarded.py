@@ -29,12 +29,19 @@ from harness import check_refusal, instrumented, main, text
 from multidict import CIMultiDict
 
 with instrumented():
+    from authgate.config.model import IdentitySettings
     from authgate.errors import AuthGateError
     from authgate.policy.target import canonicalize
     from authgate.web.context import Doors, TrustedProxies, parse_ip
+    from authgate.web.identity import IdentityNames
 
 TRUSTED = TrustedProxies(["127.0.0.0/8", "10.0.0.0/8", "::1/128"])
-DOORS = Doors.build(trusted=TRUSTED, max_body_bytes=1024, max_token_bytes=4096)
+DOORS = Doors.build(
+    trusted=TRUSTED,
+    max_body_bytes=1024,
+    identity_check=IdentityNames.from_settings(IdentitySettings()).check,
+    max_token_bytes=4096,
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PLAIN_IP = re.compile(r"[0-9a-f.:]+")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")

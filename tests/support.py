@@ -28,6 +28,20 @@ ISSUER = "https://authgate.test"
 # The order n of the P-256 group: (r, n - s) is the malleable twin of an ECDSA signature.
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 AUDIENCE = "authgate-tests"
+# The punctuation RFC 9110 allows in a header name (tchar). A CGI-style upstream (WSGI, PHP,
+# Rack, nginx's $http_*) turns each into "_": every one of them builds an alias of "-".
+TCHAR_PUNCTUATION = "!#$%&'*+-.^_`|~"
+
+
+def alias_spellings(name: str) -> list[str]:
+    """``name`` with every ``-`` spelled as each other punctuation a header name may hold,
+    plus a mixed spelling and a lower-case underscore one: each reaches a CGI-style app as
+    ``name``."""
+    spellings = [name.replace("-", p) for p in TCHAR_PUNCTUATION if p != "-"]
+    first, _, rest = name.partition("-")
+    spellings.append(f"{first}.{rest.replace('-', '_')}")
+    spellings.append(name.lower().replace("-", "_"))
+    return spellings
 
 
 def make_settings(**sections: Any) -> Settings:

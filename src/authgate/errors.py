@@ -32,6 +32,7 @@ The rule for code outside this module:
     │   ├── InvalidTarget               invalid_target
     │   ├── MalformedHeader             malformed_header
     │   ├── MissingForwardedHeader      missing_forwarded_header
+    │   ├── ForgedIdentityHeader        forged_identity_header (a door's answer path)
     │   ├── InvalidRequest              invalid_request
     │   │   ├── PairRequestError        (a pair lifecycle request; ``field`` names the member)
     │   │   ├── ApiKeyError             (an API key request)
@@ -161,6 +162,16 @@ class MissingForwardedHeader(BadRequest):
 
     reason = "missing_forwarded_header"
     default_message = "forwarded request header missing"
+
+
+class ForgedIdentityHeader(BadRequest):
+    """A forward-auth request carries a header that spells one of authgate's identity
+    headers (a configured name, or a name under an identity prefix), in any spelling a
+    CGI-style upstream reads as that name; the message names it. authgate cannot remove a
+    header the proxy forwards to the app, so it refuses the request."""
+
+    reason = "forged_identity_header"
+    default_message = "request carries an identity header only authgate may set"
 
 
 class InvalidRequest(BadRequest):

@@ -36,12 +36,13 @@ import pytest
 import yaml
 
 from authgate.client.bpc import BPCSigner
-from tests.integration.conftest import IDENTITY_HEADERS, RULES, Upstream
+from tests.integration.conftest import IDENTITY_HEADERS, Upstream
 from tests.support import (
     AUDIENCE,
     ISSUER,
     AuthgateProcess,
     TokenFactory,
+    alias_spellings,
     free_port,
     get,
     raw_request,
@@ -209,10 +210,16 @@ def test_traefik_forward_auth_middleware_is_complete() -> None:
     assert forward["forwardBody"] is True
     assert 0 < forward["maxBodySize"] <= 1048576  # authgate's bpc.max_body_bytes default
     strip = dynamic["http"]["middlewares"]["strip-identity"]["headers"]["customRequestHeaders"]
-    underscored = [name.replace("-", "_") for name in IDENTITY_HEADERS]
-    assert strip == dict.fromkeys([*IDENTITY_HEADERS, *underscored], "")
+    assert strip == dict.fromkeys(IDENTITY_HEADERS, "")
     router = dynamic["http"]["routers"]["app"]
     assert router["middlewares"] == ["strip-identity", "authgate"]
+
+
+def test_traefik_static_config_deletes_alias_headers_and_never_calls_home() -> None:
+    """aliasHeadersStrategy: delete on the entryPoint; no version check, no usage reports."""
+    static = yaml.safe_load((TRAEFIK_DIR / "traefik.yml").read_text())
+    assert static["entryPoints"]["web"]["http"]["aliasHeadersStrategy"] == "delete"
+    assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
 
 
 def test_envoy_ext_authz_filter_is_complete() -> None:
@@ -233,8 +240,17 @@ def test_envoy_ext_authz_filter_is_complete() -> None:
     upstream = authz["http_service"]["authorization_response"]["allowed_upstream_headers"]
     assert {p["exact"] for p in upstream["patterns"]} >= {h.lower() for h in IDENTITY_HEADERS}
     assert authz["with_request_body"]["max_request_bytes"] <= 1048576
-    mutations = filters["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
-    assert {m["remove"] for m in mutations} == {h.lower() for h in IDENTITY_HEADERS}
+    (mutation,) = filters["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
+    removed = re.compile(mutation["remove_on_match"]["key_matcher"]["safe_regex"]["regex"])
+    for name in (*IDENTITY_HEADERS, "X-Authgate-Role"):
+        for spelling in (name, *alias_spellings(name)):
+            assert removed.fullmatch(spelling.lower()), spelling
+    for kept in ("x-authgateway-id", "x-forwarded-for", "x-envoy-internal", "authorization"):
+        assert not removed.fullmatch(kept), kept
+    (listener,) = _envoy_config()["static_resources"]["listeners"]
+    (hcm,) = listener["filter_chains"][0]["filters"]
+    protocol = hcm["typed_config"]["common_http_protocol_options"]
+    assert protocol["headers_with_underscores_action"] == "DROP_HEADER"
 
 
 def test_docker_compose_files_wire_the_services() -> None:
@@ -262,6 +278,20 @@ def test_example_authgate_config_loads(directory: Path) -> None:
         s for name, s in compose["services"].items() if name not in {"authgate", "app"}
     )
     assert proxy_service["networks"]["edge"]["ipv4_address"] == "10.89.0.10"
+
+
+def _example_policy(directory: Path) -> dict[str, Any]:
+    policy: dict[str, Any] = yaml.safe_load((directory / "authgate.yaml").read_text())["policy"]
+    return policy
+
+
+def test_the_examples_share_one_policy_without_a_catch_all() -> None:
+    """Both examples' policies are the one the tests run; no rule grants every path."""
+    policy = _example_policy(TRAEFIK_DIR)
+    assert _example_policy(ENVOY_DIR) == policy
+    assert policy.get("default_action", "deny") == "deny"
+    assert all(rule.get("path_prefix") not in ("/", "") for rule in policy["rules"])
+    assert all("path_prefix" in rule or "path_glob" in rule for rule in policy["rules"])
 
 
 # --- real Traefik and Envoy ----------------------------------------------------------------
@@ -462,7 +492,7 @@ def authgate(
     """authgate as a forward-auth target (memory stores; loopback proxies trusted)."""
     config = {
         "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "signing_key_files": [str(tokens[1])]},
-        "policy": {"rules": RULES},
+        "policy": _example_policy(TRAEFIK_DIR),
         "bpc": {"auto_approve_development_pairs": True},
         "logging": {"level": "WARNING"},
     }
@@ -562,6 +592,125 @@ def test_forged_identity_headers_are_removed_on_an_anonymous_route(
             assert seen.header(name) == [], name
     for name in underscored:
         assert seen.header(name) == [], name
+
+
+def _identity_lines(seen: Any) -> list[tuple[str, str]]:
+    """Every header the app got whose letters begin ``XAuthgate``, in any spelling."""
+    out = []
+    for name, value in seen.headers:
+        letters = "".join(c for c in name.lower() if c.isascii() and c.isalnum())
+        if letters.startswith("xauthgate"):
+            out.append((name, value))
+    return out
+
+
+def _only_authgates_identity_headers(seen: Any) -> None:
+    """The app got authgate's identity headers, by their exact names, and nothing forged."""
+    canonical = {h.lower() for h in IDENTITY_HEADERS}
+    for name, value in _identity_lines(seen):
+        assert name.lower() in canonical, f"{name!r} reached the app"
+        assert value != "forged", f"{name!r} reached the app as the client sent it"
+
+
+AS_CLIENTS = {"valid-token": True, "anonymous-route": False}
+
+
+def _request(proxy: Proxy, headers: dict[str, str], with_token: bool, token: str) -> Any:
+    if with_token:
+        headers = {**headers, **_bearer(token)}
+    return get(proxy.port, "/api/items" if with_token else "/public/page", headers)
+
+
+@pytest.mark.parametrize("client", AS_CLIENTS, ids=list(AS_CLIENTS))
+@pytest.mark.parametrize("name", [*IDENTITY_HEADERS, "X-Authgate-Role"])
+def test_no_spelling_of_an_identity_header_reaches_the_app(
+    proxy: Proxy, upstream: Upstream, tokens: tuple[TokenFactory, Path], name: str, client: str
+) -> None:
+    """Every alias of each identity header (``X.Authgate.Subject``, ``X~Authgate~Subject``,
+    ``x_authgate_subject``, every punctuation for ``-``), with a valid token and on an
+    anonymous route: the proxy deletes them (Traefik's ``aliasHeadersStrategy``, Envoy's
+    underscore action and header_mutation), so the request passes and the app sees only
+    authgate's headers."""
+    with_token = AS_CLIENTS[client]
+    headers = dict.fromkeys(alias_spellings(name), "forged")
+    status, _, body = _request(proxy, headers, with_token, tokens[0].mint(sub="bob"))
+    assert status == 200, body
+    (seen,) = upstream.seen
+    _only_authgates_identity_headers(seen)
+    assert seen.header("X-Authgate-Credential") == ["jwt" if with_token else "anonymous"]
+
+
+# X-Authgate-* names authgate never sets: Traefik passes them to authgate, which refuses the
+# request; Envoy's header_mutation removes the whole prefix before authgate is asked.
+OTHER_PREFIXED = ["X-Authgate-Role", "X-Authgate-Admin", "x-authgate-subject-2"]
+PREFIXED_STATUS = {"traefik": 400, "traefik-behind-trusted-lb": 400, "envoy": 200}
+
+
+@pytest.mark.parametrize("client", AS_CLIENTS, ids=list(AS_CLIENTS))
+@pytest.mark.parametrize("name", OTHER_PREFIXED)
+def test_other_x_authgate_headers_are_refused_or_removed(
+    proxy: Proxy, upstream: Upstream, tokens: tuple[TokenFactory, Path], name: str, client: str
+) -> None:
+    """Traefik: 400 ``forged_identity_header`` from authgate, the app never called; Envoy:
+    removed, the app called without it. Either way the app never sees the client's copy."""
+    with_token = AS_CLIENTS[client]
+    status, _, body = _request(proxy, {name: "forged"}, with_token, tokens[0].mint(sub="bob"))
+    assert status == PREFIXED_STATUS[proxy.name], body
+    if status == 400:
+        assert json.loads(body)["error"]["code"] == "forged_identity_header"
+        assert upstream.seen == []
+    else:
+        (seen,) = upstream.seen
+        _only_authgates_identity_headers(seen)
+
+
+ADMIN_LOOKALIKES = [
+    "/ADMIN",
+    "/Admin/users",
+    "/ADMIN/users",
+    "/admin.",
+    "/admin./users",
+    "/admin..",
+    "/admin%20",
+    "/admin%20/users",
+    "/admin%09",
+    "/admin~",
+    "/admin%2e",
+    "/admin%2E/users",
+    "/%61dmin/users",
+    "/admin;/users",
+    "/admin%3b/users",
+    "/admin%00",
+    "/admin%2fusers",
+    "/admin\\users",
+    "/api/../admin/users",
+    "//admin/users",
+]
+
+
+@pytest.mark.parametrize("target", ADMIN_LOOKALIKES)
+def test_admin_lookalikes_are_never_granted_to_a_read_token(
+    proxy: Proxy, upstream: Upstream, tokens: tuple[TokenFactory, Path], target: str
+) -> None:
+    """Case, trailing dot or space, and encoded spellings of ``/admin``: the example policy
+    names the paths it grants, so none of them reaches the app with a read token."""
+    token = tokens[0].mint(sub="reader", scope="read")
+    status, _, body = get(proxy.port, target, _bearer(token))
+    assert 400 <= status < 500, (target, status, body)
+    assert upstream.seen == []
+
+
+def test_an_admin_token_still_reaches_admin_and_a_read_token_the_api(
+    proxy: Proxy, upstream: Upstream, tokens: tuple[TokenFactory, Path]
+) -> None:
+    """The rules still grant what they name."""
+    status, _, body = get(proxy.port, "/admin/users", _bearer(tokens[0].mint(scope="admin")))
+    assert status == 200, body
+    status, _, body = get(proxy.port, "/api/items", _bearer(tokens[0].mint(scope="read")))
+    assert status == 200, body
+    status, _, _ = get(proxy.port, "/admin/users", _bearer(tokens[0].mint(scope="read")))
+    assert status == 403
+    assert len(upstream.seen) == 2
 
 
 def test_spoofed_forwarded_uri_does_not_change_what_authgate_judges(

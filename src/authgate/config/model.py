@@ -490,7 +490,8 @@ class IdentityJWTSettings(Section):
 
 
 class IdentitySettings(Section):
-    """Names of the identity headers set for the upstream (client copies are always removed)."""
+    """Names of the identity headers set for the upstream (a client's copy, in any spelling,
+    is removed by the sidecar and refused by the forward-auth doors)."""
 
     subject_header: str = Field(
         "X-Authgate-Subject", pattern=HEADER_NAME_PATTERN, description="Who is calling."
@@ -513,7 +514,9 @@ class IdentitySettings(Section):
     )
     strip_prefixes: tuple[str, ...] = Field(
         ("X-Authgate-",),
-        description="Client headers with these prefixes are removed too.",
+        description="Client headers under these prefixes, in any spelling (matched word by "
+        "word: `X.Authgate.Role` is under `X-Authgate-`), are identity headers too: removed "
+        "by the sidecar, refused (400 forged_identity_header) by the forward-auth doors.",
     )
     identity_jwt: IdentityJWTSettings = Field(default_factory=IdentityJWTSettings)
 

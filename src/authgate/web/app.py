@@ -63,12 +63,6 @@ def create_app(
     app[DRAINING] = [False]
     app[DRAIN] = Drain(app[DRAINING])
     app.on_response_prepare.append(app[DRAIN].close_connections)
-    doors = Doors.build(
-        trusted=TrustedProxies(settings.server.trusted_proxies),
-        max_body_bytes=settings.bpc.max_body_bytes,
-        max_token_bytes=settings.jwt.max_token_bytes,
-    )
-    app[DOORS] = doors
     identity = IdentityHeaders(
         settings.identity,
         key_ring=services.keys,
@@ -76,6 +70,13 @@ def create_app(
         foreign=settings.proxy.foreign_identity_headers,
     )
     app[IDENTITY] = identity
+    doors = Doors.build(
+        trusted=TrustedProxies(settings.server.trusted_proxies),
+        max_body_bytes=settings.bpc.max_body_bytes,
+        identity_check=identity.names.check,
+        max_token_bytes=settings.jwt.max_token_bytes,
+    )
+    app[DOORS] = doors
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await services.start()

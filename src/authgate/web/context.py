@@ -19,9 +19,9 @@ import ipaddress
 import itertools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from aiohttp import web
 
@@ -114,10 +114,20 @@ def request_id(request: web.Request, header: str) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
+# Called with each request header's lower-case name; raises to refuse the request. The
+# forward-auth doors pass IdentityNames.check (web/identity.py): a client's copy of an
+# identity header, in any spelling, is refused there.
+HeaderCheck = Callable[[str], None]
+
+
 def lower_headers(
-    request: web.Request, *, max_authorization: int = MAX_HEADER_VALUE
+    request: web.Request,
+    *,
+    max_authorization: int = MAX_HEADER_VALUE,
+    check: HeaderCheck | None = None,
 ) -> dict[str, str]:
-    """Request headers by lower-case name; a repeated header a verifier reads is refused.
+    """Request headers by lower-case name; a repeated header a verifier reads is refused,
+    and so is every header ``check`` raises for.
 
     Only names authgate reads for decisions are checked for repetition: two
     ``Authorization`` headers could be read differently by authgate and the upstream.
@@ -129,6 +139,8 @@ def lower_headers(
     out: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
+        if check is not None:
+            check(key)
         if "_" in key:
             # CGI-style apps read `_` as `-`: an underscore spelling of a header authgate
             # reads is that header (so it is refused as a repeat, or believed as it).
@@ -267,21 +279,29 @@ class Door:
     name: ClassVar[str]
     reads: ClassVar[tuple[str, ...]]
     forwards_body: ClassVar[bool] = True
+    # Whether ``identity_check`` applies: a forward-auth door cannot remove a header the
+    # proxy forwards to the app, so it refuses the request; the sidecar removes them instead
+    # (web/proxy.py), since it writes the upstream request itself.
+    refuses_identity_headers: ClassVar[bool] = True
 
     def __init__(
         self,
         *,
         trusted: TrustedProxies,
         max_body_bytes: int,
+        identity_check: HeaderCheck,
         max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
     ) -> None:
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
         self.max_authorization = max_token_bytes + AUTHORIZATION_OVERHEAD
+        self._check = identity_check if self.refuses_identity_headers else None
 
     def context(self, request: web.Request, rid: str) -> RequestContext:
         """The request as the door reconstructs it, or a :class:`BadRequest` leaf."""
-        headers = lower_headers(request, max_authorization=self.max_authorization)
+        headers = lower_headers(
+            request, max_authorization=self.max_authorization, check=self._check
+        )
         peer = peer_address(request)
         client = self.trusted.client_ip(peer, headers.get("x-forwarded-for"))
         method, raw_target, host, scheme = self.original(request, headers, peer)
@@ -317,6 +337,7 @@ class Sidecar(Door):
 
     name = "sidecar"
     reads = ("host", "x-forwarded-proto")
+    refuses_identity_headers = False
 
     def original(
         self, request: web.Request, headers: Mapping[str, str], peer: str
@@ -403,6 +424,7 @@ class Envoy(Door):
 
 
 DOORS: tuple[type[Door], ...] = (Sidecar, Nginx, Traefik, Envoy)
+D = TypeVar("D", bound=Door)
 
 # The headers a credential is read from (the verifiers' inputs).
 CREDENTIAL_HEADERS = frozenset(
@@ -436,14 +458,18 @@ class Doors:
         *,
         trusted: TrustedProxies,
         max_body_bytes: int,
+        identity_check: HeaderCheck,
         max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
     ) -> Doors:
-        """Every door, each with ``trusted``, the body limit and the token limit."""
-        limits = {"max_body_bytes": max_body_bytes, "max_token_bytes": max_token_bytes}
-        return cls(
-            trusted,
-            Sidecar(trusted=trusted, **limits),
-            Nginx(trusted=trusted, **limits),
-            Traefik(trusted=trusted, **limits),
-            Envoy(trusted=trusted, **limits),
-        )
+        """Every door, each with ``trusted``, the body limit, the token limit and the
+        identity-header check (``IdentityNames.check``)."""
+
+        def door(kind: type[D]) -> D:
+            return kind(
+                trusted=trusted,
+                max_body_bytes=max_body_bytes,
+                identity_check=identity_check,
+                max_token_bytes=max_token_bytes,
+            )
+
+        return cls(trusted, door(Sidecar), door(Nginx), door(Traefik), door(Envoy))

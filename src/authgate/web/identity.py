@@ -1,11 +1,18 @@
 """Identity headers: what authgate tells the upstream about the caller.
 
-Client-supplied copies are removed before anything is forwarded: every configured
-identity header name, every header under a configured prefix (``X-Authgate-``), and other
-gateways' identity headers (``proxy.foreign_identity_headers``: ``X-Remote-User``,
-``X-Forwarded-User``, ...), in any spelling: names are compared by
-:func:`~authgate.web.context.header_key` (case-folded, every character but letters and
-digits removed), so ``X_Authgate_Subject`` and ``X.Authgate.Subject`` go too.
+A client must never be able to set one. :class:`IdentityNames` alone decides which request
+header names count as identity headers, *in any spelling*: CGI-style upstreams (WSGI,
+PHP-FPM, Rack, nginx's ``$http_*``, ...) upper-case a header name and turn every character
+but letters and digits into ``_``, so ``X_Authgate_Subject``, ``X.Authgate.Subject`` and
+``X~Authgate~Subject`` all reach such an app as ``X-Authgate-Subject``. What each door does
+with one:
+
+* the forward-auth doors (``/auth``, ``/auth/forward``, ``/auth/envoy``) refuse the request
+  (400 ``forged_identity_header``, naming the header): authgate cannot remove a header the
+  proxy forwards to the app;
+* the sidecar removes them before proxying (it writes the upstream request itself), along
+  with other gateways' identity headers (``proxy.foreign_identity_headers``: ``X-Remote-User``,
+  ``X-Forwarded-User``, ...).
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from multidict import CIMultiDict
 
 from authgate.cache import BoundedCache
 from authgate.config.model import IdentitySettings
+from authgate.errors import ForgedIdentityHeader
 from authgate.policy.rules import Decision
 from authgate.tokens.keys import KeyManager
-from authgate.web.context import header_key
 
+_WORD = re.compile(r"[a-z0-9]+")
+# What IdentityNames remembers of a (lower-case) header name.
+_PLAIN, _FOREIGN, _OWN = 0, 1, 2
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
 
@@ -34,6 +44,83 @@ def header_safe(value: str) -> str:
     if _PLAIN_HEADER_VALUE.fullmatch(value) is not None:
         return value  # the common case: nothing to encode
     return quote(value, safe=_HEADER_SAFE)
+
+
+def header_words(name: str) -> tuple[str, ...]:
+    """The runs of letters and digits of ``name``, case-folded: what a CGI-style upstream
+    keeps of a header name (it turns everything between them into ``_``)."""
+    return tuple(_WORD.findall(name.lower()))
+
+
+class IdentityNames:
+    """Which request header names are identity headers, in any spelling.
+
+    SECURITY: header-name aliasing (cf. Django CVE-2015-0219, Traefik's
+    ``aliasHeadersStrategy``). A name is authgate's own when its letters and digits,
+    case-folded, spell a configured identity header (``X_Authgate_Subject``,
+    ``x.authgate.subject``, ``XAuthgateSubject``), or when its words (:func:`header_words`)
+    begin with the words of a configured prefix (``X-Authgate-`` covers ``X-Authgate-Role``,
+    ``X.Authgate.Role``, ``x_authgate_anything``, but not ``X-Authgateway-Id``). Every name
+    a CGI-style mapping turns into one of those is therefore covered. Other gateways'
+    names (``foreign``) are compared by their letters and digits too.
+
+    Answers are remembered per name (names repeat: a proxy sends the same few), so a check
+    on the request path is one dictionary read.
+    """
+
+    def __init__(
+        self, names: Iterable[str], *, prefixes: Iterable[str] = (), foreign: Iterable[str] = ()
+    ) -> None:
+        self._own = frozenset("".join(header_words(n)) for n in names)
+        self._foreign = frozenset("".join(header_words(n)) for n in foreign) - self._own
+        self._prefixes = tuple(words for p in prefixes if (words := header_words(p)))
+        self._known: BoundedCache[str, int] = BoundedCache(4096)
+
+    @classmethod
+    def from_settings(
+        cls, settings: IdentitySettings, *, foreign: Iterable[str] = ()
+    ) -> IdentityNames:
+        """authgate's configured identity headers and prefixes, and ``foreign``."""
+        return cls(settings.header_names(), prefixes=settings.strip_prefixes, foreign=foreign)
+
+    def forged(self, name: str) -> bool:
+        """Whether ``name`` spells one of authgate's own identity headers (or falls under an
+        identity prefix): a client's copy is refused at the forward-auth doors."""
+        kind = self._known.get(name)
+        if kind is None:
+            kind = self._classify(name)
+        return kind == _OWN
+
+    def stripped(self, name: str) -> bool:
+        """Whether the sidecar removes a client header of this name: authgate's own identity
+        headers and other gateways', in any spelling."""
+        kind = self._known.get(name)
+        if kind is None:
+            kind = self._classify(name)
+        return kind != _PLAIN
+
+    def check(self, name: str) -> None:
+        """Raise :class:`ForgedIdentityHeader`, naming the header, if :meth:`forged` (the
+        forward-auth doors call it once per request header: one dictionary read)."""
+        kind = self._known.get(name)
+        if kind is None:
+            kind = self._classify(name)
+        if kind == _OWN:
+            raise ForgedIdentityHeader(
+                f"request header {name[:64]!r} spells an identity header only authgate sets"
+            )
+
+    def _classify(self, name: str) -> int:
+        words = header_words(name)
+        key = "".join(words)
+        if key in self._own or any(words[: len(p)] == p for p in self._prefixes):
+            kind = _OWN
+        elif key in self._foreign:
+            kind = _FOREIGN
+        else:
+            kind = _PLAIN
+        self._known.put(name, kind)
+        return kind
 
 
 class IdentityHeaders:
@@ -50,8 +137,7 @@ class IdentityHeaders:
         self._s = settings
         self._key_ring = key_ring
         self._issuer = issuer
-        self._keys = frozenset(header_key(n) for n in (*settings.header_names(), *foreign))
-        self._prefixes = tuple(header_key(p) for p in settings.strip_prefixes)
+        self.names = IdentityNames.from_settings(settings, foreign=foreign)
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
         self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
@@ -64,23 +150,13 @@ class IdentityHeaders:
         return self._s.identity_jwt.enabled
 
     def is_identity(self, name: str) -> bool:
-        """Whether a header of this name is one authgate alone may set.
-
-        SECURITY: underscore aliasing (cf. Django CVE-2015-0219). CGI-style upstreams
-        (WSGI, PHP-FPM, ...) read ``X_Authgate_Subject`` as ``X-Authgate-Subject``, and
-        lenient servers fold other punctuation, so names are compared by
-        :func:`header_key` (case-folded, only letters and digits kept). Other gateways'
-        identity headers (``foreign``) count too: authgate never relays them.
-        """
-        return self.is_identity_key(header_key(name))
-
-    def is_identity_key(self, key: str) -> bool:
-        """:meth:`is_identity` for a name already passed through :func:`header_key`."""
-        return key in self._keys or key.startswith(self._prefixes)
+        """Whether a client header of this name never reaches the upstream
+        (:meth:`IdentityNames.stripped`)."""
+        return self.names.stripped(name)
 
     def strip(self, headers: CIMultiDict[str]) -> None:
         """Remove every client-supplied identity header, in place."""
-        for name in {k for k in headers if self.is_identity(k)}:
+        for name in {k for k in headers if self.names.stripped(k)}:
             del headers[name]
 
     def for_decision(self, decision: Decision) -> Mapping[str, str]:

@@ -112,9 +112,9 @@ def upstream_headers(
 
 def _never_relayed(lower: str, identity: IdentityHeaders, *, trusted: bool) -> bool:
     """Whether a client's header of this (lower-case) name must not reach the upstream."""
-    key = header_key(lower)
-    if identity.is_identity_key(key):
+    if identity.is_identity(lower):
         return True  # authgate's identity headers and other gateways', in any spelling
+    key = header_key(lower)
     if key.startswith("xbpc"):
         # The BPC signed data carries secret_hmac, an offline guessing oracle for the pair's
         # secret to anyone who can read upstream traffic or logs: it never leaves authgate.
