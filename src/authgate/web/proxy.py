@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from authgate.errors import AuthGateError, UpstreamTimeout, UpstreamUnreachable
@@ -57,11 +57,21 @@ _CHUNK = 64 * 1024
 _WS_CLOSE_SECONDS = 0.2
 
 
-def _hop_by_hop(headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders) -> set[str]:
-    names = set(HOP_BY_HOP)
-    for value in CIMultiDict(headers).getall("connection", []):
+# Never copied from the client's request: hop-by-hop, and what the upstream request sets.
+_NOT_FROM_CLIENT = HOP_BY_HOP | {"content-length", "expect"}
+
+
+def _hop_by_hop(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], base: frozenset[str] = HOP_BY_HOP
+) -> frozenset[str]:
+    """``base`` plus the names a ``Connection`` header lists (read in place, not copied)."""
+    listed = headers.getall("connection", ())
+    if not listed:
+        return base
+    names = set(base)
+    for value in listed:
         names.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return names
+    return frozenset(names)
 
 
 def upstream_headers(
@@ -83,7 +93,7 @@ def upstream_headers(
     """
     app = request.app
     settings = app[SETTINGS]
-    drop = _hop_by_hop(request.headers) | {"content-length", "expect"}
+    drop = _hop_by_hop(request.headers, _NOT_FROM_CLIENT)
     peer = request.remote or ""
     trusted = app[DOORS].trusted.trusts(peer)
     identity = app[IDENTITY]
