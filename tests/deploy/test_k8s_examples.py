@@ -28,13 +28,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from authgate.config.model import BPCSettings, IdentitySettings
+from authgate.config.model import BPCSettings, IdentitySettings, Settings
 from authgate.crypto.keys import KeyRing
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
@@ -126,7 +126,7 @@ def authgate_strips(name: str) -> bool:
 
 def manifests(example: str) -> list[tuple[str, Manifest]]:
     """(file name, manifest) for every YAML document of an example but its Helm values."""
-    out = []
+    out: list[tuple[str, Manifest]] = []
     for path in sorted((REPO / "examples" / example).glob("*.yaml")):
         if path.name != VALUES_FILE:
             out.extend((path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
@@ -189,7 +189,8 @@ def schema(relative: str) -> dict[str, Any]:
         for field in ("apiVersion", "kind"):
             root.setdefault(field, {"type": "string"})
         root.setdefault("metadata", {"type": "object"})
-    return closed(loaded)
+    result: dict[str, Any] = closed(loaded)
+    return result
 
 
 def closed(node: Any) -> Any:
@@ -344,5 +345,396 @@ def test_the_walk_names_unknown_fields_the_closed_schema_refuses() -> None:
     policy = _rename(
         find("envoy-gateway", "SecurityPolicy"), ("spec", "extAuth", "failOpen"), "failopen"
     )
-    found = unknown_fields(policy, schema(CRD_SCHEMAS[("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy")]))
+    found = unknown_fields(
+        policy, schema(CRD_SCHEMAS[("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy")])
+    )
     assert found == [".spec.extAuth.failopen"]
+
+
+# --- ingress-nginx --------------------------------------------------------------------------
+
+NGINX_ANNOTATION = "nginx.ingress.kubernetes.io/"
+
+
+def nginx_annotations() -> dict[str, str]:
+    """The Ingress's ingress-nginx annotations, without the prefix."""
+    annotations = find("kubernetes-ingress-nginx", "Ingress")["metadata"]["annotations"]
+    return {k.removeprefix(NGINX_ANNOTATION): v for k, v in annotations.items()}
+
+
+def nginx_auth_request_headers() -> dict[str, str]:
+    """The headers ingress-nginx writes on the auth request, per its template
+    (rootfs/etc/nginx/template/nginx.tmpl at controller-v1.15.1) and this example."""
+    annotations = nginx_annotations()
+    written = {
+        "X-Original-URL": "$scheme://$http_host$request_uri",
+        "X-Original-Method": "$request_method",
+        "X-Real-IP": "$remote_addr",
+        "X-Forwarded-For": "$remote_addr",
+        "X-Forwarded-Proto": "",  # blanked by the template
+    }
+    if "auth-method" in annotations:  # only then does the template write X-Original-URI
+        written["X-Original-URI"] = "$request_uri"
+    namespace, name = annotations["auth-proxy-set-headers"].split("/")
+    configmap = find("kubernetes-ingress-nginx", "ConfigMap", name)
+    ingress = find("kubernetes-ingress-nginx", "Ingress")
+    assert configmap["metadata"]["namespace"] == namespace == ingress["metadata"]["namespace"]
+    written.update(configmap["data"])  # later proxy_set_header lines; empty ones send nothing
+    return {k: v for k, v in written.items() if v}
+
+
+def test_ingress_nginx_asks_the_nginx_door_of_authgates_service() -> None:
+    """auth-url is authgate's Service, its port, and the nginx door's path (/auth)."""
+    assert nginx_annotations()["auth-url"] == authgate_url("/auth")
+
+
+def test_ingress_nginx_writes_every_header_the_nginx_door_reads() -> None:
+    """X-Original-Method/-URI, X-Forwarded-Host/-Proto: all written by the proxy, so none
+    is the client's (Host is authgate's own on the auth request)."""
+    written = lowered(list(nginx_auth_request_headers()))
+    assert set(Nginx.reads) - {"host"} <= written
+    assert nginx_annotations()["auth-method"] == "GET"
+
+
+def test_ingress_nginx_copies_exactly_authgates_identity_headers() -> None:
+    """auth-response-headers lists the identity headers authgate answers with, no more."""
+    copied = nginx_annotations()["auth-response-headers"].split(",")
+    assert lowered(copied) == IDENTITY_NAMES
+    assert len(copied) == len(IDENTITY_NAMES)
+
+
+def test_ingress_nginx_controller_drops_forged_identity_headers() -> None:
+    """Underscored and punctuated names are dropped; every X-Authgate-* is cleared."""
+    data = find("kubernetes-ingress-nginx", "ConfigMap", "ingress-nginx-controller")["data"]
+    assert data["enable-underscores-in-headers"] == "false"
+    assert data["ignore-invalid-headers"] == "true"
+    for prefix in IDENTITY.strip_prefixes:
+        assert f"more_clear_input_headers '{prefix}*';" in data["http-snippet"]
+    assert not any("snippet" in k for k in nginx_annotations()), "snippet annotations are off"
+
+
+# --- Traefik --------------------------------------------------------------------------------
+
+
+def forward_auth() -> dict[str, Any]:
+    """The Middleware's forwardAuth block."""
+    spec: dict[str, Any] = find("kubernetes-traefik", "Middleware")["spec"]["forwardAuth"]
+    return spec
+
+
+def test_traefik_asks_the_traefik_door_of_authgates_service() -> None:
+    """The address is authgate's Service and the Traefik door (/auth/forward); Traefik
+    writes the X-Forwarded-* itself (trustForwardHeader false)."""
+    spec = forward_auth()
+    assert spec["address"] == authgate_url("/auth/forward")
+    assert spec["trustForwardHeader"] is False
+    assert {"x-forwarded-method", "x-forwarded-uri", "x-forwarded-host"} <= set(Traefik.reads)
+
+
+def test_traefik_copies_identity_headers_and_strips_every_spelling() -> None:
+    """authResponseHeaders are authgate's names; the regex (partial match, as Go's
+    MatchString) removes exactly the client headers authgate itself would strip."""
+    spec = forward_auth()
+    assert lowered(spec["authResponseHeaders"]) == IDENTITY_NAMES
+    pattern = re.compile(spec["authResponseHeadersRegex"])
+    for name in SPELLINGS:
+        assert bool(pattern.search(name)) == authgate_strips(name), name
+
+
+def test_traefik_forwards_the_body_within_authgates_limit() -> None:
+    """BPC needs the body: forwarded, capped at or below bpc.max_body_bytes."""
+    spec = forward_auth()
+    assert spec["forwardBody"] is True
+    assert 0 < spec["maxBodySize"] <= BPCSettings().max_body_bytes
+
+
+def test_traefik_route_uses_the_middleware() -> None:
+    """Every route of the IngressRoute passes the authgate Middleware of its namespace."""
+    middleware = find("kubernetes-traefik", "Middleware")
+    route = find("kubernetes-traefik", "IngressRoute")
+    assert route["metadata"]["namespace"] == middleware["metadata"]["namespace"]
+    for rule in route["spec"]["routes"]:
+        assert {"name": middleware["metadata"]["name"]} in rule["middlewares"]
+
+
+# --- Envoy Gateway --------------------------------------------------------------------------
+
+
+def ext_auth() -> dict[str, Any]:
+    """The SecurityPolicy's extAuth block."""
+    spec: dict[str, Any] = find("envoy-gateway", "SecurityPolicy")["spec"]["extAuth"]
+    return spec
+
+
+def test_envoy_gateway_asks_the_envoy_door_of_authgates_service() -> None:
+    """backendRef is authgate's Service and port; the path is the Envoy door's prefix."""
+    name, namespace, port = authgate_service()
+    http = ext_auth()["http"]
+    (backend,) = http["backendRefs"]
+    assert backend == {"group": "", "kind": "Service", "name": name, "namespace": namespace,
+                       "port": port}  # fmt: skip
+    assert http["path"] == Envoy.prefix
+    assert "pathOverride" not in http  # the original path must follow the prefix
+
+
+def test_envoy_gateway_copies_identity_headers_and_sends_the_credentials() -> None:
+    """headersToBackend are authgate's names; every credential header reaches authgate."""
+    spec = ext_auth()
+    assert lowered(spec["http"]["headersToBackend"]) == IDENTITY_NAMES
+    sent = lowered(spec["headersToExtAuth"])
+    assert CREDENTIAL_HEADERS | {"x-forwarded-proto", "x-forwarded-for"} <= sent
+    assert spec["failOpen"] is False
+    assert 0 < spec["bodyToExtAuth"]["maxRequestBytes"] <= BPCSettings().max_body_bytes
+
+
+def test_envoy_gateway_policies_target_the_route_and_its_gateway() -> None:
+    """The SecurityPolicy targets the HTTPRoute; the ClientTrafficPolicy the Gateway that
+    route attaches to; the ReferenceGrant lets the policy name authgate's Service."""
+    route = find("envoy-gateway", "HTTPRoute")
+    gateway = find("envoy-gateway", "Gateway")
+    policy = find("envoy-gateway", "SecurityPolicy")
+    client = find("envoy-gateway", "ClientTrafficPolicy")
+    assert policy["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "orders"}
+    ]
+    assert route["metadata"]["name"] == "orders"
+    assert route["spec"]["parentRefs"] == [{"name": gateway["metadata"]["name"]}]
+    assert client["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    ]
+    assert gateway["metadata"]["name"] == "eg"
+    for manifest in (route, policy, client):
+        assert manifest["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    name, namespace, _ = authgate_service()
+    grant = find("envoy-gateway", "ReferenceGrant")["spec"]
+    assert grant["from"] == [
+        {
+            "group": "gateway.envoyproxy.io",
+            "kind": "SecurityPolicy",
+            "namespace": policy["metadata"]["namespace"],
+        }
+    ]
+    assert grant["to"] == [{"group": "", "kind": "Service", "name": name}]
+    assert find("envoy-gateway", "ReferenceGrant")["metadata"]["namespace"] == namespace
+
+
+def test_envoy_gateway_strips_every_spelling_before_ext_authz() -> None:
+    """Early header removal (before routing and ext_authz) matches, as a whole name (RE2
+    full match), exactly the headers authgate strips; underscored names are refused."""
+    headers = find("envoy-gateway", "ClientTrafficPolicy")["spec"]["headers"]
+    assert headers["withUnderscoresAction"] == "RejectRequest"
+    (rule,) = headers["earlyRequestHeaders"]["removeOnMatch"]
+    assert rule["type"] == "RegularExpression"
+    pattern = re.compile(rule["value"])
+    for name in SPELLINGS:
+        assert bool(pattern.fullmatch(name.lower())) == authgate_strips(name), name
+
+
+# --- Istio ----------------------------------------------------------------------------------
+
+
+def istio_provider() -> tuple[str, dict[str, Any]]:
+    """(name, envoyExtAuthzHttp) of the mesh config's only extension provider."""
+    mesh = find("istio", "IstioOperator")["spec"]["meshConfig"]
+    (provider,) = mesh["extensionProviders"]
+    return provider["name"], provider["envoyExtAuthzHttp"]
+
+
+def istio_matches(patterns: list[str], name: str) -> bool:
+    """Istio's header-list syntax: exact, ``prefix*`` or ``*suffix`` (case-insensitive)."""
+    name = name.lower()
+    for pattern in (p.lower() for p in patterns):
+        if pattern.endswith("*") and name.startswith(pattern[:-1]):
+            return True
+        if pattern.startswith("*") and name.endswith(pattern[1:]):
+            return True
+        if pattern == name:
+            return True
+    return False
+
+
+def test_istio_provider_asks_the_envoy_door_of_authgates_service() -> None:
+    """service, port and pathPrefix are authgate's Service and the Envoy door; fail closed."""
+    name, namespace, port = authgate_service()
+    _, http = istio_provider()
+    assert http["service"] == f"{name}.{namespace}.svc.cluster.local"
+    assert http["port"] == port
+    assert http["pathPrefix"] == Envoy.prefix
+    assert http["failOpen"] is False
+    body = http["includeRequestBodyInCheck"]
+    assert body["allowPartialMessage"] is False
+    assert 0 < body["maxRequestBytes"] <= BPCSettings().max_body_bytes
+
+
+def test_istio_copies_identity_headers_and_sends_the_credentials() -> None:
+    """headersToUpstreamOnAllow are authgate's names; every credential header is sent."""
+    _, http = istio_provider()
+    assert lowered(http["headersToUpstreamOnAllow"]) == IDENTITY_NAMES
+    sent = http["includeRequestHeadersInCheck"]
+    for header in CREDENTIAL_HEADERS | {"x-forwarded-proto", "x-forwarded-for"}:
+        assert istio_matches(sent, header), header
+
+
+def test_istio_policy_sends_every_gateway_request_to_the_provider() -> None:
+    """CUSTOM, the provider of the mesh config, one rule matching everything, on the same
+    workloads the header-stripping EnvoyFilter patches."""
+    name, _ = istio_provider()
+    policy = find("istio", "AuthorizationPolicy")
+    envoy_filter = find("istio", "EnvoyFilter")
+    assert policy["spec"]["action"] == "CUSTOM"
+    assert policy["spec"]["provider"] == {"name": name}
+    assert policy["spec"]["rules"] == [{}]
+    assert (
+        policy["spec"]["selector"]["matchLabels"]
+        == envoy_filter["spec"]["workloadSelector"]["labels"]
+    )
+    assert policy["metadata"]["namespace"] == envoy_filter["metadata"]["namespace"]
+
+
+def istio_strip_filter() -> dict[str, Any]:
+    """The HTTP filter the EnvoyFilter inserts."""
+    (patch,) = find("istio", "EnvoyFilter")["spec"]["configPatches"]
+    assert patch["applyTo"] == "HTTP_FILTER"
+    assert patch["match"]["context"] == "GATEWAY"
+    assert patch["patch"]["operation"] == "INSERT_FIRST"  # before ext_authz
+    value: dict[str, Any] = patch["patch"]["value"]
+    return value
+
+
+def test_istio_strips_every_spelling_before_ext_authz() -> None:
+    """The inserted header_mutation removes, by whole-name RE2 match, exactly the headers
+    authgate strips."""
+    (mutation,) = istio_strip_filter()["typed_config"]["mutations"]["request_mutations"]
+    pattern = re.compile(mutation["remove_on_match"]["key_matcher"]["safe_regex"]["regex"])
+    for name in SPELLINGS:
+        assert bool(pattern.fullmatch(name.lower())) == authgate_strips(name), name
+
+
+# --- authgate's Helm values for each proxy -------------------------------------------------
+
+
+def helm_merge(base: Any, overlay: Any) -> Any:
+    """Helm's values merge: maps merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        out = dict(base)
+        for key, value in overlay.items():
+            out[key] = helm_merge(base[key], value) if key in base else value
+        return out
+    return overlay
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_authgate_values_fit_the_chart_and_admit_the_proxy(example: str) -> None:
+    """On top of the standalone values, each example's values (ingress-nginx: none, the
+    standalone values already fit) pass the chart's schema, trust the proxy's pods, and let
+    the proxy's namespace through the NetworkPolicy."""
+    chart = REPO / "helm" / "authgate"
+    values = helm_merge(
+        yaml.safe_load((chart / "values.yaml").read_text()),
+        yaml.safe_load((chart / "ci" / "standalone-values.yaml").read_text()),
+    )
+    overlay_path = REPO / "examples" / example / VALUES_FILE
+    if example != "kubernetes-ingress-nginx":
+        values = helm_merge(values, yaml.safe_load(overlay_path.read_text()))
+    else:
+        assert not overlay_path.exists()
+    jsonschema.Draft7Validator(json.loads((chart / "values.schema.json").read_text())).validate(
+        values
+    )
+    assert values["config"]["server"]["trusted_proxies"]
+    admitted = [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in values["networkPolicy"]["ingressFrom"]
+    ]
+    assert EXAMPLES[example] in admitted
+    # The config authgate gets: the merged section plus the Secrets' values (stand-ins).
+    secrets = {
+        "stores": {"redis": {"url": "redis://:pw@redis:6379/0"}},
+        "secrets": {"key_encryption_key": "A" * 43 + "="},
+        "hmac": {"challenge_secret": "c" * 40},
+        "bpc": {"operator_token": "operator-token-" + "x" * 24},
+    }
+    settings = Settings.model_validate(helm_merge(values["config"], secrets))
+    assert [str(n) for n in settings.server.trusted_proxies] == ["10.42.0.0/16"]
+
+
+# --- the check request each proxy sends, against a real authgate app -------------------------
+
+HOST = "orders.example.com"
+
+
+@pytest.fixture
+def tokens() -> TokenFactory:
+    """Tokens signed with the key the app trusts."""
+    return TokenFactory()
+
+
+@pytest.fixture
+async def authgate(tokens: TokenFactory) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """authgate with a host-scoped anonymous rule and a token rule (loopback trusted)."""
+    settings = make_settings(
+        policy={
+            "rules": [
+                {"id": "public", "hosts": [HOST], "path_prefix": "/public", "anonymous": True},
+                {"id": "api", "hosts": [HOST], "path_prefix": "/api"},
+            ]
+        }
+    )
+    app = create_app(settings, stores=MemoryStores(), key_ring=KeyRing([tokens.key]))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def check_request(example: str, target: str) -> tuple[str, dict[str, str]]:
+    """(path, headers) of the check request the example's proxy sends for ``GET target``
+    on https://orders.example.com, as its configuration shapes it."""
+    if example == "kubernetes-ingress-nginx":
+        variables = {"$request_uri": target, "$request_method": "GET", "$host": HOST,
+                     "$pass_access_scheme": "https", "$scheme": "https",
+                     "$http_host": HOST, "$remote_addr": "203.0.113.7"}  # fmt: skip
+        headers = {}
+        for name, template in nginx_auth_request_headers().items():
+            value = template
+            for variable, replacement in variables.items():
+                value = value.replace(variable, replacement)
+            headers[name] = value
+        url = nginx_annotations()["auth-url"]
+        service_host = url.split("/")[2]
+        return url.removeprefix(f"http://{service_host}"), {**headers, "Host": service_host}
+    if example == "kubernetes-traefik":
+        headers = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https",
+                   "X-Forwarded-Host": HOST, "X-Forwarded-Uri": target,
+                   "X-Forwarded-For": "203.0.113.7"}  # fmt: skip
+        return "/" + forward_auth()["address"].split("/", 3)[3], headers
+    if example == "envoy-gateway":
+        prefix = ext_auth()["http"]["path"]
+    else:
+        prefix = istio_provider()[1]["pathPrefix"]
+    # Envoy's ext_authz (HTTP): the prefix + the original path, the original Host.
+    return prefix + target, {"Host": HOST, "X-Forwarded-Proto": "https"}
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+async def test_the_door_reads_what_the_proxy_sends(
+    example: str, authgate: TestClient[web.Request, web.Application], tokens: TokenFactory
+) -> None:
+    """The check request is judged as the original: a host-scoped anonymous route is 200,
+    a token route is 401 without a token and 200 with one, and every identity header
+    authgate answers with is one the proxy copies upstream."""
+    path, headers = check_request(example, "/public/page")
+    response = await authgate.get(path, headers=headers, skip_auto_headers={"Host"})
+    assert response.status == 200, await response.text()
+    assert response.headers["X-Authgate-Credential"] == "anonymous"
+
+    path, headers = check_request(example, "/api/items?id=1")
+    response = await authgate.get(path, headers=headers, skip_auto_headers={"Host"})
+    assert response.status == 401
+
+    token = tokens.mint(sub="alice", scope="read", jti="token-1")
+    headers["Authorization"] = f"Bearer {token}"
+    response = await authgate.get(path, headers=headers, skip_auto_headers={"Host"})
+    assert response.status == 200, await response.text()
+    assert response.headers["X-Authgate-Subject"] == "alice"
+    answered = {n.lower() for n in response.headers if n.lower().startswith("x-authgate-")}
+    assert answered
+    assert answered <= IDENTITY_NAMES
