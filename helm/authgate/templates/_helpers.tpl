@@ -87,7 +87,8 @@ Refuse values the schema cannot express, with a message that says what to do ins
 {{- $name := upper .name }}
 {{- if hasPrefix "AUTHGATE_" $name }}
 {{- $rest := trimPrefix "AUTHGATE_" $name }}
-{{- range include "authgate.secretVars" $ | fromYamlArray }}
+{{- /* Each secret variable, and the section that holds nothing but secrets. */}}
+{{- range concat (include "authgate.secretVars" $ | fromYamlArray) (list (dict "var" "AUTHGATE_SECRETS" "value" "keyEncryptionKey")) }}
 {{- $secret := trimPrefix "AUTHGATE_" .var }}
 {{- if or (eq $rest $secret) (hasPrefix (printf "%s__" $rest) $secret) (hasPrefix (printf "%s__" $secret) $rest) }}
 {{- fail (printf "extraEnv %s could carry a secret into authgate's config (the loader reads AUTHGATE_* names in any case, a whole section in one variable): name a Kubernetes Secret in secrets.%s instead" $name .value) }}
