@@ -63,10 +63,11 @@ WORKDIR /tmp
 EXPOSE 8080
 
 # No curl in the slim image: Python's urllib asks /healthz. The port follows
-# AUTHGATE_SERVER__PORT when set (a port changed only in a config file needs the same
-# variable, or a healthcheck of your own). urlopen raises on any non-2xx answer.
+# AUTHGATE_SERVER__OPS_PORT (the ops listener, which serves /healthz when set), else
+# AUTHGATE_SERVER__PORT (a port changed only in a config file needs the same variable, or a
+# healthcheck of your own). urlopen raises on any non-2xx answer.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('AUTHGATE_SERVER__PORT', '8080'), timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('AUTHGATE_SERVER__OPS_PORT') or os.environ.get('AUTHGATE_SERVER__PORT', '8080')), timeout=3)"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["authgate"]

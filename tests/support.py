@@ -116,6 +116,8 @@ class AuthgateProcess:
         # Tests that stop authgate do not wait for a load balancer; test_shutdown sets its own.
         tree["server"].setdefault("shutdown_delay_seconds", 0)
         self.port = int(tree["server"]["port"])
+        # /healthz lives on the ops port when there is one (server.ops_port).
+        self.ops_port = int(tree["server"].get("ops_port") or self.port)
         self.config_path = directory / f"authgate-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(tree))
         self.config_path.chmod(0o600)
@@ -143,7 +145,8 @@ class AuthgateProcess:
                 raise RuntimeError(f"authgate exited early:\n{self.log_path.read_text()}")
             try:
                 status, _, _ = raw_request(
-                    self.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    self.ops_port,
+                    b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                 )
                 if status == 200:
                     return self

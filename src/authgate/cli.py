@@ -104,9 +104,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings_from_args(args)
-        check_listen_address(
-            settings.server.host, settings.server.port, reuse_port=settings.server.workers > 1
-        )
+        server = settings.server
+        check_listen_address(server.host, server.port, reuse_port=server.workers > 1)
+        if server.ops_port is not None:
+            check_listen_address(
+                server.ops_host or server.host,
+                server.ops_port,
+                reuse_port=server.workers > 1,
+                keys=("server.ops_host", "server.ops_port"),
+            )
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

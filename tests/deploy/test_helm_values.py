@@ -326,7 +326,7 @@ def test_helm_rejects_the_same_bad_values(helm: Any, overrides: dict[str, Any], 
     ("overrides", "message"),
     [
         (
-            {"mode": "sidecar", "app": {"image": {"repository": "app"}, "port": 8080}},
+            {"mode": "sidecar", "app": {"image": {"repository": "app", "tag": "1"}, "port": 8080}},
             "app.port and port are both 8080",
         ),
         (
@@ -345,7 +345,7 @@ def test_helm_rejects_the_same_bad_values(helm: Any, overrides: dict[str, Any], 
             {
                 "mode": "sidecar",
                 "app": {
-                    "image": {"repository": "app"},
+                    "image": {"repository": "app", "tag": "1"},
                     "lifecycle": {"preStop": {"sleep": {"seconds": 25}}},
                 },
             },
@@ -393,7 +393,7 @@ def test_lifecycle_is_rendered_for_both_containers(helm: Any) -> None:
     hook = {"preStop": {"sleep": {"seconds": 3}}}
     values = {
         "mode": "sidecar",
-        "app": {"image": {"repository": "app"}, "lifecycle": hook},
+        "app": {"image": {"repository": "app", "tag": "1"}, "lifecycle": hook},
         "lifecycle": hook,
         "terminationGracePeriodSeconds": 40,
     }

@@ -33,6 +33,9 @@ import pytest
 import yaml
 
 from authgate.config.loader import SECRET_KEYS, load_settings
+from authgate.config.model import PolicySettings, ServerSettings
+from authgate.policy.rules import Policy
+from authgate.web.drain import EXIT_MARGIN_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "authgate"
@@ -180,22 +183,51 @@ def test_schema_validation_catches_a_bad_field() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-def test_service_monitor_scrapes_metrics_on_the_http_port() -> None:
-    """The CRD the schemas cannot check: monitoring.coreos.com/v1, /metrics on port http."""
+def _services(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Service"}
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_service_monitor_scrapes_metrics_on_the_ops_port_only() -> None:
+    """The CRD the schemas cannot check: monitoring.coreos.com/v1, /metrics on port ``ops``
+    of a Service of its own; the traffic Service has no metrics port and is not selected."""
     manifests = committed("standalone")
     monitor = one(manifests, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint == {
-        "port": "http",
+        "port": "ops",
         "path": "/metrics",
         "interval": "30s",
         "scrapeTimeout": "10s",
     }
-    service = one(manifests, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
-    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    services = _services(manifests)
+    selected = [
+        name
+        for name, service in services.items()
+        if _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    ]
+    assert selected == [f"{RELEASE}-ops"]
+    ops = services[f"{RELEASE}-ops"]
+    assert [(p["name"], p["targetPort"]) for p in ops["spec"]["ports"]] == [("ops", "ops")]
+    traffic = services[RELEASE]
+    assert [(p["name"], p["targetPort"]) for p in traffic["spec"]["ports"]] == [("http", "http")]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ops_port_is_authgates_ops_listener(mode: str) -> None:
+    """Container port ``ops`` is the ConfigMap's server.ops_port, on all interfaces like
+    the traffic port (``http``, server.port), and the two differ."""
+    manifests = committed(mode)
+    ports = {p["name"]: p["containerPort"] for p in containers(manifests)["authgate"]["ports"]}
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["authgate.yaml"])
+    assert ports == {"http": config["server"]["port"], "ops": config["server"]["ops_port"]}
+    assert ports["http"] != ports["ops"]
+    assert config["server"]["ops_host"] == config["server"]["host"] == "0.0.0.0"
 
 
 # --- hardening --------------------------------------------------------------------------
@@ -227,12 +259,99 @@ def test_authgate_container_is_hardened(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_probes_use_healthz_and_readyz(mode: str) -> None:
-    """Liveness (and start-up) ask /healthz; readiness asks /readyz, on authgate's port."""
+    """Liveness (and start-up) ask /healthz; readiness asks /readyz, on authgate's ops port."""
     authgate = containers(committed(mode))["authgate"]
-    assert authgate["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert authgate["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert authgate["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert [p["name"] for p in authgate["ports"]] == ["http"]
+    assert authgate["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert authgate["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "ops"}
+    assert authgate["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ops"}
+    assert [p["name"] for p in authgate["ports"]] == ["http", "ops"]
+
+
+def _pod_ip_listeners(manifests: list[Manifest]) -> dict[int, str]:
+    """Port -> what answers on the pod IP: authgate's two listeners, from the ConfigMap
+    (only when bound to all interfaces). The app binds 127.0.0.1 (the chart's contract, the
+    example's LISTEN_ADDRESS), so its port is not among them."""
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["authgate.yaml"])
+    server = config["server"]
+    out = {}
+    for host_key, port_key, what in (("host", "port", "http"), ("ops_host", "ops_port", "ops")):
+        if server[host_key] in ("0.0.0.0", "::"):
+            out[int(server[port_key])] = what
+    for name, container in containers(manifests).items():
+        if name != "authgate":
+            for var in container.get("env", []):
+                if var["name"] == "LISTEN_ADDRESS":
+                    assert var["value"].startswith("127.0.0.1:"), var
+    return out
+
+
+def _probe_port(container: Manifest, probe: Manifest) -> int:
+    """The port a probe targets: a number, or a name resolved among the probed container's
+    own ports (as the kubelet resolves it)."""
+    (handler,) = [probe[h] for h in ("httpGet", "tcpSocket", "grpc") if h in probe]
+    port = handler["port"]
+    if isinstance(port, int):
+        return port
+    (number,) = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    return int(number)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_probe_reaches_a_port_listening_on_the_pod_ip(mode: str) -> None:
+    """The kubelet probes the pod IP: each probe of each container targets a port a
+    container listens on there, so the pod can become Ready. In sidecar mode the app is
+    probed through authgate's traffic port, at a path the policy lets in anonymously."""
+    manifests = committed(mode)
+    listeners = _pod_ip_listeners(manifests)
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["authgate.yaml"])
+    policy = Policy.from_settings(PolicySettings.model_validate(config.get("policy", {})))
+    probed = []
+    for name, container in containers(manifests).items():
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if kind not in container:
+                continue
+            probe = container[kind]
+            port = _probe_port(container, probe)
+            assert port in listeners, f"{name}.{kind} probes port {port}: nothing listens there"
+            probed.append((name, kind, listeners[port]))
+            if listeners[port] == "http":  # through authgate's policy, as any client
+                rule = policy.match("GET", "", probe["httpGet"]["path"])
+                assert rule.anonymous, f"{name}.{kind}: rule {rule.id} is not anonymous"
+    assert ("authgate", "readinessProbe", "ops") in probed
+    if mode == "sidecar":
+        assert ("orders", "readinessProbe", "http") in probed
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grace_period_outlasts_every_containers_shutdown(mode: str) -> None:
+    """From the rendered Deployment and ConfigMap: the grace period exceeds authgate's
+    preStop sleep + server.shutdown_delay_seconds + server.drain_timeout_seconds + the exit
+    margin (web/drain.py), and every container's preStop sleep."""
+    manifests = committed(mode)
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    grace = pod["terminationGracePeriodSeconds"]
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["authgate.yaml"])
+    server = ServerSettings.model_validate(config["server"])
+
+    def sleep(container: Manifest) -> float:
+        return float(
+            container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        )
+
+    by_name = containers(manifests)
+    authgate_needs = (
+        sleep(by_name["authgate"])
+        + server.shutdown_delay_seconds
+        + server.drain_timeout_seconds
+        + EXIT_MARGIN_SECONDS
+    )
+    assert grace > authgate_needs
+    assert all(grace > sleep(c) for c in by_name.values())
+    if mode == "sidecar":
+        # The app keeps serving while authgate delays and drains.
+        assert sleep(by_name["orders"]) >= server.shutdown_delay_seconds + (
+            server.drain_timeout_seconds
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -340,9 +459,10 @@ def test_sidecar_service_reaches_authgate_only() -> None:
     by_name = containers(manifests)
     assert set(by_name) == {"authgate", "orders"}
     assert all("name" not in p for p in by_name["orders"]["ports"])
+    assert [s["metadata"]["name"] for s in manifests if s["kind"] == "Service"] == [RELEASE]
     policy = one(manifests, "NetworkPolicy")
-    (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    ports = [rule["ports"] for rule in policy["spec"]["ingress"]]
+    assert ports == [[{"port": "http", "protocol": "TCP"}], [{"port": "ops", "protocol": "TCP"}]]
 
 
 def test_sidecar_proxies_to_the_app_on_loopback(tmp_path: Path) -> None:

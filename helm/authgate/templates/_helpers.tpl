@@ -37,6 +37,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: {{ .Values.mode }}
 {{- end }}
 
+{{- define "authgate.opsServiceLabels" -}}
+authgate/service: ops
+{{- end }}
+
 {{- define "authgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "authgate.fullname" .) .Values.serviceAccount.name }}
@@ -59,21 +63,83 @@ Refuse values the schema cannot express, with a message that says what to do ins
 */}}
 {{- define "authgate.validate" -}}
 {{- $cfg := .Values.config | default dict }}
-{{- range $section, $keys := dict "secrets" (list "key_encryption_key" "previous_key_encryption_keys") "hmac" (list "challenge_secret" "previous_challenge_secrets") "bpc" (list "operator_token") }}
-{{- $s := get $cfg $section | default dict }}
-{{- range $keys }}
-{{- if hasKey $s . }}
-{{- fail (printf "config.%s.%s is a secret: it must not go in the ConfigMap (authgate refuses a group-readable config file holding secrets). Put it in a Kubernetes Secret and name it under secrets.* instead." $section .) }}
+{{- /* The schema refuses these too; the templates again, for installs that skip it
+       (helm --skip-schema-validation). Secrets: the paths of authgate.secretVars. */}}
+{{- range include "authgate.secretVars" . | fromYamlArray }}
+{{- $path := splitList "__" (lower (trimPrefix "AUTHGATE_" .var)) }}
+{{- $node := $cfg }}
+{{- $seen := list }}
+{{- range $path }}
+{{- if kindIs "map" $node }}
+{{- $seen = append $seen . }}
+{{- if hasKey $node . }}
+{{- if eq (len $seen) (len $path) }}
+{{- fail (printf "config.%s is a secret: it must not go in the ConfigMap (authgate refuses a group-readable config file holding secrets). Put it in a Kubernetes Secret and name it under secrets.* instead." (join "." $seen)) }}
+{{- end }}
+{{- $node = get $node . }}
+{{- else }}
+{{- $node = "" }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- $name := upper .name }}
+{{- if hasPrefix "AUTHGATE_" $name }}
+{{- $rest := trimPrefix "AUTHGATE_" $name }}
+{{- /* Each secret variable, and the section that holds nothing but secrets. */}}
+{{- range concat (include "authgate.secretVars" $ | fromYamlArray) (list (dict "var" "AUTHGATE_SECRETS" "value" "keyEncryptionKey")) }}
+{{- $secret := trimPrefix "AUTHGATE_" .var }}
+{{- if or (eq $rest $secret) (hasPrefix (printf "%s__" $rest) $secret) (hasPrefix (printf "%s__" $secret) $rest) }}
+{{- fail (printf "extraEnv %s could carry a secret into authgate's config (the loader reads AUTHGATE_* names in any case, a whole section in one variable): name a Kubernetes Secret in secrets.%s instead" $name .value) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range .Values.envFrom }}
+{{- if not .secretRef }}
+{{- fail "envFrom of authgate takes Secrets only (secretRef): a ConfigMap's variables cannot be checked for secrets here" }}
+{{- end }}
+{{- end }}
+{{- if eq (int .Values.opsPort) (int .Values.port) }}
+{{- fail (printf "opsPort and port are both %d: the ops port is a listener of its own" (int .Values.port)) }}
 {{- end }}
 {{- if eq .Values.mode "sidecar" }}
 {{- if not .Values.app.image.repository }}
 {{- fail "mode sidecar needs app.image.repository: the app container authgate sits in front of" }}
 {{- end }}
+{{- if not (or .Values.app.image.tag .Values.app.image.digest) }}
+{{- fail "mode sidecar needs app.image.tag or app.image.digest: the chart never pulls an implicit latest" }}
+{{- end }}
 {{- if eq (int .Values.app.port) (int .Values.port) }}
 {{- fail (printf "app.port and port are both %d: in sidecar mode authgate listens on port and proxies to the app on 127.0.0.1:app.port" (int .Values.port)) }}
 {{- end }}
+{{- if eq (int .Values.app.port) (int .Values.opsPort) }}
+{{- fail (printf "app.port and opsPort are both %d: authgate's ops listener needs its own port" (int .Values.opsPort)) }}
+{{- end }}
+{{- /* The kubelet probes the pod IP; the app listens on 127.0.0.1 only. */}}
+{{- range $kind := list "livenessProbe" "readinessProbe" "startupProbe" }}
+{{- $probe := get $.Values.app $kind | default dict }}
+{{- range $handler := list "httpGet" "tcpSocket" "grpc" }}
+{{- $target := get $probe $handler | default dict }}
+{{- if and $target (eq (toString (get $target "port")) (toString $.Values.app.port)) }}
+{{- fail (printf "app.%s.%s.port is app.port (%d), where the app listens on 127.0.0.1 only while the kubelet probes the pod IP: the pod would never become Ready. Probe the app through authgate (port %d, a path a policy rule lets in anonymously) or with an exec probe" $kind $handler (int $.Values.app.port) (int $.Values.port)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.autoscaling }}
+{{- if .enabled }}
+{{- if gt (int .minReplicas) (int .maxReplicas) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int .minReplicas) (int .maxReplicas)) }}
+{{- end }}
+{{- if not (or .targetCPUUtilizationPercentage .targetMemoryUtilizationPercentage) }}
+{{- fail "autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (hasKey .Values.podDisruptionBudget "minAvailable") (hasKey .Values.podDisruptionBudget "maxUnavailable") }}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}
 {{- end }}
 {{- $stores := get $cfg "stores" | default dict }}
 {{- if and (eq (get $stores "backend" | default "memory") "redis") (not .Values.secrets.redisUrl.existingSecret) }}
@@ -112,7 +178,7 @@ It never holds a secret; those arrive as AUTHGATE_* environment variables (see e
 */}}
 {{- define "authgate.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
-{{- $server := dict "host" .Values.listenHost "port" (int .Values.port) }}
+{{- $server := dict "host" .Values.listenHost "port" (int .Values.port) "ops_host" .Values.listenHost "ops_port" (int .Values.opsPort) }}
 {{- $owned := dict "server" $server }}
 {{- if .Values.signingKeys.existingSecret }}
 {{- $files := list }}
@@ -137,26 +203,77 @@ It never holds a secret; those arrive as AUTHGATE_* environment variables (see e
 {{- end }}
 
 {{/*
+Every secret key of authgate's config: its AUTHGATE_* variable and the secrets.* value that
+names its Secret (tests/deploy/test_helm_values.py checks this list against the model).
+*/}}
+{{- define "authgate.secretVars" -}}
+- {var: AUTHGATE_STORES__REDIS__URL, value: redisUrl}
+- {var: AUTHGATE_STORES__REDIS__PASSWORD, value: redisPassword}
+- {var: AUTHGATE_STORES__REDIS__SENTINEL_PASSWORD, value: redisSentinelPassword}
+- {var: AUTHGATE_SECRETS__KEY_ENCRYPTION_KEY, value: keyEncryptionKey}
+- {var: AUTHGATE_SECRETS__PREVIOUS_KEY_ENCRYPTION_KEYS, value: previousKeyEncryptionKeys}
+- {var: AUTHGATE_HMAC__CHALLENGE_SECRET, value: challengeSecret}
+- {var: AUTHGATE_HMAC__PREVIOUS_CHALLENGE_SECRETS, value: previousChallengeSecrets}
+- {var: AUTHGATE_BPC__OPERATOR_TOKEN, value: operatorToken}
+- {var: AUTHGATE_TOKENS__PICO_FLEET_SECRET, value: picoFleetSecret}
+{{- end }}
+
+{{/*
 Secrets as AUTHGATE_<SECTION>__<KEY> variables, each read from a key of an existing Secret.
 */}}
 {{- define "authgate.secretEnv" -}}
-{{- $vars := list
-  (list "AUTHGATE_STORES__REDIS__URL" .Values.secrets.redisUrl)
-  (list "AUTHGATE_STORES__REDIS__PASSWORD" .Values.secrets.redisPassword)
-  (list "AUTHGATE_STORES__REDIS__SENTINEL_PASSWORD" .Values.secrets.redisSentinelPassword)
-  (list "AUTHGATE_SECRETS__KEY_ENCRYPTION_KEY" .Values.secrets.keyEncryptionKey)
-  (list "AUTHGATE_SECRETS__PREVIOUS_KEY_ENCRYPTION_KEYS" .Values.secrets.previousKeyEncryptionKeys)
-  (list "AUTHGATE_HMAC__CHALLENGE_SECRET" .Values.secrets.challengeSecret)
-  (list "AUTHGATE_HMAC__PREVIOUS_CHALLENGE_SECRETS" .Values.secrets.previousChallengeSecrets)
-  (list "AUTHGATE_BPC__OPERATOR_TOKEN" .Values.secrets.operatorToken) }}
-{{- range $vars }}
-{{- $ref := index . 1 }}
+{{- range include "authgate.secretVars" . | fromYamlArray }}
+{{- $ref := get $.Values.secrets .value }}
 {{- if $ref.existingSecret }}
-- name: {{ index . 0 }}
+- name: {{ .var }}
   valueFrom:
     secretKeyRef:
       name: {{ $ref.existingSecret }}
       key: {{ $ref.key }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secrets the pod reads: secrets.*, signingKeys, redisTLS and envFrom's secretRefs.
+*/}}
+{{- define "authgate.secretNames" -}}
+{{- $names := list }}
+{{- range include "authgate.secretVars" . | fromYamlArray }}
+{{- with (get $.Values.secrets .value).existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- with .Values.signingKeys.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.redisTLS.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- range .Values.envFrom }}{{ $names = append $names .secretRef.name }}{{ end }}
+{{- toYaml ($names | uniq | sortAlpha) }}
+{{- end }}
+
+{{/*
+checksum/secrets: each Secret the pod reads, by name, uid and resourceVersion (looked up at
+install and upgrade; `helm template` looks up nothing). A Secret changed before `helm
+upgrade` rolls the pods. The Secrets' data never enters the hash: an annotation is readable
+by anyone who can read the Deployment, and a low-entropy password's hash could be guessed.
+*/}}
+{{- define "authgate.secretsChecksum" -}}
+{{- $seen := list }}
+{{- range include "authgate.secretNames" . | fromYamlArray }}
+{{- $found := lookup "v1" "Secret" $.Release.Namespace . }}
+{{- $seen = append $seen (list . (dig "metadata" "uid" "" $found) (dig "metadata" "resourceVersion" "" $found)) }}
+{{- end }}
+{{- toJson $seen | sha256sum }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints, each without a labelSelector given this release's pods.
+*/}}
+{{- define "authgate.topologySpreadConstraints" -}}
+{{- $out := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "authgate.selectorLabels" $ | fromYaml)) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}

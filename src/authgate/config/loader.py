@@ -43,6 +43,7 @@ SECRET_KEYS = frozenset(
         "operator_token",
         "challenge_secret",
         "previous_challenge_secrets",
+        "pico_fleet_secret",
     }
 )
 

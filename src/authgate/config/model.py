@@ -87,6 +87,17 @@ class ServerSettings(Section):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    ops_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="A second TCP port for operations: /healthz, /readyz, /metrics and the "
+        "admin API (tokens.admin_api) are served there and not on server.port (404 there; a "
+        "sidecar proxies those paths to the app instead). Unset: everything on server.port.",
+    )
+    ops_host: str | None = Field(
+        None, description="Address the ops port listens on (server.ops_port); unset: server.host."
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -138,6 +149,17 @@ class ServerSettings(Section):
         pattern=HEADER_NAME_PATTERN,
         description="Header carrying the request id (accepted from clients when well formed).",
     )
+
+    @model_validator(mode="after")
+    def _ops_port_is_its_own(self) -> ServerSettings:
+        if self.ops_port is None and self.ops_host is not None:
+            raise ValueError("server.ops_host needs server.ops_port")
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError(
+                f"server.ops_port and server.port are both {self.port}: the ops port is a "
+                "second listener, give it another port"
+            )
+        return self
 
 
 def _readable_file(value: str | None) -> str | None:
@@ -1055,8 +1077,8 @@ class Settings(Section):
         on: authgate answers the admin API's paths itself instead of proxying them, so an
         app's rule there is a mistake. (A forward-auth rule there is fine: it guards the
         app's own path, on the app's host, not authgate's.)"""
-        if not self.tokens.admin_api:
-            return []
+        if not self.tokens.admin_api or self.server.ops_port is not None:
+            return []  # no admin API on the traffic port: its paths are the app's
         prefix = self.tokens.admin_prefix
         problems = []
         for i, rule in enumerate(self.policy.rules):

@@ -4,6 +4,7 @@ the doors, and the routes. Nothing here constructs a store, a verifier or the ga
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -31,6 +32,7 @@ from authgate.web.state import (
     DRAINING,
     IDENTITY,
     METRICS,
+    OPS_APP,
     REVOCATIONS,
     SERVICES,
     SETTINGS,
@@ -48,13 +50,11 @@ def create_app(
     """The authgate application. ``stores`` and ``key_ring`` may be injected (tests)."""
     protocol.install()
     services = Services(settings, clock=clock, stores=stores, key_ring=key_ring)
-    app = web.Application(
-        handler_args={
-            "max_field_size": settings.server.max_header_bytes,
-            "keepalive_timeout": settings.server.keepalive_timeout_seconds,
-        },
-        client_max_size=1024**2,
-    )
+    handler_args = {
+        "max_field_size": settings.server.max_header_bytes,
+        "keepalive_timeout": settings.server.keepalive_timeout_seconds,
+    }
+    app = web.Application(handler_args=handler_args, client_max_size=1024**2)
     app[SERVICES] = services
     app[SETTINGS] = settings
     app[METRICS] = services.metrics
@@ -91,7 +91,12 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     routes = Routes(app, request_id_header=settings.server.request_id_header)
-    health.add_routes(routes)
+    ops = routes
+    if settings.server.ops_port is not None:
+        app[OPS_APP] = _ops_app(app, handler_args)
+        ops = Routes(app[OPS_APP], request_id_header=settings.server.request_id_header)
+    health.add_routes(ops)
+    health.add_jwks_routes(routes)
     forward_auth.add_routes(
         routes,
         doors,
@@ -108,9 +113,27 @@ def create_app(
     if settings.tokens.enabled and settings.tokens.pico_enabled:
         pico.add_routes(routes)
     if settings.tokens.admin_api:
-        admin.add_routes(routes, settings.tokens.admin_prefix)
+        admin.add_routes(ops, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes)
     else:
         routes.add("*", "/" + TAIL, protocol.not_found)
+    if ops is not routes:
+        ops.add("*", "/" + TAIL, protocol.not_found)
     return app
+
+
+def _ops_app(app: web.Application, handler_args: dict[str, Any]) -> web.Application:
+    """The ops listener's application: its own routes, the traffic application's state (the
+    traffic application starts and closes the services; ``web/drain.py`` serves both)."""
+    ops = web.Application(handler_args=handler_args)
+    ops[SERVICES] = app[SERVICES]
+    ops[SETTINGS] = app[SETTINGS]
+    ops[METRICS] = app[METRICS]
+    ops[STORES] = app[STORES]
+    ops[REVOCATIONS] = app[REVOCATIONS]
+    ops[DRAINING] = app[DRAINING]
+    ops[DRAIN] = app[DRAIN]
+    ops[DOORS] = app[DOORS]
+    ops[IDENTITY] = app[IDENTITY]
+    return ops

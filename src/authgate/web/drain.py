@@ -40,7 +40,7 @@ from aiohttp import web
 
 from authgate.errors import ConfigError
 from authgate.web.protocol import Runner
-from authgate.web.state import SETTINGS
+from authgate.web.state import OPS_APP, SETTINGS
 
 log = logging.getLogger("authgate")
 
@@ -112,39 +112,50 @@ def _watchdog(seconds: float) -> threading.Timer:
     return timer
 
 
-def listen_problem(exc: OSError, host: str, port: int) -> ConfigError:
-    """The one-line report of a listening address that cannot be bound, naming the key."""
+def listen_problem(
+    exc: OSError, host: str, port: int, *, keys: tuple[str, str] = ("server.host", "server.port")
+) -> ConfigError:
+    """The one-line report of a listening address that cannot be bound, naming the key
+    (``keys``: the host's and the port's, ``server.ops_host`` and ``server.ops_port`` for
+    the ops listener)."""
+    host_key, port_key = keys
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if isinstance(exc, socket.gaierror):
         problem = (
-            "server.host",
+            host_key,
             f"cannot resolve {host!r} ({exc.strerror}); give an IP address or a name this "
             "machine resolves",
         )
     elif exc.errno == errno.EADDRINUSE:
         problem = (
-            "server.port",
+            port_key,
             f"{where} is already in use by another process; stop that process or set "
-            "another server.port (or --port)",
+            f"another {port_key}" + (" (or --port)" if port_key == "server.port" else ""),
         )
     elif exc.errno == errno.EACCES:
         problem = (
-            "server.port",
+            port_key,
             f"no permission to listen on {where} (ports below 1024 need privileges); set "
-            "server.port to 1024 or more, or grant CAP_NET_BIND_SERVICE",
+            f"{port_key} to 1024 or more, or grant CAP_NET_BIND_SERVICE",
         )
     elif exc.errno == errno.EADDRNOTAVAIL:
         problem = (
-            "server.host",
+            host_key,
             f"{host} is not an address of this machine; use one of its addresses, "
             "0.0.0.0 (all) or 127.0.0.1",
         )
     else:
-        problem = ("server.port", f"cannot listen on {where}: {exc.strerror or exc}")
+        problem = (port_key, f"cannot listen on {where}: {exc.strerror or exc}")
     return ConfigError([problem], heading="cannot listen")
 
 
-def check_listen_address(host: str, port: int, *, reuse_port: bool) -> None:
+def check_listen_address(
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    keys: tuple[str, str] = ("server.host", "server.port"),
+) -> None:
     """Bind ``host:port`` once and let it go, as the server will: raises
     :class:`ConfigError` (see :func:`listen_problem`) before anything starts when it cannot
     be bound. The server's own bind still reports a port taken in between."""
@@ -159,7 +170,7 @@ def check_listen_address(host: str, port: int, *, reuse_port: bool) -> None:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(address)
     except OSError as exc:
-        raise listen_problem(exc, host, port) from None
+        raise listen_problem(exc, host, port, keys=keys) from None
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -210,15 +221,38 @@ async def serve(
         body_read_timeout=server.body_read_timeout_seconds,
     )
     await runner.setup()
+    # The ops listener (server.ops_port): /healthz, /readyz, /metrics and the admin API. It
+    # stays open through the delay and the drain, so probes keep seeing `draining`.
+    ops_app = app.get(OPS_APP)
+    ops_runner = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise listen_problem(exc, host, port) from None
+        await _listen(runner, host, port, reuse_port=reuse_port)
+        if ops_app is not None and server.ops_port is not None:
+            ops_runner = Runner(
+                ops_app,
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=EXIT_MARGIN_SECONDS,
+                header_read_timeout=server.header_read_timeout_seconds,
+                body_read_timeout=server.body_read_timeout_seconds,
+            )
+            await ops_runner.setup()
+            await _listen(
+                ops_runner,
+                server.ops_host or host,
+                server.ops_port,
+                reuse_port=reuse_port,
+                keys=("server.ops_host", "server.ops_port"),
+            )
         log.info(
             "listening",
-            extra={"event": "listening", "host": host, "port": port, "backend": backend},
+            extra={
+                "event": "listening",
+                "host": host,
+                "port": port,
+                "ops_port": server.ops_port,
+                "backend": backend,
+            },
         )
         await stop.wait()
         drain = app[DRAIN]
@@ -239,4 +273,22 @@ async def serve(
         # Closes the listener, then idle connections, runs on_shutdown, waits for in-flight
         # handlers (at most the drain timeout), then the cleanup_ctx (pools, stores).
         await runner.cleanup()
+        if ops_runner is not None:
+            await ops_runner.cleanup()
     log.info("stopped", extra={"event": "stopped"})
+
+
+async def _listen(
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    keys: tuple[str, str] = ("server.host", "server.port"),
+) -> None:
+    """Open a listener for ``runner``; :class:`ConfigError` naming ``keys`` when it cannot."""
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise listen_problem(exc, host, port, keys=keys) from None

@@ -61,9 +61,13 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 def add_routes(routes: Routes) -> None:
-    """Register the operations endpoints."""
+    """Register the operations endpoints (on the ops port when there is one)."""
     routes.get("/healthz", healthz)
     routes.get("/readyz", readyz)
     routes.get("/metrics", metrics)
+
+
+def add_jwks_routes(routes: Routes) -> None:
+    """Register the public JWKS documents (always on the traffic port)."""
     routes.get("/.well-known/jwks.json", jwks)
     routes.get("/api/v1/auth/jwks", jwks)

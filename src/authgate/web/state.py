@@ -20,3 +20,6 @@ REVOCATIONS = web.AppKey("revocations", RevocationList)
 IDENTITY = web.AppKey("identity", IdentityHeaders)
 DOORS = web.AppKey("doors", Doors)
 DRAINING = web.AppKey("draining", list[bool])
+# The ops listener's application (server.ops_port): the operations endpoints and the admin
+# API, sharing the traffic application's state. Absent: those are on the traffic port.
+OPS_APP = web.AppKey("ops_app", web.Application)
