@@ -194,6 +194,14 @@ def render(run: Run) -> str:
         f"warm-up, {a['duration']:g} s measured; {a['rounds']} round(s), scenarios "
         "interleaved, the best round of each reported (its CPU figures with it)",
         f"- Baselines of this run: {baselines_text(run)}",
+        *(
+            [
+                "- **A `--quick` run**: short phases, one round, small memory runs: it checks "
+                "that the harness works; its figures are not figures of record"
+            ]
+            if a.get("quick")
+            else []
+        ),
         *(f"- {p}" for p in run.prep),
         "",
         "### Targets",

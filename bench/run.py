@@ -40,7 +40,6 @@ for _extra in (ROOT, ROOT / "src"):
     if str(_extra) not in sys.path:
         sys.path.insert(0, str(_extra))  # tests.support, bench.*, this checkout's authgate
 
-from bench import report
 from bench.memory import RssSampler, stream_upload
 from bench.procs import (
     ALL_CPUS,
@@ -58,6 +57,7 @@ from bench.procs import (
     python_server,
     tree_cpu_seconds,
 )
+from bench.report import Run, as_json, memory_line, render, result_line, write_doc
 from bench.stateful import BenchRedis, check_bpc, check_hmac, command_deltas, presign_bpc
 from bench.targets import MIB, summarize_rss
 from tests.support import AUDIENCE, ISSUER, TokenFactory, free_port, raw_request
@@ -334,6 +334,19 @@ def metrics_snapshot(port: int) -> dict[str, float]:
     return out
 
 
+def settled(port: int, timeout: float = 5.0) -> dict[str, float]:
+    """authgate's counters once two snapshots 50 ms apart agree (in-flight work done)."""
+    deadline = time.monotonic() + timeout
+    last = metrics_snapshot(port)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = metrics_snapshot(port)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def check_once(port: int, path: str, headers: Sequence[str]) -> None:
     """One request before loading: the scenario must answer 200, or it measures errors."""
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *headers]
@@ -403,8 +416,10 @@ def measure(
         core1 = core_times(watched)
         cpu1 = tree_cpu_seconds(pids)
         other1 = {k: cpu_seconds(p) for k, p in others.items()}
+        # Requests still in flight when the generator stopped finish now: count them on
+        # both sides (decisions and Redis commands) once the counters stand still.
+        after = settled(server.port) if before else {}
         stats1 = redis.commandstats() if redis is not None else {}
-        after = metrics_snapshot(server.port) if before else {}
     seconds = rec["duration_us"] / 1e6
     errors = sum(rec[f"errors_{k}"] for k in ("connect", "read", "write", "status", "timeout"))
     per_s = (lambda x: x / seconds) if seconds else (lambda x: 0.0)
@@ -784,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lines = sum(1 for _ in server.log_path.open("rb"))
                         result.notes.append(f"{lines:,} log lines written in all")
                     rounds[name].append(result)
-                    print("  " + report.result_line(result), flush=True)
+                    print("  " + result_line(result), flush=True)
             results = [best_of(rs) for rs in rounds.values() if rs]
             if presign_notes:
                 prep.append(
@@ -805,12 +820,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         uris=1_000_000,
                     )
                 )
-                print("  " + report.memory_line(memory[-1]), flush=True)
+                print("  " + memory_line(memory[-1]), flush=True)
             if "memory-upload" in memory_runs:
                 print(f"memory-upload: {args.upload_mib} MiB ...", flush=True)
                 server = make_server(SCENARIOS["sidecar"])
                 memory.append(memory_upload(server, token, args.upload_mib * MIB))
-                print("  " + report.memory_line(memory[-1]), flush=True)
+                print("  " + memory_line(memory[-1]), flush=True)
         finally:
             if upstream is not None:
                 upstream.stop()
@@ -818,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis.stop()
 
         elapsed = time.monotonic() - started
-        run = report.Run(
+        run = Run(
             results=results,
             verifies=verifies,
             memory=memory,
@@ -832,12 +847,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenarios=SCENARIOS,
         )
         print()
-        print(report.render(run))
+        print(render(run))
         if (results or memory) and not args.no_write:
-            report.write_doc(report.render(run), args.output)
+            write_doc(render(run), args.output)
             print(f"wrote {args.output}")
         if args.json:
-            args.json.write_text(json.dumps(report.as_json(run, rounds), indent=2, default=str))
+            args.json.write_text(json.dumps(as_json(run, rounds), indent=2, default=str))
         if args.profile:
             from bench.profile import profile_scenario
 
