@@ -1,11 +1,20 @@
 -- wrk script for bench/run.py.
 --
--- Headers (Authorization, X-Original-URI, X-Original-Method) come from wrk's -H flags.
--- Without script arguments the request is static (wrk builds it once): warm cache.
--- With arguments  -- TOKENS_FILE START  every request carries the next token of
--- TOKENS_FILE (one per line), starting at line START+1: cold cache, each token new.
--- With the argument  -- --vary-uri  every request has a new X-Original-URI (warm-uris).
--- done() prints one line "WRKJSON {...}" that run.py parses.
+-- Static headers come from wrk's -H flags. The script arguments (after --) pick the mode:
+--   (none)                      static request (wrk builds it once): the same bytes each time
+--   --vary-uri                  a new X-Original-URI on every request (forward auth)
+--   --vary-path                 a new request path on every request (the sidecar proxy)
+--   tokens FILE START STEP      every request the next token of FILE (one per line) as
+--                               Authorization: Bearer, from line START+1, STEP lines apart
+--   requests FILE START         every request the next pre-built request of FILE, from line
+--                               START+1; a line is "METHOD TARGET<TAB>Name: value<TAB>...",
+--                               sent as it is (each line once, unless the file runs out)
+--   mem FILE REPEAT             a new X-Original-URI on every request, and the token of
+--                               line (used / REPEAT) mod n + 1 of FILE: every token REPEAT
+--                               times in a row, all tokens in turn (the memory run)
+-- done() prints one line "WRKJSON {...}" that run.py parses; "tokens_used" counts the
+-- requests that took a token, URI or pre-built request, "token_wraps" how often a file
+-- ran out and started again.
 
 local threads = {}
 local counter = 0
@@ -16,46 +25,84 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local tokens = nil
-local n = 0
-local idx = 0
-local step = 1
 -- globals, so that done() can read them with thread:get()
 used = 0
 wrapped = 0
 
+local function read_lines(path)
+   local lines, n = {}, 0
+   for line in io.lines(path) do
+      if #line > 0 then
+         n = n + 1
+         lines[n] = line
+      end
+   end
+   return lines, n
+end
+
 function init(args)
-   if args[1] == nil then
+   local mode = args[1]
+   if mode == nil then
       return
    end
-   if args[1] == "--vary-uri" then
-      -- warm-uris: the same token, a new X-Original-URI on every request
+   if mode == "--vary-uri" then
       request = function()
          used = used + 1
          wrk.headers["X-Original-URI"] = string.format("/api/orders/%d-%d?expand=items", id, used)
          return wrk.format()
       end
-      return
-   end
-   tokens = {}
-   for line in io.lines(args[1]) do
-      if #line > 0 then
-         n = n + 1
-         tokens[n] = line
+   elseif mode == "--vary-path" then
+      request = function()
+         used = used + 1
+         return wrk.format(nil, string.format("/api/orders/%d-%d?expand=items", id, used))
       end
-   end
-   step = tonumber(args[3] or "1")
-   idx = (tonumber(args[2] or "0") + id) % n
-   request = function()
-      local t = tokens[idx + 1]
-      idx = idx + step
-      if idx >= n then
-         idx = idx % n
-         wrapped = wrapped + 1
+   elseif mode == "tokens" then
+      local tokens, n = read_lines(args[2])
+      local step = tonumber(args[4] or "1")
+      local idx = (tonumber(args[3] or "0") + id) % n
+      request = function()
+         local t = tokens[idx + 1]
+         idx = idx + step
+         if idx >= n then
+            idx = idx % n
+            wrapped = wrapped + 1
+         end
+         used = used + 1
+         wrk.headers["Authorization"] = "Bearer " .. t
+         return wrk.format()
       end
-      used = used + 1
-      wrk.headers["Authorization"] = "Bearer " .. t
-      return wrk.format()
+   elseif mode == "requests" then
+      local raw, n = read_lines(args[2])
+      local host = wrk.headers["Host"] or (wrk.host .. ":" .. wrk.port)
+      for i = 1, n do
+         local head = raw[i]:gsub("\t", "\r\n", 1)
+         local line_end = head:find("\r\n", 1, true) or (#head + 1)
+         raw[i] = head:sub(1, line_end - 1) .. " HTTP/1.1\r\nHost: " .. host
+            .. head:sub(line_end):gsub("\t", "\r\n") .. "\r\n\r\n"
+      end
+      local idx = tonumber(args[3] or "0") % n
+      request = function()
+         local r = raw[idx + 1]
+         idx = idx + 1
+         if idx >= n then
+            idx = 0
+            wrapped = wrapped + 1
+         end
+         used = used + 1
+         return r
+      end
+   elseif mode == "mem" then
+      local tokens, n = read_lines(args[2])
+      local repeat_each = tonumber(args[3] or "1")
+      request = function()
+         local t = tokens[math.floor(used / repeat_each) % n + 1]
+         used = used + 1
+         wrk.headers["Authorization"] = "Bearer " .. t
+         wrk.headers["X-Original-URI"] = string.format("/api/mem/%d-%d?page=%d", id, used, used)
+         return wrk.format()
+      end
+   else
+      error("unknown mode " .. mode)
    end
 end
 

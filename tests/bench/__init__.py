@@ -1,0 +1,1 @@
+"""Tests of the benchmark harness's own arithmetic (``bench/targets.py``)."""
