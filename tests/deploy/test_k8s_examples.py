@@ -158,11 +158,12 @@ def find(example: str, kind: str, name: str | None = None) -> Manifest:
 
 
 def authgate_service() -> tuple[str, str, int]:
-    """(name, namespace, port) of authgate's Service in the standalone rendering."""
+    """(name, namespace, port) of authgate's traffic Service in the standalone rendering
+    (not the ops Service, which serves probes and metrics only)."""
     (service,) = [
         doc
         for doc in yaml.safe_load_all(STANDALONE.read_text())
-        if doc and doc["kind"] == "Service"
+        if doc and doc["kind"] == "Service" and not doc["metadata"]["name"].endswith("-ops")
     ]
     (port,) = service["spec"]["ports"]
     return service["metadata"]["name"], service["metadata"]["namespace"], port["port"]
