@@ -5,7 +5,7 @@ its two fields, extra volumes, mounts, ``envFrom`` and containers, pod annotatio
 Ingress and a Gateway API HTTPRoute (both off by default), the sidecar app's own volumes,
 ``envFrom`` and probes, the image tag defaulting to the chart's appVersion, the ci values
 working under any release name, and ``checksum/secrets``. Built-in kinds are validated
-against the Kubernetes 1.30 schemas; the HTTPRoute (a CRD) structurally.
+against the Kubernetes 1.30 schemas; the HTTPRoute (a CRD) against the vendored Gateway API schema.
 """
 
 from __future__ import annotations
@@ -58,10 +58,16 @@ def pod(manifests: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def validate(manifests: list[dict[str, Any]]) -> None:
-    """Every built-in object against the Kubernetes schemas (strict)."""
+    """Every built-in object against the Kubernetes schemas (strict); the HTTPRoute against
+    the vendored Gateway API CRD schema (tests/deploy/schemas), closed."""
+    from tests.deploy.test_k8s_examples import validate as validate_example
+
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for manifest in manifests:
-        if manifest["apiVersion"].startswith(("monitoring.coreos.com/", "gateway.networking")):
+        if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
+        if manifest["apiVersion"].startswith("gateway.networking"):
+            validate_example(manifest)
             continue
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
