@@ -127,8 +127,18 @@ def machine_info() -> dict[str, str]:
         "aiohttp": aiohttp.__version__,
         "wrk": wrk_version or "not installed",
         "redis": redis_version or "not installed",
+        "redis_py": _redis_py(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def _redis_py() -> str:
+    """redis-py's version and its parser: hiredis (the `fast` extra) or pure Python."""
+    import redis
+    from redis.utils import HIREDIS_AVAILABLE
+
+    parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python parser"
+    return f"{redis.__version__} ({parser})"
 
 
 # --------------------------------------------------------------------------- tokens

@@ -186,7 +186,8 @@ def render(run: Run) -> str:
         f"- Machine: {info['cpus']} CPUs, {info['cpu']}, Linux {info['kernel']}; load average "
         f"before the run {info['loadavg']} (the machine may be shared: other work slows a "
         f"run down, compare ratios of one run); the run took {run.elapsed / 60:.1f} min",
-        f"- Python {info['python']}, aiohttp {info['aiohttp']}, Redis {info['redis']}",
+        f"- Python {info['python']}, aiohttp {info['aiohttp']}, Redis {info['redis']}, "
+        f"redis-py {info['redis_py']}",
         f"- Load generator: {gen}; {a['connections']} keep-alive connections, closed loop; "
         "`hmac` always uses `bench/loadgen.py`",
         f"- Placement: {placement}",

@@ -57,3 +57,31 @@ def test_store_contract_holds_on_redis_py(version: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert " passed" in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_store_contract_holds_with_hiredis(tmp_path: Path) -> None:
+    """With the `fast` extra's hiredis parser under the installed redis-py, the standalone
+    Redis contract tests pass (and the parser in use is hiredis)."""
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         "hiredis>=3.0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(REPO / "src"), str(REPO)]))
+    probe = subprocess.run(
+        [sys.executable, "-c", "from redis.utils import HIREDIS_AVAILABLE as h; print(h)"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "True"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-m", "redis and not redis_topology", *CONTRACTS, "tests/stores/test_autopipeline.py"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout.splitlines()[-1]
