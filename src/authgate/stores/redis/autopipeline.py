@@ -6,7 +6,9 @@ own result (or error) exactly as with a call of its own. What is shared is the c
 checkout, the socket write and the read: per command, that is most of redis-py's work and a
 round trip each. A pipeline is sent at the end of the loop turn in which its first command
 was queued (``call_soon``: no timer, no added wait), or at once when it holds
-:data:`MAX_BATCH` commands. A caller that stops waiting (its deadline) leaves its reply
+:data:`MAX_BATCH` commands. The deadline (``stores.redis.deadline_seconds``) bounds each
+pipeline as a whole, so a caller waits at most one loop turn plus the deadline, with no
+timer of its own. A caller that stops waiting (its deadline) leaves its reply
 unread by anyone; a pipeline that fails (the connection is lost) fails every caller in it,
 who then answer 503 as they would have alone. Used for a plain server and Sentinel; a
 Cluster routes by slot, and nonce writes that wait for a replica's acknowledgement keep
@@ -34,8 +36,9 @@ _Queued = tuple[tuple[Any, ...], "AsyncScript | None", "asyncio.Future[Any]"]
 class AutoPipeline:
     """Queues commands and sends each loop turn's as one non-transactional pipeline."""
 
-    def __init__(self, client: Redis, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, client: Redis, *, deadline: float, max_batch: int = MAX_BATCH) -> None:
         self._client = client
+        self._deadline = deadline
         self._max_batch = max_batch
         self._queued: list[_Queued] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -72,7 +75,11 @@ class AutoPipeline:
         self.pipelines += 1
         self.commands += len(batch)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            # One deadline for the whole pipeline, so its callers need no timer each.
+            async with (
+                asyncio.timeout(self._deadline),
+                self._client.pipeline(transaction=False) as pipe,
+            ):
                 for command, _, _ in batch:
                     pipe.execute_command(*command)
                 replies = await pipe.execute(raise_on_error=False)
@@ -103,8 +110,9 @@ class AutoPipeline:
 
         async def retry() -> None:
             try:
-                await self._client.script_load(script.script)
-                reply = await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(self._deadline):
+                    await self._client.script_load(script.script)
+                    reply = await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
             except Exception as exc:  # noqa: BLE001 - handed to the caller
                 if not future.done():
                     future.set_exception(exc)

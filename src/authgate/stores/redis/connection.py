@@ -77,14 +77,21 @@ class RedisConnection:
         self.nonce_limit_script: AsyncScript = self.client.register_script(NONCE_LIMIT_SCRIPT)
         self.epoch_prime_script: AsyncScript = self.client.register_script(EPOCH_PRIME_SCRIPT)
         self.auto: AutoPipeline | None = (
-            AutoPipeline(client) if settings.auto_pipeline and isinstance(client, Redis) else None
+            AutoPipeline(client, deadline=settings.deadline_seconds)
+            if settings.auto_pipeline and isinstance(client, Redis)
+            else None
         )
 
-    def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Awaitable[Any]:
-        """``script``'s reply: auto-pipelined with concurrent calls, when enabled."""
-        if self.auto is not None:
-            return self.auto.script(script, keys, args)
-        return script(keys=keys, args=args)
+    async def run_script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """``script``'s reply, as :meth:`run` gives it. Auto-pipelined (when enabled) with
+        the calls of concurrent requests: the pipeline carries the deadline."""
+        auto = self.auto
+        if auto is None:
+            return await self.run(lambda: script(keys=keys, args=args))
+        try:
+            return await auto.script(script, keys, args)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailable() from exc
 
     def key(self, suffix: str) -> str:
         """``suffix`` under the configured prefix."""
@@ -145,7 +152,7 @@ class RedisConnection:
         back without waiting for a new replica. Returns the reply, its code without the +4.
         """
         if not self.replica_acks:
-            return _split(await self.run(lambda: self.script(script, keys, args)))[0]
+            return _split(await self.run_script(script, keys, args))[0]
 
         async def acked() -> Any:
             client = await self.acking_client(keys[0])

@@ -23,8 +23,8 @@ class RedisRateLimitStore:
             raise ValueError("limit and period_ms must be positive")
         redis_key = self._conn.key(f"rl:{hash_tag(key)}")
         args = [self._clock.now_ms(), limit, period_ms, cost]
-        allowed, remaining, retry_after, reset_after = await self._conn.run(
-            lambda: self._conn.script(self._conn.gcra_script, [redis_key], args)
+        allowed, remaining, retry_after, reset_after = await self._conn.run_script(
+            self._conn.gcra_script, [redis_key], args
         )
         return RateLimitResult(
             allowed=bool(allowed),
@@ -45,9 +45,7 @@ class RedisRateLimitStore:
         args: list[Any] = [self._clock.now_ms()]
         for check in checks:
             args += [check.limit, check.period_ms]
-        reply = await self._conn.run(
-            lambda: self._conn.script(self._conn.gcra_many_script, keys, args)
-        )
+        reply = await self._conn.run_script(self._conn.gcra_many_script, keys, args)
         return limit_results(reply[1:], checks)
 
 
