@@ -37,6 +37,8 @@ INTERNAL = {
     "authgate.strict_json.StrictJSONError": "one except per input: web/body.py "
     "(invalid_request), verifiers/jwt_bearer.py (token_malformed), crypto/bpc_wire.py "
     "(WireError)",
+    "authgate.strict_json._Refused": "raised by the shared decoder's hooks, caught in "
+    "loads_object and re-raised as StrictJSONError naming the input",
     "authgate.crypto.envelope.EnvelopeError": "one except per sealed record kind: apikeys.py, "
     "pairs/directory.py, tokens/keys.py",
     "authgate.pairs.records.PairRecordError": "pairs/service.py turns a submitted key's into "
