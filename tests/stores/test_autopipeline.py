@@ -40,7 +40,7 @@ async def _stores(server: RedisServer, **overrides: object) -> RedisStores:
 async def stores(server: RedisServer) -> AsyncIterator[RedisStores]:
     # Hundreds of calls at once on a busy two-core machine: a deadline that counts
     # outcomes, not time (the deadline tests below set their own).
-    opened = await _stores(server, deadline_seconds=10)
+    opened = await _stores(server, deadline_seconds=10, socket_timeout_seconds=10)
     try:
         yield opened
     finally:
