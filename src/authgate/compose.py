@@ -367,6 +367,9 @@ class Services:
         except AuthGateError:
             log.warning("store not reachable at start-up", extra={"event": "store_unavailable"})
         await self.keys.load()
+        self.metrics.watch_keys(
+            self._signing_key_age, self.settings.tokens.rotation_interval_days * 86_400
+        )
         _ = self.gate  # everything the doors use is built before the first request
         await self.stores.events.start()
         if self.keys.managed:
@@ -439,6 +442,12 @@ class Services:
                     "signing key maintenance skipped",
                     extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},
                 )
+
+    def _signing_key_age(self) -> float | None:
+        activated = self.keys.current_activated_ms
+        if activated is None:
+            return None
+        return max(0.0, (self.clock.now_ms() - activated) / 1000)
 
     async def _fetch_jwks(self, url: str) -> bytes:
         if self.http is None:

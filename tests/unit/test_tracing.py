@@ -384,3 +384,42 @@ async def test_tracing_on_builds_the_traced_gate(tokens: TokenFactory) -> None:
     """tracing.enabled true: the composition root builds the traced gate (the switch)."""
     async with traced_app(tokens) as t:
         assert isinstance(t.client.app[SERVICES].gate, TracedGate)
+
+
+async def test_spans_reach_an_otlp_collector_named_by_the_standard_variables(
+    tokens: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exporter otlp (no injected provider): OTEL_EXPORTER_OTLP_ENDPOINT and _HEADERS
+    decide where spans go; a real HTTP receiver gets the protobuf export on shutdown."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    exports: list[tuple[str, bytes, str]] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        exports.append((request.path, await request.read(), request.headers["x-tenant"]))
+        return web.Response(status=200)
+
+    collector = web.Application()
+    collector.router.add_post("/{tail:.*}", collect)
+    async with serve_app(collector) as port:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue")
+        settings = make_settings(
+            tracing={"enabled": True, "service_name": "edge-gate"},
+            policy={"rules": [{"id": "api", "path_prefix": "/api"}]},
+        )
+        app = create_app(settings, stores=MemoryStores(), key_ring=KeyRing([tokens.key]))
+        async with TestClient(TestServer(app)) as client:
+            assert (await client.get("/auth", headers=nginx(tokens.mint()))).status == 200
+        # The client closed the app: shutdown flushed the batch to the collector.
+    assert exports, "nothing exported"
+    path, body, tenant = exports[0]
+    assert (path, tenant) == ("/v1/traces", "blue")
+    export = ExportTraceServiceRequest.FromString(body)
+    [resource_spans] = export.resource_spans
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "edge-gate"
+    names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
+    assert "authgate.decision" in names
