@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from authgate.crypto.keys import KeyRing, SigningKey
+from authgate.errors import StoreUnavailable
 from authgate.pipeline import Gate
 from authgate.stores.memory import MemoryStores
 from authgate.tracing import TracedGate
@@ -66,6 +68,7 @@ async def traced_app(
     ratio: float = 1.0,
     trusted: tuple[str, ...] = ("127.0.0.1/32",),
     jwks_port: int | None = None,
+    stores: MemoryStores | None = None,
 ) -> AsyncIterator[Traced]:
     """authgate with tracing (console exporter named, the in-memory provider injected), a
     real echo upstream behind the sidecar, rate limits on every rule (a store call)."""
@@ -97,7 +100,7 @@ async def traced_app(
         tracer_provider, exporter = provider(ratio)
         app = create_app(
             settings,
-            stores=MemoryStores(),
+            stores=stores or MemoryStores(),
             key_ring=KeyRing([tokens.key]),
             tracer_provider=tracer_provider,
         )
@@ -253,16 +256,19 @@ async def test_sidecar_passes_its_own_traceparent_to_the_upstream(tokens: TokenF
 async def test_untrusted_peers_traceparent_is_never_believed_nor_relayed(
     tokens: TokenFactory,
 ) -> None:
-    """Sidecar, untrusted peer: a new trace starts; the upstream gets authgate's
-    traceparent, not the client's, and no client tracestate."""
+    """Sidecar, untrusted peer: a new trace starts; the upstream gets one traceparent,
+    authgate's (the client sent two), and no client tracestate."""
     async with traced_app(tokens, trusted=("10.0.0.0/8",)) as t:
         resp = await t.client.get(
             "/api/items",
-            headers={
-                "Authorization": f"Bearer {tokens.mint()}",
-                "traceparent": TRACEPARENT,
-                "tracestate": TRACESTATE,
-            },
+            headers=CIMultiDict(
+                [
+                    ("Authorization", f"Bearer {tokens.mint()}"),
+                    ("traceparent", TRACEPARENT),
+                    ("Traceparent", TRACEPARENT.replace("-01", "-00")),
+                    ("tracestate", TRACESTATE),
+                ]
+            ),
         )
         assert resp.status == 200
         body = json.loads(await resp.text())
@@ -292,6 +298,24 @@ async def test_a_refused_proxied_request_is_recorded_with_its_status(
     assert proxy.status.status_code is StatusCode.UNSET
 
 
+# Every attribute a span of authgate may carry: none holds request data beyond these.
+ALLOWED_ATTRIBUTES = frozenset(
+    {
+        "http.request.method",
+        "http.response.status_code",
+        "authgate.request_id",
+        "authgate.outcome",
+        "authgate.reason",
+        "authgate.credential_type",
+        "authgate.rule_id",
+        "authgate.store",
+        "authgate.store.operation",
+        "authgate.store.backend",
+        "server.address",
+    }
+)
+
+
 def _all_text(spans: list[ReadableSpan]) -> Iterator[str]:
     """Every string a span exports: names, attribute keys and values, events, status, links."""
     for span in spans:
@@ -319,6 +343,9 @@ async def test_no_secret_appears_in_any_span(tokens: TokenFactory, valid: bool) 
         await t.client.get("/api/items", headers={"Authorization": f"Bearer {token}"})
         spans = t.spans()
     assert len(spans) >= 3
+    keys = {k for span in spans for k in (span.attributes or {})}
+    assert keys <= ALLOWED_ATTRIBUTES, keys - ALLOWED_ATTRIBUTES
+    assert all(not span.events for span in spans)
     text = "\n".join(_all_text(spans))
     for part in (token, *token.split(".")):
         assert part not in text
@@ -423,3 +450,25 @@ async def test_spans_reach_an_otlp_collector_named_by_the_standard_variables(
     assert resource["service.name"] == "edge-gate"
     names = [s.name for scope in resource_spans.scope_spans for s in scope.spans]
     assert "authgate.decision" in names
+
+
+async def test_a_store_outage_is_an_error_on_the_store_and_decision_spans(
+    tokens: TokenFactory,
+) -> None:
+    """503 store_unavailable: both spans' status is error, described by the reason only."""
+    stores = MemoryStores()
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("redis timed out talking to 10.0.0.7:6379 (secret-ish detail)")
+
+    stores.rate_limits.hit_many = unavailable  # type: ignore[method-assign]
+    async with traced_app(tokens, stores=stores) as t:
+        assert (await t.client.get("/auth", headers=nginx(tokens.mint()))).status == 503
+        decision = t.one("authgate.decision")
+        store = t.one("authgate.store rate_limits.hit_many")
+    for span in (decision, store):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "store_unavailable"
+        assert not span.events
+    assert decision.attributes is not None
+    assert decision.attributes["authgate.reason"] == "store_unavailable"
