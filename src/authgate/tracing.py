@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from multidict import CIMultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -124,11 +125,12 @@ class Tracing:
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
 
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        """Replace any ``traceparent``/``tracestate`` in ``headers`` with the current span's."""
+    def inject(self, headers: CIMultiDict[str]) -> None:
+        """Replace every ``traceparent``/``tracestate`` in ``headers`` (any case, any count)
+        with the current span's."""
         for name in TRACE_HEADERS:
-            headers.pop(name, None)
-            headers.pop(name.title(), None)
+            if name in headers:
+                del headers[name]  # every occurrence: a client may send several
         _PROPAGATOR.inject(headers)
 
     def traced_fetch(self, fetch: Fetcher) -> Fetcher:
