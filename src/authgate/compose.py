@@ -15,6 +15,7 @@ import contextlib
 import logging
 import secrets
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -22,7 +23,7 @@ from authgate.access_log import DecisionLog
 from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.crypto.envelope import Envelope, parse_kek
-from authgate.crypto.jwks_cache import JWKSCache
+from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing
 from authgate.crypto.pico_challenge import ChallengeCodec
 from authgate.errors import AuthGateError
@@ -45,6 +46,11 @@ from authgate.tokens.wallets import WalletSignIn
 from authgate.verifiers.bpc import BPCVerifier
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
+
+if TYPE_CHECKING:  # the otel extra: imported at run time only when tracing is on
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from authgate.tracing import Tracing
 
 log = logging.getLogger("authgate")
 
@@ -74,8 +80,10 @@ class Services:
         stores: Stores | None = None,
         key_ring: KeyRing | None = None,
         metrics: Metrics | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
+        self._tracer_provider = tracer_provider
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self._injected_stores = stores
@@ -89,7 +97,22 @@ class Services:
     def stores(self) -> Stores:
         """The configured stores, every call measured."""
         raw = self._injected_stores or build_stores(self.settings.stores, self.clock)
-        return instrument(raw, self.metrics)
+        stores = instrument(raw, self.metrics)
+        if self.tracing is not None:
+            from authgate.tracing import trace_stores
+
+            stores = trace_stores(stores, self.tracing)
+        return stores
+
+    @cached_property
+    def tracing(self) -> Tracing | None:
+        """OpenTelemetry tracing when ``tracing.enabled`` (the otel extra), else ``None``:
+        only then is ``opentelemetry`` imported."""
+        if not self.settings.tracing.enabled:
+            return None
+        from authgate.tracing import Tracing
+
+        return Tracing(self.settings.tracing, provider=self._tracer_provider)
 
     @cached_property
     def envelope(self) -> Envelope:
@@ -157,10 +180,13 @@ class Services:
     @cached_property
     def jwks_caches(self) -> tuple[JWKSCache, ...]:
         """One key cache per external issuer, fetching over :attr:`http`."""
+        fetch: Fetcher = self._fetch_jwks
+        if self.tracing is not None:
+            fetch = self.tracing.traced_fetch(fetch)
         return tuple(
             JWKSCache(
                 url=i.jwks_url,
-                fetch=self._fetch_jwks,
+                fetch=fetch,
                 algorithms=i.algorithms,
                 ttl_seconds=i.jwks_ttl_seconds,
                 min_refresh_interval_seconds=i.min_refresh_interval_seconds,
@@ -295,6 +321,18 @@ class Services:
         if self.settings.hmac.enabled:
             verifiers.append(self.hmac_verifier)
         verifiers.append(self.jwt_verifier)
+        if self.tracing is not None:
+            from authgate.tracing import TracedGate
+
+            return TracedGate(
+                tracing=self.tracing,
+                policy=Policy.from_settings(self.settings.policy),
+                verifiers=verifiers,
+                rate_limits=self.stores.rate_limits,
+                nonces=self.stores.nonces,
+                metrics=self.metrics,
+                access_log=self.decision_log,
+            )
         return Gate(
             policy=Policy.from_settings(self.settings.policy),
             verifiers=verifiers,
@@ -329,6 +367,9 @@ class Services:
         except AuthGateError:
             log.warning("store not reachable at start-up", extra={"event": "store_unavailable"})
         await self.keys.load()
+        self.metrics.watch_keys(
+            self._signing_key_age, self.settings.tokens.rotation_interval_days * 86_400
+        )
         _ = self.gate  # everything the doors use is built before the first request
         await self.stores.events.start()
         if self.keys.managed:
@@ -346,6 +387,8 @@ class Services:
             self.http = None
         await self.stores.close()
         self.decision_log.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushing may wait on the network
 
     def _warn_ephemeral(self) -> None:
         if self.settings.development:
@@ -399,6 +442,12 @@ class Services:
                     "signing key maintenance skipped",
                     extra={"event": "key_maintenance_skipped", "error": type(exc).__name__},
                 )
+
+    def _signing_key_age(self) -> float | None:
+        activated = self.keys.current_activated_ms
+        if activated is None:
+            return None
+        return max(0.0, (self.clock.now_ms() - activated) / 1000)
 
     async def _fetch_jwks(self, url: str) -> bytes:
         if self.http is None:

@@ -10,7 +10,7 @@ forward-auth decision. Exposition, naming and the text format stay prometheus_cl
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -165,6 +165,41 @@ class EventBusCollector:
         )
 
 
+class SigningKeyCollector:
+    """``authgate_signing_key_age_seconds`` (how long the current store-managed key has
+    signed; absent for key files and ephemeral keys, whose age authgate cannot know) and
+    ``authgate_signing_key_rotation_interval_seconds`` (0: rotation off), read at scrape
+    time. Their difference is what the KeyRotationOverdue alert watches."""
+
+    def __init__(self, age_seconds: Callable[[], float | None], interval_seconds: float) -> None:
+        self._age = age_seconds
+        self._interval = interval_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """The two families, the age only when known."""
+        age, interval = self.describe()
+        seconds = self._age()
+        if seconds is not None:
+            age.add_metric([], seconds)
+        interval.add_metric([], self._interval)
+        yield age
+        yield interval
+
+    @staticmethod
+    def describe() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        """The families without samples."""
+        return (
+            GaugeMetricFamily(
+                "authgate_signing_key_age_seconds",
+                "Seconds since the current store-managed signing key began to sign.",
+            ),
+            GaugeMetricFamily(
+                "authgate_signing_key_rotation_interval_seconds",
+                "tokens.rotation_interval_days in seconds (0: automatic rotation off).",
+            ),
+        )
+
+
 class Metrics:
     """Every metric authgate exports, on one registry (one per app, so tests stay apart)."""
 
@@ -226,6 +261,7 @@ class Metrics:
             r.register(metric)
         self.ready = Gauge("authgate_ready", "1 when the last readiness check passed.", registry=r)
         self._events: EventBusCollector | None = None
+        self._keys: SigningKeyCollector | None = None
 
     def watch_events(self, bus: EventBus) -> None:
         """Export ``bus``'s liveness and resubscriptions (the latest bus, if called again)."""
@@ -233,3 +269,11 @@ class Metrics:
             self.registry.unregister(self._events)
         self._events = EventBusCollector(bus)
         self.registry.register(self._events)
+
+    def watch_keys(self, age_seconds: Callable[[], float | None], interval_seconds: float) -> None:
+        """Export the signing key's age (``age_seconds`` at scrape time) and the rotation
+        interval (the latest, if called again)."""
+        if self._keys is not None:
+            self.registry.unregister(self._keys)
+        self._keys = SigningKeyCollector(age_seconds, interval_seconds)
+        self.registry.register(self._keys)

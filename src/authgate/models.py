@@ -39,6 +39,9 @@ class RequestContext:
     request_id: str = ""
     read_body: Callable[[], Awaitable[bytes]] | None = None
     raw_target: str = ""
+    # The W3C traceparent/tracestate of a trusted proxy, kept by the door only when tracing
+    # is on (authgate/tracing.py); None otherwise, whatever the client sent.
+    trace_carrier: Mapping[str, str] | None = None
 
     @property
     def target(self) -> str:

@@ -78,3 +78,54 @@ async def test_event_bus_state_is_exported_at_scrape_time() -> None:
     assert "authgate_events_resubscriptions_total 3.0" in text
     metrics.watch_events(MemoryEventBus())  # a rebuilt app: the newest bus wins, no clash
     assert "authgate_events_live 0.0" in generate_latest(metrics.registry).decode()
+
+
+async def test_signing_key_age_and_rotation_interval_are_exported() -> None:
+    """Store-managed keys: the current key's age follows the clock; the interval is the
+    configured one (what the KeyRotationOverdue alert compares)."""
+    import base64
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from authgate.stores.base import ManualClock
+    from authgate.stores.memory import MemoryStores
+    from authgate.web.app import create_app
+    from tests.support import make_settings
+
+    clock = ManualClock()
+    settings = make_settings(
+        secrets={"key_encryption_key": base64.b64encode(b"k" * 32).decode()},
+        tokens={"rotation_interval_days": 1},
+    )
+    app = create_app(settings, clock=clock, stores=MemoryStores(clock=clock))
+
+    async def scrape() -> dict[str, float]:
+        text = await (await client.get("/metrics")).text()
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("authgate_signing_key")
+        }
+
+    async with TestClient(TestServer(app)) as client:
+        assert await scrape() == {
+            "authgate_signing_key_age_seconds": 0.0,
+            "authgate_signing_key_rotation_interval_seconds": 86_400.0,
+        }
+        clock.advance(2 * 86_400_000)
+        assert (await scrape())["authgate_signing_key_age_seconds"] == 2 * 86_400.0
+
+
+async def test_key_files_export_no_age() -> None:
+    """An ephemeral (or file) key has no known age: only the interval (0: off) is exported."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from authgate.web.app import create_app
+    from tests.support import make_settings
+
+    async with TestClient(TestServer(create_app(make_settings()))) as client:
+        text = await (await client.get("/metrics")).text()
+    assert "authgate_signing_key_rotation_interval_seconds 0.0" in text
+    assert not [ln for ln in text.splitlines() if ln.startswith("authgate_signing_key_age")]

@@ -8,6 +8,7 @@ they never print. ``docs/configuration.md`` is generated from this module
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
@@ -1011,6 +1012,68 @@ class LoggingSettings(Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class TracingSettings(Section):
+    """OpenTelemetry tracing (the ``otel`` extra; see docs/observability.md)."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "A span per decision, child spans for store calls and JWKS fetches, W3C "
+            "traceparent from trusted proxies and to the upstream. Needs the otel extra "
+            "(pip install 'authgate[otel]'); off, opentelemetry is never imported."
+        ),
+    )
+    service_name: str = Field(
+        "authgate",
+        min_length=1,
+        max_length=128,
+        description="The service.name resource attribute (others from OTEL_RESOURCE_ATTRIBUTES).",
+    )
+    sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of new traces sampled (0 to 1); a trusted proxy's sampled flag is followed."
+        ),
+    )
+    exporter: Literal["otlp", "console"] = Field(
+        "otlp",
+        description=(
+            "otlp: OTLP over HTTP (in the otel extra), endpoint and headers from the standard "
+            "OTEL_EXPORTER_OTLP_* variables; console: spans printed to stdout (debugging)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _extra_installed(self) -> TracingSettings:
+        # Looked up only when on: off, nothing so much as searches for opentelemetry.
+        if self.enabled:
+            needed = [("enabled", "opentelemetry.sdk.trace")]
+            if self.exporter == "otlp":
+                needed.append(("exporter", "opentelemetry.exporter.otlp.proto.http.trace_exporter"))
+            _raise(
+                [
+                    (
+                        key,
+                        f"needs the otel extra ({module} is not installed): "
+                        "pip install 'authgate[otel]'",
+                    )
+                    for key, module in needed
+                    if not _importable(module)
+                ]
+            )
+        return self
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported (its parent packages are imported to find it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
 # "Authorization: " and the scheme with slack (web/context.py AUTHORIZATION_OVERHEAD is 32).
 AUTHORIZATION_LINE_OVERHEAD = 64
 
@@ -1035,6 +1098,7 @@ class Settings(Section):
     hmac: HMACSettings = Field(default_factory=HMACSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @model_validator(mode="after")
     def _own_tokens_fit_their_lifetime(self) -> Settings:

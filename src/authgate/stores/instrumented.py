@@ -11,7 +11,7 @@ from authgate.errors import StoreUnavailable
 from authgate.metrics import Metrics
 from authgate.stores.base import EventBus, Stores
 
-_STORE_NAMES = (
+STORE_NAMES = (
     "nonces",
     "revocations",
     "pairs",
@@ -58,7 +58,7 @@ class InstrumentedStores:
 
     def __init__(self, inner: Stores, metrics: Metrics) -> None:
         self._inner = inner
-        for name in _STORE_NAMES:
+        for name in STORE_NAMES:
             setattr(self, name, _Timed(getattr(inner, name), name, metrics))
         self._ping = _Timed(inner, "backend", metrics)
 

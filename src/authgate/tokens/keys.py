@@ -118,6 +118,13 @@ class KeyManager:
         return self._ring is not None
 
     @property
+    def current_activated_ms(self) -> int | None:
+        """When the current store-managed key began to sign (``None``: key files or an
+        ephemeral key, or not loaded yet)."""
+        current = next((k for k in self._stored if k.state == "current"), None)
+        return None if current is None else current.activated_at
+
+    @property
     def current(self) -> SigningKey:
         """The key that signs."""
         return self.ring.current

@@ -4,7 +4,7 @@ the doors, and the routes. Nothing here constructs a store, a verifier or the ga
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -39,6 +39,9 @@ from authgate.web.state import (
     STORES,
 )
 
+if TYPE_CHECKING:  # the otel extra
+    from opentelemetry.sdk.trace import TracerProvider
+
 
 def create_app(
     settings: Settings,
@@ -46,10 +49,14 @@ def create_app(
     clock: Clock | None = None,
     stores: Stores | None = None,
     key_ring: KeyRing | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
-    """The authgate application. ``stores`` and ``key_ring`` may be injected (tests)."""
+    """The authgate application. ``stores``, ``key_ring`` and the OpenTelemetry
+    ``tracer_provider`` (used when ``tracing.enabled``) may be injected (tests)."""
     protocol.install()
-    services = Services(settings, clock=clock, stores=stores, key_ring=key_ring)
+    services = Services(
+        settings, clock=clock, stores=stores, key_ring=key_ring, tracer_provider=tracer_provider
+    )
     handler_args = {
         "max_field_size": settings.server.max_header_bytes,
         "keepalive_timeout": settings.server.keepalive_timeout_seconds,
@@ -75,6 +82,7 @@ def create_app(
         max_body_bytes=settings.bpc.max_body_bytes,
         identity_check=identity.names.check,
         max_token_bytes=settings.jwt.max_token_bytes,
+        trace=settings.tracing.enabled,
     )
     app[DOORS] = doors
 
@@ -115,7 +123,7 @@ def create_app(
     if settings.tokens.admin_api:
         admin.add_routes(ops, settings.tokens.admin_prefix)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
-        proxy.add_routes(routes)
+        proxy.add_routes(routes, tracing=services.tracing)
     else:
         routes.add("*", "/" + TAIL, protocol.not_found)
     if ops is not routes:

@@ -46,6 +46,8 @@ AUTHORIZATION_OVERHEAD = 32
 # Every ASCII character but letters and digits, deleted by header_key().
 _NOT_ALNUM = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
 _ID_PREFIX = os.urandom(8).hex()
+# The W3C Trace Context headers a door keeps from a trusted proxy when tracing is on.
+TRACE_HEADERS = ("traceparent", "tracestate")
 _ID_COUNTER = itertools.count(1)
 
 
@@ -291,11 +293,13 @@ class Door:
         max_body_bytes: int,
         identity_check: HeaderCheck,
         max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+        trace: bool = False,
     ) -> None:
         self.trusted = trusted
         self.max_body_bytes = max_body_bytes
         self.max_authorization = max_token_bytes + AUTHORIZATION_OVERHEAD
         self._check = identity_check if self.refuses_identity_headers else None
+        self._trace = trace
 
     def context(self, request: web.Request, rid: str) -> RequestContext:
         """The request as the door reconstructs it, or a :class:`BadRequest` leaf."""
@@ -306,6 +310,11 @@ class Door:
         client = self.trusted.client_ip(peer, headers.get("x-forwarded-for"))
         method, raw_target, host, scheme = self.original(request, headers, peer)
         target = canonicalize(raw_target)
+        carrier = None
+        if self._trace and "traceparent" in headers and self.trusted.trusts(peer):
+            # W3C trace context, believed from a trusted proxy only: from anyone else a
+            # traceparent is ignored and the decision starts a new trace.
+            carrier = {k: headers[k] for k in TRACE_HEADERS if k in headers}
         return RequestContext(
             method=method,
             path=target.path,
@@ -319,6 +328,7 @@ class Door:
                 body_reader(request, limit=self.max_body_bytes) if self.forwards_body else None
             ),
             raw_target=raw_target,
+            trace_carrier=carrier,
         )
 
     def original(
@@ -460,9 +470,10 @@ class Doors:
         max_body_bytes: int,
         identity_check: HeaderCheck,
         max_token_bytes: int = MAX_HEADER_VALUE - AUTHORIZATION_OVERHEAD,
+        trace: bool = False,
     ) -> Doors:
-        """Every door, each with ``trusted``, the body limit, the token limit and the
-        identity-header check (``IdentityNames.check``)."""
+        """Every door, each with ``trusted``, the body limit, the token limit, the
+        identity-header check (``IdentityNames.check``) and whether trace context is read."""
 
         def door(kind: type[D]) -> D:
             return kind(
@@ -470,6 +481,7 @@ class Doors:
                 max_body_bytes=max_body_bytes,
                 identity_check=identity_check,
                 max_token_bytes=max_token_bytes,
+                trace=trace,
             )
 
         return cls(trusted, door(Sidecar), door(Nginx), door(Traefik), door(Envoy))

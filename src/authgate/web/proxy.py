@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -34,8 +35,11 @@ from authgate.web.context import (
 )
 from authgate.web.drain import DRAIN
 from authgate.web.identity import IdentityHeaders
-from authgate.web.problem import REQUEST_ID, TAIL, Routes
+from authgate.web.problem import REQUEST_ID, TAIL, Handler, Routes
 from authgate.web.state import DOORS, IDENTITY, METRICS, SERVICES, SETTINGS
+
+if TYPE_CHECKING:  # the otel extra
+    from authgate.tracing import Tracing
 
 log = logging.getLogger("authgate.proxy")
 
@@ -166,14 +170,39 @@ def _is_websocket(request: web.Request) -> bool:
 
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     """Authenticate and forward any request no other route claims."""
+    context = request.app[DOORS].sidecar.context(request, request[REQUEST_ID])
+    return await _forward(request, context, None)
+
+
+def traced_proxy_handler(tracing: Tracing) -> Handler:
+    """:func:`proxy_handler` in an ``authgate.proxy`` span (tracing on): the decision span
+    is its child, and the upstream request carries this span's ``traceparent``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        context = request.app[DOORS].sidecar.context(request, request[REQUEST_ID])
+        with tracing.request_span("authgate.proxy", context) as span:
+            response = await _forward(request, context, tracing.inject)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    handler.__doc__ = proxy_handler.__doc__
+    return handler
+
+
+async def _forward(
+    request: web.Request,
+    context: RequestContext,
+    inject: Callable[[CIMultiDict[str]], None] | None,
+) -> web.StreamResponse:
     app = request.app
-    context = app[DOORS].sidecar.context(request, request[REQUEST_ID])
     decision = await app[SERVICES].gate.evaluate(context)
     upstream = decision.upstream or app[SETTINGS].proxy.upstream
     if upstream is None:
         raise UpstreamUnreachable(f"rule {decision.rule_id!r} has no upstream")
     url = URL(upstream.rstrip("/") + context.target, encoded=True)
     headers = upstream_headers(request, context, decision)
+    if inject is not None:  # tracing: authgate's traceparent, never the client's
+        inject(headers)
     if _is_websocket(request) and app[SETTINGS].proxy.websockets:
         return await _proxy_websocket(request, url, headers)
     return await _proxy_http(request, url, headers)
@@ -324,6 +353,6 @@ async def _proxy_websocket(
     return client
 
 
-def add_routes(routes: Routes) -> None:
+def add_routes(routes: Routes, *, tracing: Tracing | None = None) -> None:
     """The catch-all route; registered last so authgate's own endpoints win."""
-    routes.add("*", "/" + TAIL, proxy_handler)
+    routes.add("*", "/" + TAIL, proxy_handler if tracing is None else traced_proxy_handler(tracing))
