@@ -24,7 +24,7 @@ from authgate.preflight import load_checked_settings
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.reload import ConfigReloader, Outcome, ReloadSource
-from authgate.web.state import RELOADER
+from authgate.web.state import RELOADER, SERVICES
 from tests.support import AUDIENCE, ISSUER, TokenFactory, serve_app, wait_for
 
 EXTERNAL_ISSUER = "https://idp.test"
@@ -379,3 +379,26 @@ async def test_without_a_watch_setting_the_file_is_not_polled(running: Running) 
     await asyncio.sleep(0.3)
     assert running.reloader.generation == 1
     assert await running.status("/open/x") == 200
+
+
+async def test_an_unexpected_failure_is_logged_and_the_next_reload_works(
+    running: Running, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that fails unexpectedly (here: building the new gate) is logged by its
+    error type, the old config stays in force, and the next reload applies."""
+    services = running.client.app[SERVICES]
+
+    def broken(settings: object) -> None:
+        raise RuntimeError("boom")
+
+    caplog.set_level(logging.INFO, logger="authgate")
+    closed = {"id": "open", "path_prefix": "/open", "scopes": ["admin"]}
+    running.write(config({"policy.rules": [closed, API]}))
+    with monkeypatch.context() as patch:
+        patch.setattr(services, "apply", broken)
+        await running.reloader._reload_logged("SIGHUP")
+    (failed,) = [r for r in caplog.records if getattr(r, "event", "") == "config_reload_failed"]
+    assert failed.__dict__["error"] == "RuntimeError"
+    assert (running.reloader.generation, await running.status("/open/x")) == (1, 200)
+    assert (await running.reloader.reload("SIGHUP")).outcome is Outcome.APPLIED
+    assert await running.status("/open/x") == 401

@@ -180,7 +180,7 @@ class ConfigReloader:
         hup = source is not None and source.sighup
         previous = signal.getsignal(signal.SIGHUP)
         if hup:
-            loop.add_signal_handler(signal.SIGHUP, self._spawn, self.reload, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, self._spawn, self._reload_logged, "SIGHUP")
         interval = self.settings.server.config_watch_interval_seconds
         path = source.watched_path() if source is not None else None
         if interval > 0 and path is not None:
@@ -197,6 +197,18 @@ class ConfigReloader:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _reload_logged(self, trigger: str) -> None:
+        """:meth:`reload` from a signal or the watch: an unexpected failure is logged (its
+        type only: a message could quote the file) and the next reload is tried afresh."""
+        try:
+            await self.reload(trigger)
+        except Exception as exc:  # noqa: BLE001 - nobody awaits this task to see it
+            self._metrics.config_reloads.labels(Outcome.REFUSED).inc()
+            log.error(  # noqa: TRY400 - no traceback: in text format it could quote values
+                f"config reload ({trigger}) failed, the running config stays",
+                extra={"event": "config_reload_failed", "error": type(exc).__name__},
+            )
 
     def _spawn(self, run: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         task = asyncio.get_running_loop().create_task(run(*args))
@@ -218,7 +230,7 @@ class ConfigReloader:
             if content == digest:
                 continue  # touched, or rewritten with the same bytes
             digest = content
-            await self.reload("file change")
+            await self._reload_logged("file change")
 
 
 def _stat(path: str) -> tuple[int, int, int] | None:
