@@ -153,22 +153,32 @@ async def test_a_reload_changes_the_identity_headers(
     )
 
 
+@dataclass
+class Idp:
+    """An external issuer: its tokens, its JWKS URL, ``answer`` (its JWKS requests wait
+    until it is set; set at first) and ``asked`` (set once a JWKS request arrived)."""
+
+    tokens: TokenFactory
+    url: str
+    answer: asyncio.Event
+    asked: asyncio.Event
+
+
 @pytest.fixture
-async def idp() -> AsyncIterator[tuple[TokenFactory, str, asyncio.Event]]:
-    """An external issuer: its tokens, its JWKS URL, and a gate its JWKS answers wait on
-    (set: they answer at once)."""
+async def idp() -> AsyncIterator[Idp]:
     tokens = TokenFactory(issuer=EXTERNAL_ISSUER)
-    answer = asyncio.Event()
+    answer, asked = asyncio.Event(), asyncio.Event()
     answer.set()
 
     async def jwks(request: web.Request) -> web.Response:
+        asked.set()
         await answer.wait()
         return web.json_response({"keys": [tokens.key.public_jwk()]})
 
     app = web.Application()
     app.router.add_get("/jwks", jwks)
     async with serve_app(app) as port:
-        yield tokens, f"http://127.0.0.1:{port}/jwks", answer
+        yield Idp(tokens, f"http://127.0.0.1:{port}/jwks", answer, asked)
 
 
 def issuer(url: str) -> dict[str, Any]:
@@ -176,11 +186,11 @@ def issuer(url: str) -> dict[str, Any]:
 
 
 async def test_an_external_issuer_is_added_and_removed_by_reloads(
-    running: Running, idp: tuple[TokenFactory, str, asyncio.Event]
+    running: Running, idp: Idp
 ) -> None:
     """Its tokens are refused, then accepted once a reload adds it, then refused again once
     a reload removes it."""
-    external, url, _ = idp
+    external, url = idp.tokens, idp.url
     token = external.mint()
     assert await running.status("/api/x", token) == 401
     assert await running.reload(config({"jwt.external_issuers": [issuer(url)]})) is Outcome.APPLIED
@@ -192,15 +202,15 @@ async def test_an_external_issuer_is_added_and_removed_by_reloads(
 
 
 async def test_a_request_in_flight_during_a_reload_completes_under_the_settings_it_began_with(
-    tmp_path: Path, tokens: TokenFactory, idp: tuple[TokenFactory, str, asyncio.Event]
+    tmp_path: Path, tokens: TokenFactory, idp: Idp
 ) -> None:
     """A request waiting in the gate (on its issuer's JWKS) while a reload removes that
     issuer and closes its route still completes, with 200; the next one is refused."""
-    external, url, answer = idp
+    external, url, answer = idp.tokens, idp.url, idp.answer
     async with start(tmp_path, tokens, config({"jwt.external_issuers": [issuer(url)]})) as r:
         answer.clear()
         in_flight = asyncio.ensure_future(r.auth("/api/x", external.mint(sub="early")))
-        await asyncio.sleep(0.1)  # the request is now waiting on the JWKS fetch
+        await asyncio.wait_for(idp.asked.wait(), 10)  # it waits on the JWKS fetch now
         assert not in_flight.done()
         closed = {"id": "api", "path_prefix": "/api", "scopes": ["admin"]}
         assert await r.reload(config({"policy.rules": [OPEN, closed]})) is Outcome.APPLIED
@@ -368,8 +378,10 @@ async def test_a_watched_config_file_reloads_on_change(
         await wait_for(lambda: r.reloader.generation == 2, timeout=5)
         assert await r.status("/open/x") == 401
         r.write({**watched, "policy": {"rules": "not a list"}})
-        await asyncio.sleep(0.3)
-        assert r.reloader.generation == 2
+        refused = r.client.app[SERVICES].metrics.config_reloads.labels("refused")
+        await wait_for(lambda: refused.value == 1, timeout=5)
+        await asyncio.sleep(0.2)  # unchanged content: not read again
+        assert (refused.value, r.reloader.generation) == (1, 2)
         assert await r.status("/open/x") == 401
 
 
