@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Signing, authgate_config, redis_stores_config, running
-from tests.support import get
+from tests.support import AuthgateProcess, get
 
 STEADY = {"id": "steady", "path_prefix": "/steady"}
 OPENED = {"id": "changing", "path_prefix": "/changing", "anonymous": True}
@@ -31,10 +31,16 @@ def _auth(uri: str, token: str | None = None) -> dict[str, str]:
     return headers
 
 
-def _reloads(logs: str) -> list[dict[str, Any]]:
-    """The ``config_reloaded`` lines of the process's JSON log."""
+def _events(logs: str, event: str) -> list[dict[str, Any]]:
+    """The lines of the process's JSON log with this ``event``."""
     lines = [line for line in logs.splitlines() if line.startswith("{")]
-    return [e for e in map(json.loads, lines) if e.get("event") == "config_reloaded"]
+    return [e for e in map(json.loads, lines) if e.get("event") == event]
+
+
+async def _until_logged(gate: AuthgateProcess, event: str, count: int) -> None:
+    deadline = time.monotonic() + 15
+    while len(_events(gate.logs(), event)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _generation(port: int) -> float:
@@ -70,8 +76,9 @@ async def test_sighup_applies_a_rewritten_config_and_no_request_fails(
     config = authgate_config(signing, **sections)
     token = signing.tokens.mint(scope="read")
     with running(config, tmp_path) as gate:
-        if workers > 1:  # /healthz answered once one worker listened: wait for all of them
-            await asyncio.sleep(1.0)
+        # /healthz answered once one worker listened; each logs `listening` once its
+        # application (and so its SIGHUP handler) runs.
+        await _until_logged(gate, "listening", workers)
         assert get(gate.port, "/auth", _auth("/changing/x"))[0] == 200
 
         statuses: list[int] = []
@@ -106,14 +113,12 @@ async def test_sighup_applies_a_rewritten_config_and_no_request_fails(
             gate.config_path.write_text(yaml.safe_dump(tree))
             during = len(statuses)
             os.kill(gate.pid, signal.SIGHUP)
-            deadline = time.monotonic() + 15
-            while len(_reloads(gate.logs())) < workers and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await _until_logged(gate, "config_reloaded", workers)
             await asyncio.sleep(0.5)
             stop.set()
             await asyncio.gather(*clients)
 
-        reloads = _reloads(gate.logs())
+        reloads = _events(gate.logs(), "config_reloaded")
         assert len(reloads) == workers, gate.logs()
         assert all(r["generation"] == 2 and r["keys"] == ["policy.rules"] for r in reloads)
         assert errors == []
@@ -142,11 +147,8 @@ async def test_a_refused_reload_keeps_the_process_serving_the_old_config(
         tree["policy"]["rules"] = [STEADY, CLOSED]
         gate.config_path.write_text(yaml.safe_dump(tree))
         os.kill(gate.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "config_reload_refused" not in gate.logs() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        lines = [json.loads(line) for line in gate.logs().splitlines() if line.startswith("{")]
-        refused = [e for e in lines if e.get("event") == "config_reload_refused"]
+        await _until_logged(gate, "config_reload_refused", 1)
+        refused = _events(gate.logs(), "config_reload_refused")
         assert [e["keys"] for e in refused] == [["server.port"]], gate.logs()
         assert get(gate.port, "/auth", _auth("/changing/x"))[0] == 200
         assert _generation(gate.port) == 1.0
