@@ -50,42 +50,47 @@ async def freeze_startup_heap(app: web.Application) -> None:
     gc.freeze()
 
 
-def worker_app(settings: Settings) -> web.Application:
-    """The application one ``serve`` process runs."""
+def worker_app(settings: Settings, config_path: str | None = None) -> web.Application:
+    """The application one ``serve`` process runs; ``SIGHUP`` reloads its settings from
+    ``config_path`` (or ``$AUTHGATE_CONFIG``) and the environment (``web/reload.py``)."""
     from authgate.web.app import create_app  # imported late: keeps `check-config` light
+    from authgate.web.reload import ReloadSource
     from authgate.web.welcome import add_welcome
 
-    app = create_app(settings)
+    app = create_app(settings, reload_source=ReloadSource(config_path))
     add_welcome(app)  # development mode only: an operator token and commands to paste
     app.on_startup.append(freeze_startup_heap)  # after the app's own start-up (cleanup_ctx)
     return app
 
 
-def _run_worker(settings: Settings, reuse_port: bool) -> int:
+def _run_worker(settings: Settings, reuse_port: bool, config_path: str | None = None) -> int:
     """Serve until stopped: 0, or 2 (one line on stderr) when the address cannot be bound."""
+    # SIGHUP reloads once the application runs (web/reload.py); until then it must not end
+    # the process (its default action), e.g. one a parent forwards while workers start.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if reuse_port:
         # A worker of `serve --workers N`: its own process group, so a terminal's Ctrl-C
         # reaches the parent only, which forwards it once (twice would force an exit).
         os.setpgid(0, 0)
     configure_logging(level=settings.logging.level, fmt=settings.logging.format)
     try:
-        asyncio.run(_serve_worker(settings, reuse_port))
+        asyncio.run(_serve_worker(settings, reuse_port, config_path))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     return 0
 
 
-def _worker_process(settings: Settings) -> None:
+def _worker_process(settings: Settings, config_path: str | None = None) -> None:
     """The target of one worker process of ``serve --workers N``: its exit code reports."""
-    sys.exit(_run_worker(settings, reuse_port=True))
+    sys.exit(_run_worker(settings, reuse_port=True, config_path=config_path))
 
 
-async def _serve_worker(settings: Settings, reuse_port: bool) -> None:
+async def _serve_worker(settings: Settings, reuse_port: bool, config_path: str | None) -> None:
     """Build the application inside the event loop its services will run on, then serve."""
     from authgate.web.drain import serve
 
-    app = worker_app(settings)
+    app = worker_app(settings, config_path)
     await serve(
         app,
         host=settings.server.host,
@@ -125,10 +130,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
     workers = settings.server.workers
     if workers == 1:
-        return _run_worker(settings, reuse_port=False)
+        return _run_worker(settings, reuse_port=False, config_path=args.config)
+    # Until the handler below is installed, a SIGHUP must not end the parent.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_process, args=(settings,), daemon=False) for _ in range(workers)
+        ctx.Process(target=_worker_process, args=(settings, args.config), daemon=False)
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()
@@ -145,8 +153,16 @@ def _serve(args: argparse.Namespace) -> int:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signum)
 
+    def forward_reload(signum: int, _frame: FrameType | None) -> None:
+        # Each worker reloads itself (web/reload.py); the parent holds nothing to reload.
+        if not stopping:
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_reload)
     # Wait on whichever worker ends first: joining them in order would not notice a later
     # worker's crash while an earlier one still runs, leaving the service half up.
     status = 0

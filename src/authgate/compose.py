@@ -21,7 +21,7 @@ import aiohttp
 
 from authgate.access_log import DecisionLog
 from authgate.apikeys import ApiKeyService
-from authgate.config.model import Settings
+from authgate.config.model import ExternalIssuer, Settings
 from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing
@@ -63,6 +63,16 @@ def own_token_lifetime(settings: Settings) -> int:
         return settings.jwt.max_token_lifetime_seconds
     t = settings.tokens
     return max(t.access_ttl_seconds, t.bpc_exchange_ttl_seconds, t.max_mint_ttl_seconds)
+
+
+def _jwks_key(issuer: ExternalIssuer) -> tuple[object, ...]:
+    """What a JWKS cache is built from: a reload keeps a cache whose key is unchanged."""
+    return (
+        issuer.jwks_url,
+        issuer.algorithms,
+        issuer.jwks_ttl_seconds,
+        issuer.min_refresh_interval_seconds,
+    )
 
 
 class Services:
@@ -180,19 +190,30 @@ class Services:
     @cached_property
     def jwks_caches(self) -> tuple[JWKSCache, ...]:
         """One key cache per external issuer, fetching over :attr:`http`."""
+        return self._jwks_caches(self.settings, {})
+
+    def _jwks_caches(
+        self, settings: Settings, reusable: dict[tuple[object, ...], JWKSCache]
+    ) -> tuple[JWKSCache, ...]:
+        """A cache per external issuer: one of ``reusable`` (keyed by :func:`_jwks_key`)
+        when its JWKS settings are the same, else a new one."""
         fetch: Fetcher = self._fetch_jwks
         if self.tracing is not None:
             fetch = self.tracing.traced_fetch(fetch)
-        return tuple(
-            JWKSCache(
-                url=i.jwks_url,
-                fetch=fetch,
-                algorithms=i.algorithms,
-                ttl_seconds=i.jwks_ttl_seconds,
-                min_refresh_interval_seconds=i.min_refresh_interval_seconds,
+        caches = []
+        for i in settings.jwt.external_issuers:
+            cache = reusable.pop(_jwks_key(i)) if _jwks_key(i) in reusable else None
+            caches.append(
+                cache
+                or JWKSCache(
+                    url=i.jwks_url,
+                    fetch=fetch,
+                    algorithms=i.algorithms,
+                    ttl_seconds=i.jwks_ttl_seconds,
+                    min_refresh_interval_seconds=i.min_refresh_interval_seconds,
+                )
             )
-            for i in self.settings.jwt.external_issuers
-        )
+        return tuple(caches)
 
     @cached_property
     def operator(self) -> Operator:
@@ -256,7 +277,10 @@ class Services:
     @cached_property
     def jwt_verifier(self) -> JWTBearerVerifier:
         """Bearer JWTs of authgate itself and of the external issuers."""
-        jwt = self.settings.jwt
+        return self._jwt_verifier(self.settings, self.jwks_caches)
+
+    def _jwt_verifier(self, settings: Settings, caches: tuple[JWKSCache, ...]) -> JWTBearerVerifier:
+        jwt = settings.jwt
         issuers = [
             IssuerKeys(
                 issuer=jwt.issuer,
@@ -264,7 +288,7 @@ class Services:
                 algorithms=frozenset(jwt.algorithms),
                 require_jti=True,
                 key_ring=self.keys,
-                max_lifetime_seconds=own_token_lifetime(self.settings),
+                max_lifetime_seconds=own_token_lifetime(settings),
             ),
             *(
                 IssuerKeys(
@@ -275,7 +299,7 @@ class Services:
                     jwks=cache,
                     max_lifetime_seconds=i.max_lifetime_seconds,
                 )
-                for i, cache in zip(jwt.external_issuers, self.jwks_caches, strict=True)
+                for i, cache in zip(jwt.external_issuers, caches, strict=True)
             ),
         ]
         return JWTBearerVerifier(
@@ -314,33 +338,64 @@ class Services:
 
     @cached_property
     def gate(self) -> Gate:
-        """The one decision path, over the enabled verifiers (BPC, HMAC, then JWT)."""
+        """The one decision path, over the enabled verifiers (BPC, HMAC, then JWT); with a
+        span per decision when tracing is on (the plain gate carries no tracing branch)."""
+        policy = Policy.from_settings(self.settings.policy)
+        stores, metrics, access_log = self.stores, self.metrics, self.decision_log
+        if self.tracing is not None:
+            from authgate.tracing import TracedGate
+
+            return TracedGate(
+                tracing=self.tracing,
+                policy=policy,
+                verifiers=self._verifiers(),
+                rate_limits=stores.rate_limits,
+                nonces=stores.nonces,
+                metrics=metrics,
+                access_log=access_log,
+            )
+        return Gate(
+            policy=policy,
+            verifiers=self._verifiers(),
+            rate_limits=stores.rate_limits,
+            nonces=stores.nonces,
+            metrics=metrics,
+            access_log=access_log,
+        )
+
+    def _verifiers(self) -> list[Verifier]:
         verifiers: list[Verifier] = []
         if self.settings.bpc.enabled:
             verifiers.append(self.bpc_verifier)
         if self.settings.hmac.enabled:
             verifiers.append(self.hmac_verifier)
         verifiers.append(self.jwt_verifier)
-        if self.tracing is not None:
-            from authgate.tracing import TracedGate
+        return verifiers
 
-            return TracedGate(
-                tracing=self.tracing,
-                policy=Policy.from_settings(self.settings.policy),
-                verifiers=verifiers,
-                rate_limits=self.stores.rate_limits,
-                nonces=self.stores.nonces,
-                metrics=self.metrics,
-                access_log=self.decision_log,
-            )
-        return Gate(
-            policy=Policy.from_settings(self.settings.policy),
-            verifiers=verifiers,
-            rate_limits=self.stores.rate_limits,
-            nonces=self.stores.nonces,
-            metrics=self.metrics,
-            access_log=self.decision_log,
+    def apply(self, settings: Settings) -> None:
+        """Take the live keys of ``settings`` (``config/live.py``; the caller has refused
+        any other change): the policy and the JWT verifier are rebuilt from them and
+        swapped into the gate in one step, so a request decides under either the old
+        settings or the new ones, never a mix. Nothing here awaits."""
+        old, gate = self.settings, self.gate
+        policy = gate.policy
+        if settings.policy != old.policy:
+            policy = Policy.from_settings(settings.policy)
+        jwt_before = (old.jwt.external_issuers, old.jwt.leeway_seconds, old.jwt.cache_size)
+        jwt_after = (
+            settings.jwt.external_issuers,
+            settings.jwt.leeway_seconds,
+            settings.jwt.cache_size,
         )
+        self.settings = settings  # read from here on by what is built later (and JWKS fetches)
+        if jwt_before != jwt_after:
+            reusable = {
+                _jwks_key(i): c
+                for i, c in zip(old.jwt.external_issuers, self.jwks_caches, strict=True)
+            }
+            self.jwks_caches = self._jwks_caches(settings, reusable)
+            self.jwt_verifier = self._jwt_verifier(settings, self.jwks_caches)
+        gate.reconfigure(policy=policy, verifiers=self._verifiers())
 
     @cached_property
     def decision_log(self) -> DecisionLog:

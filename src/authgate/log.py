@@ -30,6 +30,9 @@ FIELDS = (
     "workers",
     "backend",
     "detail",
+    "keys",
+    "generation",
+    "config_hash",
 )
 
 

@@ -260,6 +260,25 @@ class Metrics:
         ):
             r.register(metric)
         self.ready = Gauge("authgate_ready", "1 when the last readiness check passed.", registry=r)
+        # Config reloads (web/reload.py): the generation counts applied reloads (1: the
+        # config the process started with); the info gauge carries the current hash only.
+        self.config_generation = Gauge(
+            "authgate_config_generation",
+            "Configuration generation: 1 at start, plus one per applied reload.",
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "authgate_config_info",
+            "1, labelled with the hash of the configuration in force.",
+            ["hash"],
+            registry=r,
+        )
+        self.config_reloads = LocalCounter(
+            "authgate_config_reloads",
+            "Configuration reloads by outcome: applied, unchanged or refused.",
+            ["outcome"],
+        )
+        r.register(self.config_reloads)
         self._events: EventBusCollector | None = None
         self._keys: SigningKeyCollector | None = None
 

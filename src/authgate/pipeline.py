@@ -85,6 +85,15 @@ class Gate:
         """The compiled route rules."""
         return self._policy
 
+    def reconfigure(self, *, policy: Policy, verifiers: Sequence[Verifier]) -> None:
+        """Decide later requests with ``policy`` and ``verifiers`` (a config reload).
+
+        The references are replaced between two requests' steps, never inside one:
+        :meth:`evaluate` reads both before its first ``await``, so a request in flight
+        finishes with the policy and verifiers it started with.
+        """
+        self._policy, self._verifiers, self._internal = policy, tuple(verifiers), {}
+
     async def evaluate(self, context: RequestContext, rule: CompiledRule | None = None) -> Decision:
         """Return the decision for ``context`` or raise the refusal.
 

@@ -150,6 +150,13 @@ class ServerSettings(Section):
         pattern=HEADER_NAME_PATTERN,
         description="Header carrying the request id (accepted from clients when well formed).",
     )
+    config_watch_interval_seconds: float = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="Poll the config file (serve --config or AUTHGATE_CONFIG) this often and "
+        "reload when its content changes, as SIGHUP does; 0: off (reload with SIGHUP).",
+    )
 
     @model_validator(mode="after")
     def _ops_port_is_its_own(self) -> ServerSettings:

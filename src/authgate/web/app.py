@@ -27,12 +27,14 @@ from authgate.web.context import Doors, TrustedProxies
 from authgate.web.drain import DRAIN, Drain
 from authgate.web.identity import IdentityHeaders
 from authgate.web.problem import TAIL, Routes
+from authgate.web.reload import ConfigReloader, ReloadSource
 from authgate.web.state import (
     DOORS,
     DRAINING,
     IDENTITY,
     METRICS,
     OPS_APP,
+    RELOADER,
     REVOCATIONS,
     SERVICES,
     SETTINGS,
@@ -50,9 +52,11 @@ def create_app(
     stores: Stores | None = None,
     key_ring: KeyRing | None = None,
     tracer_provider: TracerProvider | None = None,
+    reload_source: ReloadSource | None = None,
 ) -> web.Application:
     """The authgate application. ``stores``, ``key_ring`` and the OpenTelemetry
-    ``tracer_provider`` (used when ``tracing.enabled``) may be injected (tests)."""
+    ``tracer_provider`` (used when ``tracing.enabled``) may be injected (tests);
+    ``reload_source`` is where a reload reads the settings again (``web/reload.py``)."""
     protocol.install()
     services = Services(
         settings, clock=clock, stores=stores, key_ring=key_ring, tracer_provider=tracer_provider
@@ -97,6 +101,10 @@ def create_app(
         app[DRAINING][0] = True
 
     app.cleanup_ctx.append(lifecycle)
+    app[RELOADER] = ConfigReloader(
+        services=services, identity=identity, metrics=services.metrics, source=reload_source
+    )
+    app.cleanup_ctx.append(app[RELOADER].lifecycle)  # after the services started
     app.on_shutdown.append(on_shutdown)
     routes = Routes(app, request_id_header=settings.server.request_id_header)
     ops = routes
@@ -144,4 +152,5 @@ def _ops_app(app: web.Application, handler_args: dict[str, Any]) -> web.Applicat
     ops[DRAIN] = app[DRAIN]
     ops[DOORS] = app[DOORS]
     ops[IDENTITY] = app[IDENTITY]
+    ops[RELOADER] = app[RELOADER]
     return ops

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from authgate.errors import AuthGateError
 from authgate.web.problem import Routes
-from authgate.web.state import DRAINING, METRICS, SERVICES, SETTINGS, STORES
+from authgate.web.state import DRAINING, METRICS, RELOADER, SERVICES, SETTINGS, STORES
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -19,7 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: stores answer, keys are loaded, not draining."""
+    """Readiness: stores answer, keys are loaded, not draining; and the configuration in
+    force (its generation and hash, ``web/reload.py``)."""
     app = request.app
     checks: dict[str, str] = {}
     if app[DRAINING][0]:
@@ -38,8 +39,10 @@ async def readyz(request: web.Request) -> web.Response:
         checks[f"jwks:{cache.url}"] = "ok" if cache.loaded else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     app[METRICS].ready.set(1 if ready else 0)
+    reloader = app[RELOADER]
+    config = {"generation": reloader.generation, "hash": reloader.hash}
     return web.json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        {"status": "ready" if ready else "not_ready", "checks": checks, "config": config},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )

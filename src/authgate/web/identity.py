@@ -71,10 +71,28 @@ class IdentityNames:
     def __init__(
         self, names: Iterable[str], *, prefixes: Iterable[str] = (), foreign: Iterable[str] = ()
     ) -> None:
-        self._own = frozenset("".join(header_words(n)) for n in names)
-        self._foreign = frozenset("".join(header_words(n)) for n in foreign) - self._own
-        self._prefixes = tuple(words for p in prefixes if (words := header_words(p)))
-        self._known: BoundedCache[str, int] = BoundedCache(4096)
+        self._own: frozenset[str]
+        self._foreign: frozenset[str]
+        self._prefixes: tuple[tuple[str, ...], ...]
+        self._known: BoundedCache[str, int]
+        self.reconfigure(names, prefixes=prefixes, foreign=foreign)
+
+    def reconfigure(
+        self, names: Iterable[str], *, prefixes: Iterable[str] = (), foreign: Iterable[str] = ()
+    ) -> None:
+        """Answer for these names from now on (a config reload): every part is built
+        first, then all are replaced in one statement, with a fresh memory of answers, so
+        no check ever sees old names with new prefixes. The doors keep calling
+        :meth:`check` on this same object: a reload adds no indirection to their path."""
+        own = frozenset("".join(header_words(n)) for n in names)
+        other = frozenset("".join(header_words(n)) for n in foreign) - own
+        words = tuple(w for p in prefixes if (w := header_words(p)))
+        self._own, self._foreign, self._prefixes, self._known = (
+            own,
+            other,
+            words,
+            BoundedCache(4096),
+        )
 
     @classmethod
     def from_settings(
@@ -142,6 +160,19 @@ class IdentityHeaders:
         # request): build them once per principal, with the forward-auth response block.
         self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
             BoundedCache(4096)
+        )
+
+    def reconfigure(self, settings: IdentitySettings, *, foreign: Iterable[str] = ()) -> None:
+        """Set and refuse the headers of ``settings`` from now on (a config reload).
+
+        Nothing here awaits, so no request sees half of it: the settings and a fresh
+        per-principal cache are replaced together, then the names
+        (:meth:`IdentityNames.reconfigure`). The doors' checks and the forward-auth
+        handlers keep this object, so their path is unchanged.
+        """
+        self._s, self._cache = settings, BoundedCache(4096)
+        self.names.reconfigure(
+            settings.header_names(), prefixes=settings.strip_prefixes, foreign=foreign
         )
 
     @property

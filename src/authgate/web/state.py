@@ -11,6 +11,7 @@ from authgate.stores.base import Stores
 from authgate.tokens.revocation import RevocationList
 from authgate.web.context import Doors
 from authgate.web.identity import IdentityHeaders
+from authgate.web.reload import ConfigReloader
 
 SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,6 +21,7 @@ REVOCATIONS = web.AppKey("revocations", RevocationList)
 IDENTITY = web.AppKey("identity", IdentityHeaders)
 DOORS = web.AppKey("doors", Doors)
 DRAINING = web.AppKey("draining", list[bool])
+RELOADER = web.AppKey("reloader", ConfigReloader)
 # The ops listener's application (server.ops_port): the operations endpoints and the admin
 # API, sharing the traffic application's state. Absent: those are on the traffic port.
 OPS_APP = web.AppKey("ops_app", web.Application)
