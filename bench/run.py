@@ -854,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(as_json(run, rounds), indent=2, default=str))
         if args.profile:
-            from bench.profile import profile_scenario
+            from bench.profiling import profile_scenario
 
             scn = SCENARIOS[args.profile]
             server = make_server(scn)
