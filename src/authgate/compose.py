@@ -26,6 +26,7 @@ from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing
 from authgate.crypto.pico_challenge import ChallengeCodec
+from authgate.decisions import RecentDecisions
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
 from authgate.operator import Operator
@@ -340,7 +341,14 @@ class Services:
             nonces=self.stores.nonces,
             metrics=self.metrics,
             access_log=self.decision_log,
+            recent=self.recent_decisions,
         )
+
+    @cached_property
+    def recent_decisions(self) -> RecentDecisions | None:
+        """The console's view of the last decisions (built only with the console)."""
+        console = self.settings.console
+        return RecentDecisions(console.recent_decisions) if console.enabled else None
 
     @cached_property
     def decision_log(self) -> DecisionLog:
