@@ -113,7 +113,7 @@ def click_and_confirm(browser: webdriver.Chrome, button: WebElement) -> None:
 def test_a_user_without_the_admin_scope_is_refused(browser: webdriver.Chrome, gate: Gate) -> None:
     """A password user who is not an operator, and a wrong password, do not get a session."""
     sign_in(browser, gate, VIEWER, VIEWER_PASSWORD)
-    assert alert_code(browser) == "forbidden"
+    assert alert_code(browser) == "scope_denied"
     sign_in(browser, gate, OPERATOR, "wrong password, long enough")
     assert alert_code(browser) == "unauthenticated"
     browser.get(gate.console + "/tokens")
@@ -231,7 +231,7 @@ def test_a_form_with_a_wrong_or_missing_csrf_token_is_refused(
     else:
         browser.execute_script("arguments[0].remove()", csrf)
     submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
-    assert alert_code(browser) == "forbidden"
+    assert alert_code(browser) == "csrf_refused"
     assert gate.auth("/app/x", {"Authorization": f"Bearer {token}"}).status == 200
 
 
@@ -275,7 +275,7 @@ def test_a_form_posted_from_another_origin_is_refused(
     try:
         browser.get(f"http://{host}:{attacker.server_address[1]}/attack.html")
         WebDriverWait(browser, 10).until(lambda b: b.current_url.startswith(gate.console))
-        assert alert_code(browser) == "forbidden"
+        assert alert_code(browser) == "csrf_refused"
         assert refusal in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
     finally:
         attacker.shutdown()

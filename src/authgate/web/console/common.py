@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from authgate.errors import AuthGateError, BodyTooLarge, Forbidden, InvalidRequest
+from authgate.errors import AuthGateError, BodyTooLarge, CSRFRefused, InvalidRequest
 from authgate.web.callers import own_context
 from authgate.web.console import render
 from authgate.web.console.session import COOKIE, ConsoleSession, SessionSigner
@@ -134,10 +134,10 @@ async def checked_form(request: web.Request) -> tuple[ConsoleSession | None, dic
     ctx = own_context(request)
     origin = request.headers.get("Origin")
     if origin is not None and origin.lower() != f"{ctx.scheme}://{ctx.host}".lower():
-        raise Forbidden("console: a form posted from another origin")
+        raise CSRFRefused("console: a form posted from another origin")
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
-        raise Forbidden("console: a form posted from another site")
+        raise CSRFRefused("console: a form posted from another site")
     if request.content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("console: forms are application/x-www-form-urlencoded")
     if request.content_length is None or request.content_length > MAX_FORM_BYTES:

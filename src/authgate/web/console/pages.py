@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from authgate.errors import AuthGateError, Forbidden, InvalidRequest
+from authgate.errors import AuthGateError, InvalidRequest, OperatorRequired
 from authgate.operator import Operator
 from authgate.web.console import render
 from authgate.web.console.common import (
@@ -60,7 +60,7 @@ async def _acting(request: web.Request) -> tuple[ConsoleSession, dict[str, str]]
     session, form = await checked_form(request)
     current = await operator_session(request)
     if session is None or current is None or current.sid != session.sid:
-        raise Forbidden("console: sign in first")
+        raise OperatorRequired("console: sign in as an operator first")
     return current, form
 
 

@@ -8,7 +8,7 @@ one (no session fixation). Before sign-in the browser holds an anonymous session
 empty) so that the sign-in form carries a CSRF token too.
 
 The CSRF token is a synchroniser token derived from the session, ``HMAC(key, "csrf" | sid)``:
-every form carries it and every POST is refused (403 ``forbidden``) unless it matches, and
+every form carries it and every POST is refused (403 ``csrf_refused``) unless it matches, and
 unless the request's ``Origin`` (when sent) is the console's own and ``Sec-Fetch-Site`` (when
 sent) is ``same-origin``.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from authgate.config.model import Settings
 from authgate.crypto.envelope import parse_kek
-from authgate.errors import Forbidden
+from authgate.errors import CSRFRefused
 
 COOKIE = "authgate_console"
 MAX_COOKIE_CHARS = 4096
@@ -101,6 +101,8 @@ class SessionSigner:
             body = _unb64(body_text)
         except (binascii.Error, ValueError):
             return None
+        if _b64(body) != body_text:  # one spelling per cookie: no malleable padding bits
+            return None
         expected = self._mac(body)
         if len(mac) != len(expected) or not hmac.compare_digest(mac, expected):
             return None
@@ -122,12 +124,12 @@ class SessionSigner:
         return _b64(hmac.new(self._key, b"csrf|" + session.sid.encode(), hashlib.sha256).digest())
 
     def check_csrf(self, session: ConsoleSession | None, token: str) -> None:
-        """Raise :class:`Forbidden` unless ``token`` is this session's CSRF token."""
+        """Raise :class:`CSRFRefused` unless ``token`` is this session's CSRF token."""
         if session is None:
-            raise Forbidden("console: no session (reload the page)")
+            raise CSRFRefused("console: no session (reload the page)")
         expected = self.csrf(session)
         if len(token) != len(expected) or not hmac.compare_digest(token, expected):
-            raise Forbidden("console: the form's CSRF token is missing or wrong")
+            raise CSRFRefused("console: the form's CSRF token is missing or wrong")
 
     def _mac(self, body: bytes) -> str:
         return _b64(hmac.new(self._key, b"session|" + body, hashlib.sha256).digest())

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from authgate.errors import AuthGateError, Forbidden, LoginRefused
+from authgate.errors import AuthGateError, LoginRefused, ScopeDenied
 from authgate.web.callers import own_context
 from authgate.web.console import render
 from authgate.web.console.common import (
@@ -100,7 +100,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             if user is None:
                 raise LoginRefused("wrong username or password")
             if request.app[SETTINGS].tokens.admin_scope not in user.scopes:
-                raise Forbidden("console: this user is not an operator (no admin scope)")
+                raise ScopeDenied("console: this user is not an operator (no admin scope)")
             new, cookie = signer.issue(subject=user.username, via="password")
     except AuthGateError as exc:  # a wrong password, a refused token, a non-operator, a 429
         body = render.notice(exc.message, error=True, code=exc.reason)
