@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from authgate.client.bpc import BPCSigner
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.console.common import CONSOLE as CONSOLE_KEY
@@ -320,3 +321,39 @@ async def test_an_unknown_pair_act_is_refused(client: TestClient[Any, Any]) -> N
     status, body, _ = await post(client, "/pairs/pair_x/explode", {"csrf": csrf})
     assert status == 400
     assert 'data-error="invalid_request"' in body
+
+
+async def test_an_act_in_the_console_writes_the_audit_entry_the_admin_api_writes(
+    client: TestClient[Any, Any], tokens: TokenFactory
+) -> None:
+    """Approve one pair in the console and one through the admin API, as the same operator:
+    the two audit entries are the same but for the time."""
+    services = client.app[SERVICES]
+    pair_ids = []
+    for name in ("one", "two"):
+        _, jwk, _ = BPCSigner.generate_key()
+        registration = await services.pairs.register(
+            {"name": name, "scope": "read", "secret": "a-pair-secret-long", "pubJwk": jwk}
+        )
+        pair_ids.append(registration.pair.pair_id)
+    await sign_in(client, username=OPERATOR, password=OPERATOR_PASSWORD)
+    csrf = await csrf_of(client, "/")
+    status, _, _ = await post(client, f"/pairs/{pair_ids[0]}/approve", {"csrf": csrf})
+    assert status == 303
+    bearer = {"Authorization": f"Bearer {tokens.mint(sub=OPERATOR, scope='authgate:admin')}"}
+    async with client.post(f"/admin/pairs/{pair_ids[1]}/approve", headers=bearer) as resp:
+        assert resp.status == 200
+    entries = []
+    for pair_id in pair_ids:
+        trail = await services.pairs.trail(pair_id, 10)
+        (approved,) = [e for e in trail if e.get("event") == "approved"]
+        entries.append({k: v for k, v in approved.items() if k != "ts"})
+    assert (
+        entries[0]
+        == entries[1]
+        == {
+            "event": "approved",
+            "outcome": "active",
+            "operator": f"admin:{OPERATOR}",
+        }
+    )
