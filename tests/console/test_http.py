@@ -18,12 +18,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate.client.bpc import BPCSigner
+from authgate.compose import Services
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.console.common import CONSOLE as CONSOLE_KEY
 from authgate.web.console.common import CSP
 from authgate.web.console.session import COOKIE
-from authgate.web.state import SERVICES
+from authgate.web.state import OPS_APP, SERVICES
 from tests.console.conftest import CSRF_FIELD, OPERATOR, OPERATOR_PASSWORD, PREFIX
 from tests.support import TokenFactory, make_settings
 
@@ -90,6 +91,24 @@ async def test_the_console_is_off_unless_enabled() -> None:
     app = create_app(make_settings(), stores=MemoryStores())
     async with TestClient(TestServer(app)) as client, client.get(PREFIX + "/signin") as resp:
         assert resp.status == 404
+
+
+async def test_with_an_ops_port_the_console_is_there_and_not_on_the_traffic_port() -> None:
+    """server.ops_port set: the console answers on the ops listener, 404 on the traffic one."""
+    settings = make_settings(server={"ops_port": 9090}, console={"enabled": True})
+    app = create_app(settings, stores=MemoryStores())
+    async with TestClient(TestServer(app)) as traffic, TestClient(TestServer(app[OPS_APP])) as ops:
+        async with traffic.get(PREFIX + "/signin") as resp:
+            assert resp.status == 404
+        async with ops.get(PREFIX + "/signin") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Security-Policy"] == CSP
+
+
+def test_the_decision_ring_exists_only_with_the_console() -> None:
+    """Without the console the gate keeps no decisions in memory."""
+    assert Services(make_settings()).recent_decisions is None
+    assert Services(make_settings(console={"enabled": True})).recent_decisions is not None
 
 
 async def test_an_operator_signs_in_and_the_cookie_is_locked_down(
