@@ -17,7 +17,7 @@ from aiohttp import web
 
 from authgate.config.model import Settings
 from authgate.errors import NotFound
-from authgate.web.console import pages, signin
+from authgate.web.console import pages, pairs, signin
 from authgate.web.console.common import CONSOLE, Console, page, redirect
 from authgate.web.console.session import SessionSigner, session_key
 from authgate.web.problem import Routes
@@ -62,10 +62,10 @@ def add_routes(routes: Routes, settings: Settings) -> None:
     routes.get(f"{prefix}/signin", page(signin.signin_page))
     routes.post(f"{prefix}/signin", page(signin.signin))
     routes.post(f"{prefix}/signout", page(signin.signout))
-    routes.get(f"{prefix}/", page(pages.pending))
-    routes.get(f"{prefix}/pairs", page(pages.pairs))
-    routes.get(f"{prefix}/pairs/{{pair_id}}", page(pages.pair))
-    routes.post(f"{prefix}/pairs/{{pair_id}}/{{act}}", page(pages.pair_act))
+    routes.get(f"{prefix}/", page(pairs.pending))
+    routes.get(f"{prefix}/pairs", page(pairs.pairs))
+    routes.get(f"{prefix}/pairs/{{pair_id}}", page(pairs.pair))
+    routes.post(f"{prefix}/pairs/{{pair_id}}/{{act}}", page(pairs.pair_act))
     routes.get(f"{prefix}/tokens", page(pages.tokens))
     routes.post(f"{prefix}/tokens/mint", page(pages.mint))
     routes.post(f"{prefix}/tokens/revoke", page(pages.revoke_token))

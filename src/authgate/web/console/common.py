@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from authgate.errors import AuthGateError, BodyTooLarge, CSRFRefused, InvalidRequest
+from authgate.errors import (
+    AuthGateError,
+    BodyTooLarge,
+    CSRFRefused,
+    InvalidRequest,
+    OperatorRequired,
+)
+from authgate.operator import Operator
 from authgate.web.callers import own_context
 from authgate.web.console import render
 from authgate.web.console.session import COOKIE, ConsoleSession, SessionSigner
@@ -163,6 +170,55 @@ def act_log(request: web.Request, session: ConsoleSession, act: str) -> None:
             "detail": act,
         },
     )
+
+
+# The notices a redirect may ask for: fixed phrases, nothing from the query is echoed.
+DONE = {
+    "approved": "Pair approved.",
+    "denied": "Pair denied (revoked).",
+    "revoked": "Pair revoked.",
+    "unlocked": "Pair unlocked.",
+    "token-revoked": "Token revoked.",
+    "apikey-revoked": "API key revoked.",
+    "rotated": "Signing keys rotated.",
+}
+
+
+def actor(session: ConsoleSession) -> str:
+    """The operator as the audit entry names them: as the admin API names a token's subject."""
+    return f"admin:{session.subject}"
+
+
+def operator_service(request: web.Request) -> Operator:
+    """The one operator service (admin API, CLI and console alike)."""
+    return request.app[SERVICES].operator
+
+
+async def signed_in(request: web.Request) -> ConsoleSession | web.Response:
+    """The operator's session for a page, or the redirect to the sign-in page."""
+    session = await operator_session(request)
+    if session is None:
+        return redirect(f"{console(request).prefix}/signin")
+    return session
+
+
+async def acting(request: web.Request) -> tuple[ConsoleSession, dict[str, str]]:
+    """A change's checked form and the operator's session (403 without one)."""
+    session, form = await checked_form(request)
+    current = await operator_session(request)
+    if session is None or current is None or current.sid != session.sid:
+        raise OperatorRequired("console: sign in as an operator first")
+    return current, form
+
+
+def done_notice(request: web.Request) -> str:
+    """The notice a redirect after a change asked for (a fixed phrase)."""
+    return render.notice(DONE.get(request.query.get("done", ""), ""))
+
+
+def prefix(request: web.Request) -> str:
+    """The console's path prefix."""
+    return console(request).prefix
 
 
 def page(handler: Handler) -> Handler:
