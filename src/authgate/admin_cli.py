@@ -188,12 +188,13 @@ async def _apikeys(acts: Acts, args: argparse.Namespace) -> Any:
 async def _pairs(acts: Acts, args: argparse.Namespace) -> Any:
     if args.action == "show":
         return await acts.pair(args.pair_id, audit=args.audit)
-    if args.action == "approve":
-        return await acts.approve_pair(args.pair_id)
-    if args.action == "revoke":
-        return await acts.revoke_pair(args.pair_id)
-    if args.action == "unlock":
-        return await acts.unlock_pair(args.pair_id)
+    if args.action in ("approve", "revoke", "unlock"):
+        act = getattr(acts, f"{args.action}_pair")
+        # On the stores the audit entry names the CLI (as a mint's does); over --url the
+        # admin API names the token's subject.
+        if isinstance(acts, Operator):
+            return await act(args.pair_id, by="cli")
+        return await act(args.pair_id)
     if args.action == "import":
         try:
             records = json.loads(args.text)

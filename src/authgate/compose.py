@@ -26,6 +26,7 @@ from authgate.crypto.envelope import Envelope, parse_kek
 from authgate.crypto.jwks_cache import Fetcher, JWKSCache
 from authgate.crypto.keys import KeyRing
 from authgate.crypto.pico_challenge import ChallengeCodec
+from authgate.decisions import RecentDecisions
 from authgate.errors import AuthGateError
 from authgate.metrics import Metrics
 from authgate.operator import Operator
@@ -361,6 +362,7 @@ class Services:
             nonces=stores.nonces,
             metrics=metrics,
             access_log=access_log,
+            recent=self.recent_decisions,
         )
 
     def _verifiers(self) -> list[Verifier]:
@@ -396,6 +398,12 @@ class Services:
             self.jwks_caches = self._jwks_caches(settings, reusable)
             self.jwt_verifier = self._jwt_verifier(settings, self.jwks_caches)
         gate.reconfigure(policy=policy, verifiers=self._verifiers())
+
+    @cached_property
+    def recent_decisions(self) -> RecentDecisions | None:
+        """The console's view of the last decisions (built only with the console)."""
+        console = self.settings.console
+        return RecentDecisions(console.recent_decisions) if console.enabled else None
 
     @cached_property
     def decision_log(self) -> DecisionLog:

@@ -77,7 +77,9 @@ The rule for code outside this module:
     │   ├── ScopeDenied                 scope_denied
     │   ├── UntrustedProxy              untrusted_proxy
     │   ├── RegistrationClosed          registration_closed
-    │   └── OperatorRequired            operator_required
+    │   ├── OperatorRequired            operator_required
+    │   └── CSRFRefused                 csrf_refused (a console form without its token, or
+    │                                   posted from another origin or site)
     ├── NotFound (404)                  not_found
     │   ├── PairNotFound                (no such pair, or approval token)
     │   └── ApiKeyNotFound              (no such API key)
@@ -599,10 +601,19 @@ class RegistrationClosed(Forbidden):
 
 
 class OperatorRequired(Forbidden):
-    """The action needs the operator token (``bpc.operator_token``)."""
+    """The action needs an operator: the operator token (``bpc.operator_token``), or an
+    operator's console session."""
 
     reason = "operator_required"
     default_message = "operator token required"
+
+
+class CSRFRefused(Forbidden):
+    """A console form posted without its session's CSRF token, with another one, or from
+    another origin or site."""
+
+    reason = "csrf_refused"
+    default_message = "the form's CSRF token is missing or wrong"
 
 
 class NotFound(AuthGateError):

@@ -278,17 +278,17 @@ class Operator:
         trail = await self._pairs.trail(pair_id, _limit(audit, "audit"))
         return {**record.public_view(), "audit": trail}
 
-    async def approve_pair(self, pair_id: str) -> dict[str, Any]:
-        """Activate a pending pair."""
-        return (await self._pairs.approve(pair_id=pair_id)).public_view()
+    async def approve_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
+        """Activate a pending pair (``by``: the operator, named in the audit entry)."""
+        return (await self._pairs.approve(pair_id=pair_id, operator=by)).public_view()
 
-    async def revoke_pair(self, pair_id: str) -> dict[str, Any]:
-        """Revoke a pair."""
-        return (await self._pairs.revoke(pair_id, by="operator")).public_view()
+    async def revoke_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
+        """Revoke a pair (a pending one: deny it)."""
+        return (await self._pairs.revoke(pair_id, by="operator", operator=by)).public_view()
 
-    async def unlock_pair(self, pair_id: str) -> dict[str, Any]:
+    async def unlock_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
         """Clear a pair's lock-out."""
-        return (await self._pairs.unlock(pair_id)).public_view()
+        return (await self._pairs.unlock(pair_id, operator=by)).public_view()
 
     async def import_pairs(self, records: object) -> dict[str, Any]:
         """Import bpc-server ``PairRecord`` JSON (one object or a list of them)."""

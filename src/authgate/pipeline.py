@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from authgate.access_log import DecisionLog
+from authgate.decisions import RecentDecisions
 from authgate.errors import (
     AuthGateError,
     CredentialTypeNotAllowed,
@@ -68,6 +69,7 @@ class Gate:
         rate_limits: RateLimitStore,
         nonces: NonceStore,
         access_log: DecisionLog | None = None,
+        recent: RecentDecisions | None = None,
     ) -> None:
         self._rate_limits = rate_limits
         self._nonces = nonces
@@ -77,6 +79,7 @@ class Gate:
         self._access_log = access_log or DecisionLog(
             enabled=True, dropped=metrics.access_log_dropped.labels()
         )
+        self._recent = recent  # the console's decision view (None unless it is enabled)
         self._children: dict[tuple[str, str, str], tuple[CounterChild, HistogramChild]] = {}
         self._internal: dict[CompiledRule, tuple[Verifier, ...]] = {}
 
@@ -218,3 +221,15 @@ class Gate:
             context.client_ip,
             detail,
         )
+        if self._recent is not None:
+            self._recent.add(
+                granted=outcome == "granted",
+                reason=reason,
+                rule_id=rule_id,
+                credential=credential,
+                subject=subject,
+                client_ip=context.client_ip,
+                method=context.method,
+                request_id=context.request_id,
+                detail=detail,
+            )

@@ -37,6 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from authgate.access_log import DecisionLog
 from authgate.config.model import TracingSettings
 from authgate.crypto.jwks_cache import Fetcher
+from authgate.decisions import RecentDecisions
 from authgate.errors import AuthGateError, StoreUnavailable
 from authgate.metrics import Metrics
 from authgate.models import RequestContext
@@ -174,6 +175,7 @@ class TracedGate(Gate):
         rate_limits: RateLimitStore,
         nonces: NonceStore,
         access_log: DecisionLog | None = None,
+        recent: RecentDecisions | None = None,
     ) -> None:
         super().__init__(
             policy=policy,
@@ -182,6 +184,7 @@ class TracedGate(Gate):
             rate_limits=rate_limits,
             nonces=nonces,
             access_log=access_log,
+            recent=recent,
         )
         self._tracing = tracing
         self._tracer = tracing.tracer

@@ -81,6 +81,7 @@ def test_import_reports_device_key_only_and_lifecycle_commands_work(config: Path
     assert revoked["status"] == "revoked"
     shown = json.loads(cli("pairs", "--config", str(config), "show", "pair_legacy1").stdout)
     assert [e["event"] for e in shown["audit"]] == ["revoked", "imported"]
+    assert shown["audit"][0]["operator"] == "cli"  # the act names who made it
 
 
 @pytest.mark.redis

@@ -998,6 +998,30 @@ class TokenSettings(Section):
         return self
 
 
+class ConsoleSettings(Section):
+    """The operator console: web pages under ``tokens.admin_prefix`` + ``/console/``."""
+
+    enabled: bool = Field(
+        False,
+        description="Serve the operator console at <tokens.admin_prefix>/console/ (on "
+        "server.ops_port when set: recommended in sidecar mode). Operators sign in with a "
+        "password user holding tokens.admin_scope or with a token carrying it.",
+    )
+    session_ttl_seconds: int = Field(
+        3600,
+        ge=60,
+        le=86_400,
+        description="Console session lifetime (a signed cookie; never longer than the token "
+        "an operator signed in with).",
+    )
+    recent_decisions: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        description="Decisions kept in memory (per process) for the console's decision view.",
+    )
+
+
 class LoggingSettings(Section):
     """Structured logs."""
 
@@ -1106,6 +1130,7 @@ class Settings(Section):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _own_tokens_fit_their_lifetime(self) -> Settings:

@@ -125,8 +125,9 @@ class PairService:
                 out.append(PairRecord.from_json(data))
         return out
 
-    async def register(self, data: Mapping[str, Any]) -> Registration:
-        """Create a pair from the client's ``{"name","scope","mode","secret","pubJwk"}``."""
+    async def register(self, data: Mapping[str, Any], *, address: str = "") -> Registration:
+        """Create a pair from the client's ``{"name","scope","mode","secret","pubJwk"}``;
+        ``address`` (the requesting client's) goes into the audit entry for operators."""
         name = _text(data, "name")
         scope = _text(data, "scope", max_len=32)
         if scope not in SCOPE_METHODS:
@@ -162,13 +163,23 @@ class PairService:
             else now + self._settings.approval_ttl_seconds * 1000,
         )
         record = await self._save(record)
-        await self.audit(record.pair_id, event="registered", outcome=record.status.value)
+        await self.audit(
+            record.pair_id,
+            event="registered",
+            outcome=record.status.value,
+            **({"address": address} if address else {}),
+        )
         return Registration(pair=record, approval_token=token)
 
     async def approve(
-        self, *, approval_token: str | None = None, pair_id: str | None = None
+        self,
+        *,
+        approval_token: str | None = None,
+        pair_id: str | None = None,
+        operator: str = "",
     ) -> PairRecord:
-        """Activate a pending pair, by its approval token or (operator) by id."""
+        """Activate a pending pair, by its approval token or (operator) by id; ``operator``
+        names who acted in the audit entry."""
         if approval_token is not None:
             pair_id, _, _ = approval_token.partition(".")
         if not pair_id:
@@ -193,7 +204,7 @@ class PairService:
                 status=PairStatus.ACTIVE, approval_token_hash=None, approval_expires_at=None
             )
         )
-        await self.audit(record.pair_id, event="approved", outcome="active")
+        await self.audit(record.pair_id, event="approved", outcome="active", **_by(operator))
         return record
 
     async def rotate(self, pair_id: str, data: Mapping[str, Any]) -> PairRecord:
@@ -215,21 +226,21 @@ class PairService:
         await self.audit(pair_id, event="rotated", outcome="active")
         return record
 
-    async def revoke(self, pair_id: str, *, by: str) -> PairRecord:
-        """Revoke for good (``by``: ``pair`` or ``operator``)."""
+    async def revoke(self, pair_id: str, *, by: str, operator: str = "") -> PairRecord:
+        """Revoke for good (``by``: ``pair`` or ``operator``; ``operator`` names who)."""
         record = await self.get(pair_id)
         record = await self._save(record.with_changes(status=PairStatus.REVOKED))
-        await self.audit(pair_id, event="revoked", outcome=by)
+        await self.audit(pair_id, event="revoked", outcome=by, **_by(operator))
         return record
 
-    async def unlock(self, pair_id: str) -> PairRecord:
-        """Operator: clear a lock-out."""
+    async def unlock(self, pair_id: str, *, operator: str = "") -> PairRecord:
+        """Operator: clear a lock-out (``operator`` names who in the audit entry)."""
         record = await self.get(pair_id)
         if record.status is not PairStatus.LOCKED:
             raise PairRequestError("pairId", f"pair is {record.status.value}, not locked")
         await self._store.reset_failures(pair_id)
         record = await self._save(record.with_changes(status=PairStatus.ACTIVE))
-        await self.audit(pair_id, event="unlocked", outcome="active")
+        await self.audit(pair_id, event="unlocked", outcome="active", **_by(operator))
         return record
 
     async def record_wrong_secret(self, record: PairRecord) -> bool:
@@ -289,6 +300,11 @@ class PairService:
     async def trail(self, pair_id: str, limit: int) -> list[dict[str, Any]]:
         """The pair's newest audit entries."""
         return await self._audit.recent(pair_id, max(0, min(limit, self._settings.audit_cap)))
+
+
+def _by(operator: str) -> dict[str, str]:
+    """The audit member naming the operator who acted, when one did."""
+    return {"operator": operator} if operator else {}
 
 
 def _epoch_ms(value: Any) -> int | None:

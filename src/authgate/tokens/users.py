@@ -87,6 +87,11 @@ class UserService:
         """Delete a user; ``True`` when it existed."""
         return USERNAME.fullmatch(username) is not None and await self._store.delete(username)
 
+    async def get(self, username: str) -> User | None:
+        """One user, or ``None`` when there is no such user."""
+        record = await self._store.get(username) if USERNAME.fullmatch(username) else None
+        return self._user(record) if record is not None else None
+
     async def all_users(self) -> list[User]:
         """Every user."""
         out = []

@@ -191,10 +191,11 @@ async def pair(request: web.Request) -> web.Response:
     return _json(await operator.pair(request.match_info["pair_id"], audit=audit))
 
 
-def _pair_act(act: Callable[[Operator, str], Awaitable[dict[str, Any]]], doc: str) -> Any:
+def _pair_act(act: Callable[..., Awaitable[dict[str, Any]]], doc: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        operator, _ = await _admin(request)
-        return _json(await act(operator, request.match_info["pair_id"]))
+        operator, principal = await _admin(request)
+        pair_id = request.match_info["pair_id"]
+        return _json(await act(operator, pair_id, by=f"admin:{principal.subject}"))
 
     handler.__doc__ = doc
     return handler

@@ -16,6 +16,7 @@ from authgate.web import (
     admin,
     bpc,
     challenge,
+    console,
     forward_auth,
     health,
     oauth,
@@ -130,6 +131,8 @@ def create_app(
         pico.add_routes(routes)
     if settings.tokens.admin_api:
         admin.add_routes(ops, settings.tokens.admin_prefix)
+    if settings.console.enabled:
+        console.add_routes(ops, settings)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes, tracing=services.tracing)
     else:

@@ -91,7 +91,8 @@ async def register(request: web.Request) -> web.Response:
     if not limit.allowed:
         raise rate_limited(limit, "too many registrations from this address", period_ms=3_600_000)
     data = await _json_body(request)
-    result = await _pairs(request).register(data)  # PairRequestError: a 400 naming the member
+    # PairRequestError: a 400 naming the member
+    result = await _pairs(request).register(data, address=context.client_ip)
     pair = result.pair
     if result.approval_token is None:
         body = {"pairId": pair.pair_id, "status": "active", "fingerprint": pair.fingerprint}

@@ -18,10 +18,8 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: stores answer, keys are loaded, not draining; and the configuration in
-    force (its generation and hash, ``web/reload.py``)."""
-    app = request.app
+async def readiness(app: web.Application) -> dict[str, str]:
+    """Each readiness check and its state (``ok`` when it passes); the console shows them."""
     checks: dict[str, str] = {}
     if app[DRAINING][0]:
         checks["server"] = "draining"
@@ -37,6 +35,14 @@ async def readyz(request: web.Request) -> web.Response:
             with contextlib.suppress(AuthGateError):
                 await cache.get("")  # loads the issuer's keys (rate-limited by the cache)
         checks[f"jwks:{cache.url}"] = "ok" if cache.loaded else "unavailable"
+    return checks
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: stores answer, keys are loaded, not draining; and the configuration in
+    force (its generation and hash, ``web/reload.py``)."""
+    app = request.app
+    checks = await readiness(app)
     ready = all(v == "ok" for v in checks.values())
     app[METRICS].ready.set(1 if ready else 0)
     reloader = app[RELOADER]
