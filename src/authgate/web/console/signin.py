@@ -9,7 +9,6 @@ admin call). A sign-in starts a new session; a token session ends no later than 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from aiohttp import web
@@ -83,7 +82,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     try:
         if token:
             context = own_context(request)
-            context = dataclasses.replace(context, headers={"authorization": f"Bearer {token}"})
+            context = context._replace(headers={"authorization": f"Bearer {token}"})
             principal = (await services.gate.evaluate(context, services.admin_rule)).principal
             exp = principal.claims.get("exp")
             new, cookie = signer.issue(
