@@ -122,6 +122,12 @@ def test_a_valid_proof_of_each_algorithm_names_its_key(alg: str) -> None:
 HS_KEY = b"k" * 32
 
 
+def _stray(key: DPoPKey) -> str:
+    """``key``'s ``x`` with a character base64url does not have."""
+    x = str(key.jwk["x"])
+    return x[:10] + "%" + x[10:]
+
+
 def _unsigned() -> str:
     """An ``alg: none`` proof with an empty signature (RFC 7519 §6)."""
     head = b64(dumps({"typ": "dpop+jwt", "alg": "none", "jwk": ES256.jwk}))
@@ -147,6 +153,11 @@ REFUSALS: list[tuple[str, Any]] = [
     ("jwk-not-object", lambda: proof(header={"jwk": "key"})),
     ("jwk-private", lambda: proof(header={"jwk": {**ES256.jwk, "d": "AAAA"}})),
     ("jwk-wrong-type", lambda: proof(header={"alg": "RS256"}, sign_alg="ES256")),
+    # Found by fuzzing: PyJWK decodes these to the same key, whose thumbprint would differ.
+    ("jwk-stray-characters", lambda: proof(header={"jwk": {**ES256.jwk, "x": _stray(ES256)}})),
+    ("jwk-padded", lambda: proof(header={"jwk": {**ES256.jwk, "x": ES256.jwk["x"] + "="}})),
+    ("jwk-short-coordinate", lambda: proof(header={"jwk": {**ES256.jwk, "x": b64(b"\x01" * 31)}})),
+    ("jwk-bad-length", lambda: proof(header={"jwk": {**ES256.jwk, "x": "AAAAA"}})),
     ("jwk-wrong-curve", lambda: proof(header={"alg": "ES384"}, sign_alg="ES256")),
     ("signature-other-key", lambda: proof(sign_with=OTHER)),
     ("htm-other", lambda: proof(htm="POST")),
@@ -195,6 +206,18 @@ FAILED_CHECK = {
 }
 
 
+SPECIFIC_CHECK = {
+    "alg-none": "signature is not base64url",  # an empty signature never parses
+    "jwk-private": "private key material",
+    "jwk-stray-characters": "not canonical",
+    "jwk-padded": "not canonical",
+    "jwk-short-coordinate": "not canonical",
+    "jwk-bad-length": "not canonical",
+    "jwk-wrong-type": "not a public key usable",
+    "jwk-wrong-curve": "not a public key usable",
+}
+
+
 @pytest.mark.parametrize(("case", "build"), REFUSALS, ids=[case for case, _ in REFUSALS])
 def test_each_check_refuses_on_its_own(case: str, build: Any) -> None:
     """Every failed check is 401 dpop_proof_invalid, and the message names that check."""
@@ -204,9 +227,7 @@ def test_each_check_refuses_on_its_own(case: str, build: Any) -> None:
             build(), method="GET", urls={URL}, now=NOW, access_token=TOKEN
         )
     assert refused.value.reason == "dpop_proof_invalid"
-    expected = FAILED_CHECK[case.split("-", maxsplit=1)[0]]
-    if case == "alg-none":
-        expected = "signature is not base64url"  # an empty signature never parses
+    expected = SPECIFIC_CHECK.get(case, FAILED_CHECK[case.split("-", maxsplit=1)[0]])
     assert expected in refused.value.message
 
 
@@ -229,6 +250,15 @@ def test_query_and_fragment_of_htu_are_ignored() -> None:
 def test_htu_is_normalised_as_rfc_3986_says(htu: str) -> None:
     """Scheme and host case, the default port and unreserved escapes do not matter."""
     assert normalize_htu(htu) == URL
+
+
+def test_a_host_of_dots_alone_is_no_host() -> None:
+    """Found by fuzzing: ``https://./x`` normalised to ``https:///x``, which did not
+    normalise again; a host that is only dots is no host, in a proof or a request."""
+    with pytest.raises(DPoPError) as refused:
+        normalize_htu("https://./x")
+    assert refused.value.reason == "dpop_proof_invalid"
+    assert request_url("https", ".", "/x") == ""
 
 
 def test_request_url_comes_from_the_doors_view() -> None:

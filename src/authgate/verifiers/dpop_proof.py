@@ -25,6 +25,7 @@ across replicas: the gate's one round trip).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -56,6 +57,8 @@ _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NONCE_LABEL = b"authgate-dpop-nonce\x00"
 _NONCE = re.compile(r"([0-9a-f]{1,12})\.([A-Za-z0-9_-]{22})")
+_B64URL = re.compile(r"[A-Za-z0-9_-]{1,1400}")
+_COORDINATE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66, "Ed25519": 32}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,10 @@ def ath_of(access_token: str) -> str:
 
 
 def _origin(scheme: str, host: str, port: int | None) -> str:
+    """``scheme://host[:port]`` normalised; ``""`` when no host is left (``.`` alone)."""
     host = host.lower().rstrip(".")
+    if not host:
+        return ""
     if ":" in host:  # an IPv6 literal, which urlsplit returns without its brackets
         host = f"[{host}]"
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
@@ -91,9 +97,8 @@ def request_url(scheme: str, host: str, path: str) -> str:
         port = parts.port
     except ValueError:
         return ""
-    if not parts.hostname:
-        return ""
-    return _origin(scheme.lower(), parts.hostname, port) + path
+    origin = _origin(scheme.lower(), parts.hostname or "", port)
+    return origin + path if origin else ""
 
 
 def normalize_htu(htu: str) -> str:
@@ -111,13 +116,14 @@ def normalize_htu(htu: str) -> str:
     except ValueError:
         raise DPoPProofInvalid("proof 'htu' is not a URL") from None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+    origin = _origin(scheme, parts.hostname or "", port) if scheme in _DEFAULT_PORTS else ""
+    if not origin or "@" in parts.netloc:
         raise DPoPProofInvalid("proof 'htu' is not an http(s) URL with a host")
     try:
         path = canonicalize(parts.path or "/").path
     except InvalidTarget:
         raise DPoPProofInvalid("proof 'htu' has an ambiguous path") from None
-    return _origin(scheme, parts.hostname, port) + path
+    return origin + path
 
 
 class ServerNonces:
@@ -158,6 +164,27 @@ class ServerNonces:
         return None
 
 
+def _canonical_key_members(jwk: Mapping[str, Any]) -> bool:
+    """Whether the key's members have their one canonical spelling (RFC 7518 §6): unpadded,
+    canonical base64url; EC and OKP coordinates of their curve's full length; RSA integers
+    without leading zero bytes. A key spelled two ways would have two thumbprints (found by
+    fuzzing: PyJWK decodes ``x`` with stray characters to the same key)."""
+    for name in ("x", "y", "n", "e"):
+        value = jwk.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or _B64URL.fullmatch(value) is None or len(value) % 4 == 1:
+            return False
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        if b64url(raw) != value:
+            return False
+        if name in ("x", "y") and len(raw) != _COORDINATE_BYTES.get(str(jwk.get("crv")), -1):
+            return False
+        if name in ("n", "e") and raw[:1] == b"\x00":
+            return False
+    return True
+
+
 def _header_key(
     header: Mapping[str, Any], alg: str, algorithms: Collection[str]
 ) -> VerificationKey:
@@ -165,12 +192,14 @@ def _header_key(
     if typ != PROOF_TYP:
         raise DPoPProofInvalid("proof header 'typ' must be dpop+jwt")
     if alg not in algorithms or alg not in ALGORITHM_KEY_TYPES:
-        raise DPoPProofInvalid(f"proof algorithm {alg[:16]!r} is not allowed")
+        raise DPoPProofInvalid("proof algorithm is not allowed")
     jwk = header.get("jwk")
     if not isinstance(jwk, dict):
         raise DPoPProofInvalid("proof header 'jwk' is missing")
     if any(member in jwk for member in _PRIVATE_MEMBERS):
         raise DPoPProofInvalid("proof 'jwk' carries private key material")
+    if not _canonical_key_members(jwk):
+        raise DPoPProofInvalid("proof 'jwk' members are not canonical base64url of full length")
     key = VerificationKey.from_jwk(jwk, allowed=(alg,))
     if key is None:
         raise DPoPProofInvalid("proof 'jwk' is not a public key usable with its algorithm")
