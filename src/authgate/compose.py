@@ -409,6 +409,13 @@ class Services:
                 "with a random per-process secret, so other replicas reject them",
                 extra={"event": "ephemeral_challenge_secret"},
             )
+        dpop = self.settings.jwt.dpop
+        if dpop.enabled and dpop.require_nonce and dpop.nonce_secret is None:
+            log.warning(
+                "jwt.dpop.nonce_secret is not set: DPoP server nonces are signed with a random "
+                "per-process secret, so other replicas refuse them (clients retry with theirs)",
+                extra={"event": "ephemeral_dpop_nonce_secret"},
+            )
 
     async def _maintain_keys(self) -> None:
         """Reload on change announcements, refresh every minute, rotate on schedule."""
