@@ -41,7 +41,6 @@ from authgate.errors import (
     DPoPBoundTokenAsBearer,
     DPoPNotAllowed,
     DPoPProofInvalid,
-    DPoPProofReplayed,
     DPoPRequired,
     TokenAlgorithmNotAllowed,
     TokenAudienceInvalid,
@@ -59,6 +58,13 @@ from authgate.errors import (
 from authgate.metrics import Metrics
 from authgate.models import CredentialType, Principal, RequestContext, Spend
 from authgate.stores.base import Clock, RevocationStore, SystemClock
+from authgate.verifiers.dpop_binding import (
+    DPoPCredential,
+    ProofChecks,
+    bound_key,
+    dpop_credential,
+    proof_refused,
+)
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Latest plausible NumericDate: 3000-01-01T00:00:00Z.
@@ -90,41 +96,6 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
-@dataclass(frozen=True, slots=True)
-class DPoPCredential:
-    """``Authorization: DPoP <token>`` and the request's ``DPoP`` proof (``None``: absent)."""
-
-    token: str
-    proof: str | None
-
-
-def dpop_credential(header: str, proof: str | None) -> DPoPCredential | None:
-    """The token and proof of an ``Authorization: DPoP`` header; ``None`` for any other
-    scheme."""
-    scheme, _, rest = header.partition(" ")
-    if scheme.lower() != "dpop":
-        return None
-    token = rest.strip(" ")
-    if not token:
-        raise TokenMalformed("empty DPoP token")
-    return DPoPCredential(token=token, proof=proof)
-
-
-def _bound_key(payload: Mapping[str, Any]) -> str | None:
-    """The token's DPoP binding, ``cnf.jkt`` (RFC 9449 §6.1), or ``None``."""
-    cnf = payload.get("cnf")
-    if cnf is None:
-        return None
-    if not isinstance(cnf, dict):
-        raise TokenMalformed("claim 'cnf' must be an object")
-    jkt = cnf.get("jkt")
-    if jkt is None:
-        return None
-    if not isinstance(jkt, str) or not 1 <= len(jkt) <= 128 or not jkt.isascii():
-        raise TokenMalformed("claim 'cnf.jkt' must be a thumbprint string")
-    return jkt
-
-
 def _revocation_ids(principal: Principal) -> tuple[str, ...]:
     """What revokes a token: its ``jti``, and its refresh family (refresh-token reuse)."""
     jti = principal.credential_id
@@ -137,41 +108,6 @@ def _revocation_ids(principal: Principal) -> tuple[str, ...]:
 def token_digest(token: str) -> bytes:
     """What the verified-token cache is keyed by: tokens themselves are never kept."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-class CheckedProof(Protocol):
-    """A DPoP proof that passed its checks (``verifiers.dpop_proof.DPoPProof``)."""
-
-    @property
-    def jkt(self) -> str:
-        """The RFC 7638 thumbprint of the proof's key."""
-        ...
-
-    @property
-    def jti(self) -> str:
-        """The proof's id, spent once."""
-        ...
-
-    @property
-    def iat(self) -> int:
-        """When the proof was made."""
-        ...
-
-
-class ProofChecks(Protocol):
-    """What checks DPoP proofs (``verifiers.dpop_proof.ProofChecker``; a Protocol here so
-    that module may use this one's signature check without an import cycle)."""
-
-    @property
-    def window_seconds(self) -> int:
-        """How far a proof's ``iat`` may be from now."""
-        ...
-
-    def check_request(
-        self, proof: str, context: RequestContext, *, now: float, access_token: str
-    ) -> CheckedProof:
-        """The checked proof, or a ``DPoPError`` leaf."""
-        ...
 
 
 class LocalKeys(Protocol):
@@ -442,7 +378,7 @@ class JWTBearerVerifier:
             nonce=proof.jti,
             ttl_ms=max(1, until_ms - int(now * 1000)),
             signed_at_ms=proof.iat * 1000,
-            refuse=_proof_refused,
+            refuse=proof_refused,
         )
         return replace(principal, spend=spend)
 
@@ -555,10 +491,5 @@ class JWTBearerVerifier:
             valid_from=max(nbf if nbf is not None else -inf, iat if iat is not None else -inf)
             - self._leeway,
             valid_until=exp + self._leeway,
-            jkt=_bound_key(payload),
+            jkt=bound_key(payload),
         )
-
-
-async def _proof_refused(outcome: str) -> Exception:
-    """A proof ``jti`` already spent, or spent before the store's epoch (RFC 9449 §11.1)."""
-    return DPoPProofReplayed(detail=f"proof jti {outcome}")
