@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 
+from authgate.client.dpop import DPoPKey
 from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.keys import KeyRing, SigningKey, b64url, has_roca_fingerprint
 from authgate.errors import AuthGateError
@@ -40,6 +41,7 @@ from tests.verifiers import (
     sign_segments,
     split,
 )
+from tests.verifiers.test_jwt_dpop import Rig
 
 
 @pytest.fixture
@@ -481,3 +483,25 @@ async def test_header_injection_through_subject(es: SigningKey, gate: Harness) -
     identity headers upstream; it is refused before any header is built."""
     payload = json.dumps(claims(sub="alice\r\nX-Authgate-Scopes: admin")).encode()
     assert await gate.refusal(forge(es, payload=payload)) == "token_malformed"
+
+
+async def test_rfc_9449_7_2_bound_token_downgraded_to_bearer() -> None:
+    """RFC 9449 §7.2: a stolen DPoP-bound token replayed as a plain bearer token, without
+    the key, is refused (``dpop_bound_token_as_bearer``), cached or not."""
+    rig = Rig()
+    key = DPoPKey.generate()
+    token = rig.token(key)
+    proof = key.proof("GET", "https://app.test/api", access_token=token, iat=NOW)
+    assert await rig.decide(f"DPoP {token}", proof) == "ok"  # now cached
+    assert await rig.decide(f"Bearer {token}") == "dpop_bound_token_as_bearer"
+
+
+async def test_rfc_9449_11_1_dpop_proof_replay() -> None:
+    """RFC 9449 §11.1: a captured proof replayed with its token is refused
+    (``dpop_proof_replayed``): its ``jti`` is spent in the nonce store."""
+    rig = Rig()
+    key = DPoPKey.generate()
+    token = rig.token(key)
+    proof = key.proof("GET", "https://app.test/api", access_token=token, iat=NOW)
+    assert await rig.decide(f"DPoP {token}", proof) == "ok"
+    assert await rig.decide(f"DPoP {token}", proof) == "dpop_proof_replayed"

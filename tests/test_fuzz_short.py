@@ -24,10 +24,11 @@ RUNS = 3000
 
 
 def test_every_parser_that_takes_client_bytes_has_a_harness() -> None:
-    """The list docs/security.md and fuzz/README.md give (the DPoP parser does not exist)."""
+    """The list docs/security.md and fuzz/README.md give."""
     assert HARNESSES == [
         "bpc_wire",
         "config",
+        "dpop",
         "forwarded",
         "hmac_proof",
         "jws",

@@ -7,7 +7,7 @@ import logging
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from authgate.client import BPCSigner, proof_header
+from authgate.client import BPCSigner, DPoPKey, proof_header
 from authgate.crypto.keys import KeyRing
 from authgate.log import JSONFormatter
 from authgate.stores.memory import MemoryStores
@@ -61,11 +61,23 @@ async def test_credentials_never_appear_in_logs(caplog: pytest.LogCaptureFixture
             await client.get("/api/x", headers={"Authorization": header})
             await client.get("/api/x", headers={"Authorization": header})
 
+            dpop_key = DPoPKey.generate()
+            bound = tokens.mint(cnf={"jkt": dpop_key.jkt})
+            dpop = dpop_key.headers("GET", str(client.make_url("/api/x")), bound)
+            secrets += [bound, bound.split(".")[2], dpop["DPoP"], dpop["DPoP"].split(".")[2]]
+            await client.get("/api/x", headers=dpop)
+            await client.get("/api/x", headers=dpop)  # replay: a failure path
+            await client.get("/api/x", headers={"Authorization": f"Bearer {bound}"})
+            thief = DPoPKey.generate().headers("GET", str(client.make_url("/api/x")), bound)
+            await client.get("/api/x", headers=thief)
+
     formatter = JSONFormatter()
     text = "\n".join(formatter.format(r) for r in caplog.records) + "\n".join(
         r.getMessage() for r in caplog.records
     )
     assert caplog.records, "the requests were logged at all"
     assert '"event":"decision"' in text
+    for reason in ("dpop_proof_replayed", "dpop_bound_token_as_bearer", "dpop_binding_mismatch"):
+        assert reason in text, f"the DPoP refusal {reason} was not logged"
     for secret in secrets:
         assert secret not in text, f"a secret reached the logs: {secret[:12]}..."

@@ -41,10 +41,12 @@ from authgate.stores.instrumented import instrument
 from authgate.tokens.fleet import FleetSessions
 from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager, KeysUnreadable, build_key_manager
+from authgate.tokens.proofs import TokenProofs
 from authgate.tokens.revocation import RevocationList
 from authgate.tokens.users import UserService
 from authgate.tokens.wallets import WalletSignIn
 from authgate.verifiers.bpc import BPCVerifier
+from authgate.verifiers.dpop_proof import ProofChecker, ServerNonces
 from authgate.verifiers.hmac_proof import HMACProofVerifier
 from authgate.verifiers.jwt_bearer import IssuerKeys, JWTBearerVerifier
 
@@ -311,7 +313,41 @@ class Services:
             max_token_bytes=jwt.max_token_bytes,
             cache_size=jwt.cache_size,
             metrics=self.metrics,
+            dpop=self.dpop_proofs,
         )
+
+    @cached_property
+    def dpop_proofs(self) -> ProofChecker | None:
+        """DPoP proof checks (RFC 9449), for the bearer verifier and ``/token``; ``None``
+        when DPoP is off."""
+        dpop = self.settings.jwt.dpop
+        if not dpop.enabled:
+            return None
+        nonces = None
+        if dpop.require_nonce:
+            secret = dpop.nonce_secret
+            nonces = ServerNonces(
+                secret=(
+                    secret.get_secret_value().encode()
+                    if secret is not None
+                    else secrets.token_bytes(32)
+                ),
+                ttl_seconds=dpop.nonce_ttl_seconds,
+                skew_seconds=self.settings.jwt.leeway_seconds,
+            )
+        return ProofChecker(
+            algorithms=dpop.algorithms,
+            window_seconds=dpop.proof_window_seconds,
+            max_proof_bytes=dpop.max_proof_bytes,
+            nonces=nonces,
+        )
+
+    @cached_property
+    def token_proofs(self) -> TokenProofs | None:
+        """DPoP proofs sent to ``/token``; ``None`` when DPoP is off."""
+        if self.dpop_proofs is None:
+            return None
+        return TokenProofs(checker=self.dpop_proofs, nonces=self.stores.nonces, clock=self.clock)
 
     @cached_property
     def bpc_verifier(self) -> BPCVerifier:
@@ -478,6 +514,13 @@ class Services:
                 "hmac.challenge_secret is not set: HMAC and pico wallet challenges are signed "
                 "with a random per-process secret, so other replicas reject them",
                 extra={"event": "ephemeral_challenge_secret"},
+            )
+        dpop = self.settings.jwt.dpop
+        if dpop.enabled and dpop.require_nonce and dpop.nonce_secret is None:
+            log.warning(
+                "jwt.dpop.nonce_secret is not set: DPoP server nonces are signed with a random "
+                "per-process secret, so other replicas refuse them (clients retry with theirs)",
+                extra={"event": "ephemeral_dpop_nonce_secret"},
             )
 
     async def _maintain_keys(self) -> None:

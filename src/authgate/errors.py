@@ -41,6 +41,7 @@ The rule for code outside this module:
     │   └── RequestTimeout (408)        request_timeout (a head or body not sent in time)
     ├── Unauthenticated (401)           (WWW-Authenticate: ``scheme``, ``challenge_error``)
     │   ├── MissingCredential           credential_missing (a bare challenge, no error)
+    │   │   └── MissingDPoPCredential   (a ``dpop: required`` route: a ``DPoP`` challenge)
     │   ├── LoginRefused                unauthenticated (pico /login, /wallet, /refresh)
     │   ├── TokenMalformed              token_malformed
     │   ├── TokenTooLarge               token_too_large
@@ -54,6 +55,14 @@ The rule for code outside this module:
     │   ├── TokenKeyUnknown             token_key_unknown
     │   ├── TokenRevoked                token_revoked
     │   ├── TokenTypeInvalid            token_type_invalid
+    │   ├── DPoPError                   (DPoP, RFC 9449; a ``DPoP`` challenge)
+    │   │   ├── DPoPProofInvalid        dpop_proof_invalid
+    │   │   ├── DPoPProofReplayed       dpop_proof_replayed
+    │   │   ├── DPoPBindingMismatch     dpop_binding_mismatch
+    │   │   ├── DPoPNonceRequired       dpop_nonce_required (``DPoP-Nonce`` header)
+    │   │   ├── DPoPRequired            dpop_required
+    │   │   ├── DPoPBoundTokenAsBearer  dpop_bound_token_as_bearer
+    │   │   └── DPoPNotAllowed          dpop_not_allowed (a ``Bearer`` challenge)
     │   ├── ProofInvalid                invalid_proof (one body for every HMAC failure)
     │   ├── FleetSecretInvalid          fleet_secret_invalid (pico /fleet/sessions)
     │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
@@ -91,6 +100,8 @@ The rule for code outside this module:
     │   ├── OAuthInvalidGrant           invalid_grant
     │   ├── OAuthInvalidScope           invalid_scope
     │   ├── OAuthInvalidTarget          invalid_target (RFC 8707)
+    │   ├── OAuthInvalidDPoPProof       invalid_dpop_proof (RFC 9449 §5)
+    │   ├── OAuthUseDPoPNonce           use_dpop_nonce (RFC 9449 §8, ``DPoP-Nonce`` header)
     │   ├── OAuthUnsupportedGrantType   unsupported_grant_type
     │   ├── OAuthUnsupportedTokenType   unsupported_token_type (RFC 7009)
     │   ├── OAuthUnauthorizedClient (403)  unauthorized_client
@@ -227,6 +238,13 @@ class MissingCredential(Unauthenticated):
     challenge_error = None
 
 
+class MissingDPoPCredential(MissingCredential):
+    """No credential on a route whose rule requires DPoP: the bare challenge names
+    ``DPoP``, the scheme the client must use (RFC 9449 §7.1)."""
+
+    scheme = "DPoP"
+
+
 class LoginRefused(Unauthenticated):
     """One of pico's login doors (password, wallet challenge or signature, refresh token)
     refused the credential; one reason for every failure."""
@@ -315,6 +333,78 @@ class TokenTypeInvalid(Unauthenticated):
 
     reason = "token_type_invalid"
     default_message = "token is not an access token"
+
+
+class DPoPError(Unauthenticated):
+    """A DPoP (RFC 9449) refusal (a group): the challenge names the ``DPoP`` scheme."""
+
+    reason = "dpop_error"
+    scheme = "DPoP"
+    default_message = "DPoP verification failed"
+
+
+class DPoPProofInvalid(DPoPError):
+    """The ``DPoP`` proof is missing, malformed or does not verify: wrong ``typ``, an
+    algorithm outside the allow-list, a private or unusable ``jwk``, a bad signature,
+    ``htm``/``htu`` not the request's, ``iat`` outside the window, a wrong ``ath``
+    (RFC 9449 §4.3); the message names the check."""
+
+    reason = "dpop_proof_invalid"
+    challenge_error = "invalid_dpop_proof"
+    default_message = "DPoP proof is invalid"
+
+
+class DPoPProofReplayed(DPoPError):
+    """The proof's ``jti`` was already spent (or predates the nonce store's epoch): a
+    captured proof replayed (RFC 9449 §11.1)."""
+
+    reason = "dpop_proof_replayed"
+    challenge_error = "invalid_dpop_proof"
+    default_message = "DPoP proof already used"
+
+
+class DPoPBindingMismatch(DPoPError):
+    """The proof's key is not the one the token is bound to (``cnf.jkt``), or a token
+    without a binding was presented with the ``DPoP`` scheme (RFC 9449 §7.1)."""
+
+    reason = "dpop_binding_mismatch"
+    default_message = "DPoP proof key does not match the token's binding"
+
+
+class DPoPNonceRequired(DPoPError):
+    """The proof lacks the server nonce, or carries a stale one (RFC 9449 §8): the answer
+    carries a fresh one in ``DPoP-Nonce`` for the client to retry with."""
+
+    reason = "dpop_nonce_required"
+    challenge_error = "use_dpop_nonce"
+    default_message = "a DPoP proof with the server's nonce is required"
+
+    def __init__(self, message: str | None = None, *, nonce: str, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.nonce = nonce
+
+
+class DPoPRequired(DPoPError):
+    """A plain bearer token on a route whose rule says ``dpop: required``."""
+
+    reason = "dpop_required"
+    default_message = "this route requires a DPoP-bound token and proof"
+
+
+class DPoPBoundTokenAsBearer(DPoPError):
+    """A DPoP-bound token (``cnf.jkt``) presented with the ``Bearer`` scheme, without a
+    proof: a leaked token replayed as a bearer token (RFC 9449 §7.2)."""
+
+    reason = "dpop_bound_token_as_bearer"
+    default_message = "a DPoP-bound token must be presented with the DPoP scheme and a proof"
+
+
+class DPoPNotAllowed(DPoPError):
+    """The ``DPoP`` scheme on a route whose rule says ``dpop: off``."""
+
+    reason = "dpop_not_allowed"
+    scheme = "Bearer"
+    default_message = "DPoP is not accepted on this route"
 
 
 class ProofInvalid(Unauthenticated):
@@ -497,6 +587,25 @@ class OAuthInvalidTarget(OAuthError):
 
     reason = "invalid_target"
     default_message = "invalid target"
+
+
+class OAuthInvalidDPoPProof(OAuthError):
+    """The ``DPoP`` proof sent to ``/token`` is invalid or replayed (RFC 9449 §5)."""
+
+    reason = "invalid_dpop_proof"
+    default_message = "invalid DPoP proof"
+
+
+class OAuthUseDPoPNonce(OAuthError):
+    """``/token`` wants a proof carrying its nonce (RFC 9449 §8): ``nonce`` goes in the
+    ``DPoP-Nonce`` header."""
+
+    reason = "use_dpop_nonce"
+    default_message = "a DPoP proof with the server's nonce is required"
+
+    def __init__(self, message: str | None = None, *, nonce: str, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.nonce = nonce
 
 
 class OAuthUnsupportedGrantType(OAuthError):

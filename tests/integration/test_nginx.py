@@ -7,12 +7,14 @@ request it receives, so "never reached the upstream" is asserted, not assumed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from authgate.client.dpop import DPoPKey
 from tests.integration.conftest import (
     BAD_CREDENTIALS,
     IDENTITY_HEADERS,
@@ -274,4 +276,44 @@ async def test_websocket_without_token_is_never_upgraded(
         with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
             await session.ws_connect(url)
     assert caught.value.status == 401
+    assert upstream.seen == []
+
+
+def test_a_dpop_bound_token_with_its_proof_passes_once(
+    nginx: NginxProcess, upstream: Upstream, signing: Signing
+) -> None:
+    """RFC 9449 through real nginx: the door rebuilds htu from X-Forwarded-Proto/Host and
+    X-Original-URI (query dropped); the proof passes once, its replay never reaches the app."""
+    key = DPoPKey.generate()
+    token = signing.tokens.mint(sub="carol", cnf={"jkt": key.jkt})
+
+    def send(proof: str) -> tuple[int, dict[str, str], bytes]:
+        return get(nginx.port, "/api/items?x=1", {"Authorization": f"DPoP {token}", "DPoP": proof})
+
+    for _ in range(3):  # a proof from the store epoch's own second is refused: retry
+        proof = key.proof("GET", "http://app.test/api/items", access_token=token)
+        status, headers, body = send(proof)
+        if status == 200:
+            break
+        assert headers["www-authenticate"].startswith("DPoP "), body
+        time.sleep(1.0)
+    assert status == 200, body
+    assert [seen.header("X-Authgate-Subject") for seen in upstream.seen][-1] == ["carol"]
+    upstream.reset()
+    status, headers, _ = send(proof)
+    assert status == 401
+    assert headers["www-authenticate"].startswith(
+        'DPoP realm="authgate", error="invalid_dpop_proof"'
+    )
+    assert upstream.seen == []
+
+
+def test_a_dpop_bound_token_presented_as_bearer_never_reaches_the_app(
+    nginx: NginxProcess, upstream: Upstream, signing: Signing
+) -> None:
+    """A leaked bound token replayed as Bearer: 401 with a DPoP challenge, app untouched."""
+    token = signing.tokens.mint(cnf={"jkt": DPoPKey.generate().jkt})
+    status, headers, _ = get(nginx.port, "/api/items", bearer(token))
+    assert status == 401
+    assert headers["www-authenticate"].startswith("DPoP ")
     assert upstream.seen == []

@@ -110,6 +110,7 @@ def test_the_groups_are_the_documented_ones() -> None:
         "BadRequest",
         "Unauthenticated",
         "BPCError",
+        "DPoPError",
         "Forbidden",
         "OAuthError",
         "DependencyUnavailable",
@@ -134,7 +135,8 @@ def test_no_group_is_raised() -> None:
 
 
 def test_oauth_statuses_are_pinned() -> None:
-    """One status per OAuth leaf, as clients see them (RFC 6749 §5.2, RFC 7009, RFC 7662)."""
+    """One status per OAuth leaf, as clients see them (RFC 6749 §5.2, RFC 7009, RFC 7662,
+    RFC 9449 §5 and §8)."""
     statuses = {c.reason: c.status for c in tree() if issubclass(c, OAuthError)}
     assert statuses == {
         "oauth_error": 400,
@@ -143,6 +145,8 @@ def test_oauth_statuses_are_pinned() -> None:
         "invalid_grant": 400,
         "invalid_scope": 400,
         "invalid_target": 400,
+        "invalid_dpop_proof": 400,
+        "use_dpop_nonce": 400,
         "unsupported_grant_type": 400,
         "unsupported_token_type": 400,
         "unauthorized_client": 403,

@@ -216,6 +216,7 @@ names its Secret (tests/deploy/test_helm_values.py checks this list against the 
 - {var: AUTHGATE_HMAC__PREVIOUS_CHALLENGE_SECRETS, value: previousChallengeSecrets}
 - {var: AUTHGATE_BPC__OPERATOR_TOKEN, value: operatorToken}
 - {var: AUTHGATE_TOKENS__PICO_FLEET_SECRET, value: picoFleetSecret}
+- {var: AUTHGATE_JWT__DPOP__NONCE_SECRET, value: dpopNonceSecret}
 {{- end }}
 
 {{/*

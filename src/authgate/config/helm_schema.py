@@ -49,6 +49,7 @@ SECRET_VALUES: dict[str, str] = {
     "hmac.challenge_secret": "secrets.challengeSecret",
     "hmac.previous_challenge_secrets": "secrets.previousChallengeSecrets",
     "tokens.pico_fleet_secret": "secrets.picoFleetSecret",
+    "jwt.dpop.nonce_secret": "secrets.dpopNonceSecret",
 }
 # Keys the chart writes itself, from other values.
 CHART_OWNED: dict[str, str] = {

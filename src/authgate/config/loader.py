@@ -44,6 +44,7 @@ SECRET_KEYS = frozenset(
         "challenge_secret",
         "previous_challenge_secrets",
         "pico_fleet_secret",
+        "nonce_secret",
     }
 )
 

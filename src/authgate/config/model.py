@@ -461,6 +461,62 @@ class ExternalIssuer(Section):
 
 
 ASYMMETRIC_ALGORITHMS = ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA")
+# Algorithms a DPoP proof may use (RFC 9449 §4.3: asymmetric only, never none or HS*).
+DPOP_ALGORITHMS = ("ES256", "ES384", "EdDSA", "RS256", "PS256")
+
+
+class DPoPSettings(Section):
+    """DPoP (RFC 9449): proof-of-possession for access tokens, verified and issued."""
+
+    enabled: bool = Field(
+        True,
+        description="Accept `Authorization: DPoP` with a `DPoP` proof (per rule: `dpop`), and "
+        "issue DPoP-bound tokens at /token when the client sends a proof.",
+    )
+    algorithms: tuple[str, ...] = Field(
+        DPOP_ALGORITHMS,
+        min_length=1,
+        description="Algorithms a proof may be signed with (asymmetric only).",
+    )
+    proof_window_seconds: int = Field(
+        60,
+        ge=1,
+        le=600,
+        description="A proof's `iat` may be this far in the past or the future; its `jti` "
+        "is kept spent until the proof could no longer be accepted.",
+    )
+    max_proof_bytes: int = Field(
+        4096, ge=512, le=8192, description="Longest `DPoP` header accepted."
+    )
+    require_nonce: bool = Field(
+        False,
+        description="Require a server nonce in every proof (RFC 9449 §8): a proof without "
+        "a current one is refused (401 dpop_nonce_required, 400 use_dpop_nonce at /token) "
+        "with a fresh nonce in `DPoP-Nonce`.",
+    )
+    nonce_secret: SecretStr | None = Field(
+        None,
+        description="Signs server nonces; every replica must share it (at least 32 "
+        "characters). Unset: random per process, so replicas refuse each other's nonces.",
+    )
+    nonce_ttl_seconds: int = Field(
+        300, ge=10, le=86_400, description="How long a server nonce stays valid."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _proof_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alg in value:
+            if alg not in DPOP_ALGORITHMS:
+                raise ValueError(f"algorithm {alg!r} not allowed; choose from {DPOP_ALGORITHMS}")
+        return value
+
+    @field_validator("nonce_secret")
+    @classmethod
+    def _nonce_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("jwt.dpop.nonce_secret must be at least 32 characters")
+        return value
 
 
 class JWTSettings(Section):
@@ -503,6 +559,7 @@ class JWTSettings(Section):
     jwks_max_bytes: int = Field(
         1_048_576, ge=1024, le=16_777_216, description="Largest JWKS document accepted."
     )
+    dpop: DPoPSettings = Field(default_factory=DPoPSettings)
 
     @field_validator("algorithms")
     @classmethod
@@ -615,6 +672,12 @@ class Rule(Section):
     rate_limits: tuple[RateLimit, ...] = Field(
         (), description="Limits applied on this route (all must admit the request)."
     )
+    dpop: Literal["required", "allowed", "off"] = Field(
+        "allowed",
+        description="DPoP (RFC 9449) on this route: required (a bearer token is refused, "
+        "401 dpop_required), allowed (DPoP-bound tokens need their proof; plain bearer tokens "
+        "pass) or off (the DPoP scheme is refused, 401 dpop_not_allowed).",
+    )
 
     @model_validator(mode="after")
     def _one_path_matcher(self) -> Rule:
@@ -643,6 +706,8 @@ class Rule(Section):
             problems.append(
                 ("credentials", "use anonymous: true rather than credential type 'anonymous'")
             )
+        if self.dpop == "required" and CredentialType.JWT not in self.credentials:
+            problems.append(("dpop", "dpop: required needs credential type 'jwt' on the rule"))
         _raise(problems)
         return self
 

@@ -11,6 +11,7 @@ from authgate.errors import (
     AuthGateError,
     BPCMissingHeaders,
     MissingCredential,
+    MissingDPoPCredential,
     NoMatchingRule,
     ScopeDenied,
 )
@@ -45,6 +46,8 @@ class CompiledRule:
     # The refusal when no credential is present (internal rules name their endpoint).
     missing_credential: type[AuthGateError] = MissingCredential
     missing_message: str | None = None
+    # DPoP (RFC 9449): "required", "allowed" or "off" (config/model.py Rule.dpop).
+    dpop: str = "allowed"
 
     def matches(self, method: str, host: str, path: str) -> bool:
         """Whether this rule applies to the request."""
@@ -124,6 +127,10 @@ def compile_rule(rule: Rule) -> CompiledRule:
         allow_unverified_body=rule.allow_unverified_body,
         hmac_bind_body=rule.hmac_bind_body,
         rate_limits=rule.rate_limits,
+        dpop=rule.dpop,
+        missing_credential=(
+            MissingDPoPCredential if rule.dpop == "required" else MissingCredential
+        ),
     )
 
 

@@ -22,6 +22,7 @@ revoked checks the family after indexing itself, so it is never missed by both.
 
 from __future__ import annotations
 
+import hmac
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -64,9 +65,12 @@ class Issued:
 
     def response(self) -> dict[str, Any]:
         """The RFC 6749 §5.1 body."""
+        cnf = self.claims.get("cnf")
+        bound = isinstance(cnf, dict) and "jkt" in cnf
         body: dict[str, Any] = {
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            # RFC 9449 §5: a DPoP-bound token is of type DPoP.
+            "token_type": "DPoP" if bound else "Bearer",
             "expires_in": self.expires_in,
             "scope": self.scope,
         }
@@ -140,8 +144,17 @@ class TokenIssuer:
         family: str | None = None,
         extra: Mapping[str, Any] | None = None,
         minted_by: str = "token-endpoint",
+        jkt: str | None = None,
+        refresh_jkt: str | None = None,
     ) -> Issued:
-        """Mint an access token (and, with ``refresh``, a refresh token of a family)."""
+        """Mint an access token (and, with ``refresh``, a refresh token of a family).
+
+        ``jkt`` binds the access token to a DPoP key (``cnf.jkt``, RFC 9449 §6.1) and
+        ``refresh_jkt`` the refresh token (a public client's, RFC 9449 §5).
+        """
+        if jkt is not None:
+            cnf = dict((extra or {}).get("cnf") or {})
+            extra = {**dict(extra or {}), "cnf": {**cnf, "jkt": jkt}}
         now_ms = self._clock.now_ms()
         now = now_ms // 1000
         ttl = ttl_seconds or self._s.tokens.access_ttl_seconds
@@ -179,6 +192,8 @@ class TokenIssuer:
                 "fam": fam,
                 "type": "refresh",
             }
+            if refresh_jkt is not None:
+                refresh_claims["cnf"] = {"jkt": refresh_jkt}
             refresh_claims = {
                 **{k: v for k, v in (extra or {}).items() if k in _CARRIED},
                 **refresh_claims,
@@ -224,9 +239,19 @@ class TokenIssuer:
         return isinstance(fam, str) and await self._revocations.is_revoked(family_id(fam))
 
     async def redeem_refresh(
-        self, token: str, *, scopes: Iterable[str] | None, client_id: str | None
+        self,
+        token: str,
+        *,
+        scopes: Iterable[str] | None,
+        client_id: str | None,
+        jkt: str | None = None,
     ) -> Issued:
-        """Rotate a refresh token; a reused one revokes its whole family."""
+        """Rotate a refresh token; a reused one revokes its whole family.
+
+        ``jkt`` is the key of the request's DPoP proof: a DPoP-bound refresh token is
+        redeemed only with a proof of its own key (checked before the token is spent, so a
+        thief without the key cannot even rotate it), and the new tokens are bound to it.
+        """
         try:
             claims = await self.decode(token, kind="refresh")
         except OAuthError:
@@ -238,6 +263,11 @@ class TokenIssuer:
             raise OAuthInvalidGrant("refresh token has no family")
         if claims.get("client_id") is not None and claims.get("client_id") != client_id:
             raise OAuthInvalidGrant("refresh token was issued to another client")
+        bound = _refresh_binding(claims)
+        if bound is not None and (jkt is None or not hmac.compare_digest(bound, jkt)):
+            raise OAuthInvalidGrant(
+                "refresh token is DPoP-bound: send a DPoP proof made with its key"
+            )
         if await self.is_revoked(claims):
             raise OAuthInvalidGrant("refresh token has been revoked")
         outcome = await self._nonces.consume(
@@ -263,6 +293,9 @@ class TokenIssuer:
             family=fam,
             extra=carried,
             minted_by="refresh",
+            jkt=jkt,
+            # A public client's refresh token stays bound (RFC 9449 §5).
+            refresh_jkt=jkt if claims.get("client_id") is None else None,
         )
 
     async def revoke_family(self, fam: str) -> None:
@@ -355,6 +388,17 @@ class TokenIssuer:
         return out
 
 
+def _refresh_binding(claims: Mapping[str, Any]) -> str | None:
+    """The DPoP key a refresh token is bound to (``cnf.jkt``), or ``None``."""
+    cnf = claims.get("cnf")
+    if cnf is None:
+        return None
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str):
+        raise OAuthInvalidGrant("refresh token has a malformed 'cnf'")
+    return jkt
+
+
 def scopes_from(value: str | None) -> set[str] | None:
     """Parse an OAuth ``scope`` parameter; ``None`` when absent."""
     if value is None:
@@ -372,7 +416,7 @@ def introspection(claims: Mapping[str, Any]) -> dict[str, Any]:
         "active": True,
         "token_type": "refresh_token" if claims.get("type") == "refresh" else "access_token",
     }
-    for name in ("iss", "sub", "aud", "iat", "exp", "jti", "scope", "client_id"):
+    for name in ("iss", "sub", "aud", "iat", "exp", "jti", "scope", "client_id", "cnf"):
         if name in claims:
             body[name] = claims[name]
     return json.loads(json.dumps(body))  # type: ignore[no-any-return]

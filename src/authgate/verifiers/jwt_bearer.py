@@ -21,10 +21,11 @@ The steps are public so the test vectors exercise exactly the path tokens take:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import inf
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +37,11 @@ from authgate.crypto.jwks_cache import JWKSCache
 from authgate.crypto.jws import CompactJWS, parse_compact_jws, strict_json_object
 from authgate.crypto.keys import ALGORITHM_KEY_TYPES, VerificationKey
 from authgate.errors import (
+    DPoPBindingMismatch,
+    DPoPBoundTokenAsBearer,
+    DPoPNotAllowed,
+    DPoPProofInvalid,
+    DPoPRequired,
     TokenAlgorithmNotAllowed,
     TokenAudienceInvalid,
     TokenExpired,
@@ -50,8 +56,15 @@ from authgate.errors import (
     TokenTypeInvalid,
 )
 from authgate.metrics import Metrics
-from authgate.models import CredentialType, Principal, RequestContext
+from authgate.models import CredentialType, Principal, RequestContext, Spend
 from authgate.stores.base import Clock, RevocationStore, SystemClock
+from authgate.verifiers.dpop_binding import (
+    DPoPCredential,
+    ProofChecks,
+    bound_key,
+    dpop_credential,
+    proof_refused,
+)
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # Latest plausible NumericDate: 3000-01-01T00:00:00Z.
@@ -157,6 +170,8 @@ class VerifiedToken:
     # The window _check_times accepts, leeway included: valid_from <= now < valid_until.
     valid_from: float
     valid_until: float
+    # The DPoP key the token is bound to (cnf.jkt): it is refused as a bearer token.
+    jkt: str | None = None
 
 
 def verify_signature(
@@ -255,8 +270,10 @@ class JWTBearerVerifier:
         max_token_bytes: int,
         cache_size: int,
         metrics: Metrics | None = None,
+        dpop: ProofChecks | None = None,
     ) -> None:
         self._issuers = {i.issuer: i for i in issuers}
+        self._dpop = dpop
         self._revocations = revocations
         self._clock = clock
         # The time in seconds: the system clock's own function when that is the clock (no
@@ -281,14 +298,26 @@ class JWTBearerVerifier:
         """Longer bearer tokens are refused before any other work."""
         return self._max_bytes
 
-    def extract(self, context: RequestContext) -> str | None:
-        """The bearer token, or ``None`` when the request carries no bearer credential."""
-        return bearer_token(context.headers.get("authorization"))
+    def extract(self, context: RequestContext) -> str | DPoPCredential | None:
+        """The bearer token, the DPoP token with its proof, or ``None`` when the request
+        carries neither."""
+        header = context.headers.get("authorization")
+        token = bearer_token(header)
+        if token is None and header is not None and self._dpop is not None:
+            return dpop_credential(header, context.headers.get("dpop"))
+        return token
 
     async def verify(
-        self, token: str, context: RequestContext, rule: object | None = None
+        self, token: str | DPoPCredential, context: RequestContext, rule: Any | None = None
     ) -> Principal:
-        """A principal for ``token``, or a :class:`~authgate.errors.Unauthenticated` leaf."""
+        """A principal for ``token``, or a :class:`~authgate.errors.Unauthenticated` leaf.
+
+        ``rule`` is the matched ``CompiledRule`` (its ``dpop`` mode is read here).
+        """
+        if type(token) is not str:
+            return await self._verify_dpop(token, context, rule)  # type: ignore[arg-type]
+        if rule is not None and rule.dpop == "required":
+            raise DPoPRequired()
         if len(token) > self._max_bytes:
             raise TokenTooLarge(f"bearer token exceeds {self._max_bytes} bytes")
         digest = token_digest(token)
@@ -300,13 +329,77 @@ class JWTBearerVerifier:
             self._check_times(cached.exp, cached.nbf, cached.iat, now)
             if not self._known_unrevoked(cached.revocation_ids):
                 await self._check_revoked(cached.revocation_ids)
+            if cached.jkt is not None:
+                raise DPoPBoundTokenAsBearer()
             return cached.principal
         if self._cache_size:
             self._count_cache("miss")
         entry = await self._verify_uncached(token, now)
         await self._check_revoked(entry.revocation_ids)
         self._cache.put(digest, entry)
+        if entry.jkt is not None:
+            raise DPoPBoundTokenAsBearer()
         return entry.principal
+
+    async def _verify_dpop(
+        self, credential: DPoPCredential, context: RequestContext, rule: Any | None
+    ) -> Principal:
+        """A DPoP-bound token with its proof (RFC 9449 §7.1).
+
+        The token's own verification goes through the verified-token cache like a bearer
+        token's; the proof is checked on every request (it changes with every request) and
+        its ``jti`` is left for the gate to spend, in its one store round trip.
+        """
+        checker = self._dpop
+        if checker is None:  # pragma: no cover - extract() returns no DPoP credential then
+            raise DPoPNotAllowed()
+        if rule is not None and rule.dpop == "off":
+            raise DPoPNotAllowed()
+        token = credential.token
+        if len(token) > self._max_bytes:
+            raise TokenTooLarge(f"DPoP token exceeds {self._max_bytes} bytes")
+        if credential.proof is None:
+            raise DPoPProofInvalid("the DPoP header with the proof is missing")
+        now = self._seconds()
+        entry = await self._entry(token, now)
+        if entry.jkt is None:
+            raise DPoPBindingMismatch("the token is not DPoP-bound: present it as Bearer")
+        proof = checker.check_request(credential.proof, context, now=now, access_token=token)
+        if not hmac.compare_digest(proof.jkt, entry.jkt):
+            raise DPoPBindingMismatch()
+        principal = entry.principal
+        # Until the proof could no longer be accepted (iat + window), plus a second for the
+        # NumericDate's resolution: a replay in that last second finds the jti still spent.
+        until_ms = (proof.iat + checker.window_seconds + 1) * 1000
+        spend = Spend(
+            # The subject's own namespace: the rule's credential limits charge the same
+            # budget as the subject's bearer tokens (pipeline._credential_identity).
+            scope=f"jwt:{principal.issuer}:{principal.subject}",
+            nonce=proof.jti,
+            ttl_ms=max(1, until_ms - int(now * 1000)),
+            signed_at_ms=proof.iat * 1000,
+            refuse=proof_refused,
+        )
+        return replace(principal, spend=spend)
+
+    async def _entry(self, token: str, now: float) -> VerifiedToken:
+        """The token's verification (cached), with its time and revocation checks: the
+        bearer path of :meth:`verify` inlines the same steps (no extra frame there)."""
+        digest = token_digest(token)
+        cached = self._cache.get(digest) if self._cache_size else None
+        if cached is not None:
+            self._count_cache("hit")
+            self._cache.move_to_end(digest)
+            self._check_times(cached.exp, cached.nbf, cached.iat, now)
+            if not self._known_unrevoked(cached.revocation_ids):
+                await self._check_revoked(cached.revocation_ids)
+            return cached
+        if self._cache_size:
+            self._count_cache("miss")
+        entry = await self._verify_uncached(token, now)
+        await self._check_revoked(entry.revocation_ids)
+        self._cache.put(digest, entry)
+        return entry
 
     def _count_cache(self, result: str) -> None:
         counter = self._cache_counters.get(result)
@@ -398,4 +491,5 @@ class JWTBearerVerifier:
             valid_from=max(nbf if nbf is not None else -inf, iat if iat is not None else -inf)
             - self._leeway,
             valid_until=exp + self._leeway,
+            jkt=bound_key(payload),
         )

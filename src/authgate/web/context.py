@@ -166,7 +166,7 @@ def _check_length(name: str, key: str, value: str, max_authorization: int) -> No
             raise MalformedHeader(f"header {name} is too long")
         return
     if len(value) > max_authorization:
-        if value[:7].lower() == "bearer ":
+        if value[:7].lower() == "bearer " or value[:5].lower() == "dpop ":
             raise TokenTooLarge("bearer token exceeds jwt.max_token_bytes")
         raise MalformedHeader(f"header {name} is too long")
 
@@ -440,6 +440,7 @@ D = TypeVar("D", bound=Door)
 CREDENTIAL_HEADERS = frozenset(
     {
         "authorization",
+        "dpop",  # RFC 9449 §4.3: exactly one proof
         "x-bpc-pair-id",
         "x-bpc-signed-data",
         "x-bpc-signature",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from authgate.apikeys import ApiKey
 from authgate.errors import (
     AuthGateError,
+    DPoPError,
     OAuthInsufficientScope,
     OAuthInvalidClient,
     OAuthInvalidGrant,
@@ -28,11 +30,12 @@ from authgate.errors import (
     OAuthUnsupportedGrantType,
     OAuthUnsupportedTokenType,
 )
-from authgate.models import CredentialType
+from authgate.models import CredentialType, RequestContext
 from authgate.outbound import read_bounded
 from authgate.policy.limits import rate_limited
 from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
+from authgate.verifiers.dpop_proof import normalize_htu, request_url
 from authgate.web.callers import caller, own_context
 from authgate.web.problem import Routes
 from authgate.web.state import SERVICES, SETTINGS, STORES
@@ -110,6 +113,27 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(body, status=status, headers=_NO_STORE)
 
 
+async def proof_key(request: web.Request, context: RequestContext | None) -> str | None:
+    """The key (RFC 7638 thumbprint) of the request's DPoP proof, checked and its ``jti``
+    spent (RFC 9449 §5); ``None`` without a proof, or with DPoP off (the header is then
+    ignored and a bearer token issued, as §5 asks of servers without DPoP).
+
+    ``htu`` may name the token endpoint as this request reached it (the sidecar door's
+    reconstruction) or as the metadata advertises it (``jwt.issuer`` + ``/token``).
+    """
+    proofs = request.app[SERVICES].token_proofs
+    if proofs is None or "DPoP" not in request.headers:
+        return None
+    context = context or own_context(request)  # refuses a repeated DPoP header
+    urls = {request_url(context.scheme, context.host, context.path)}
+    # An issuer that is not a URL advertises no token endpoint URL to match.
+    with contextlib.suppress(DPoPError):
+        urls.add(normalize_htu(request.app[SETTINGS].jwt.issuer.rstrip("/") + "/token"))
+    return await proofs.key_of(
+        context.headers.get("dpop", ""), method=context.method, urls=urls - {""}
+    )
+
+
 async def token(request: web.Request) -> web.Response:
     """``POST /token``."""
     app = request.app
@@ -130,6 +154,7 @@ async def token(request: web.Request) -> web.Response:
         raise OAuthUnsupportedGrantType(f"grant_type {grant!r} is not supported here")
     requested = scopes_from(form.get("scope"))
     audience = form.get("audience") or form.get("resource")
+    jkt = await proof_key(request, bpc_context)
 
     if grant == "client_credentials":
         key = await authenticate_client(request, form, required=True)
@@ -142,6 +167,7 @@ async def token(request: web.Request) -> web.Response:
             audience=audience,
             extra={"client_id": key.key_id},
             minted_by=f"client_credentials:{key.key_id}",
+            jkt=jkt,
         )
     elif grant == "refresh_token":
         client = await authenticate_client(request, form, required=False)
@@ -149,7 +175,7 @@ async def token(request: web.Request) -> web.Response:
         if not refresh:
             raise OAuthInvalidRequest("refresh_token is required")
         issued = await issuer.redeem_refresh(
-            refresh, scopes=requested, client_id=client.key_id if client else None
+            refresh, scopes=requested, client_id=client.key_id if client else None, jkt=jkt
         )
     elif grant == "password":
         username, password = form.get("username"), form.get("password")
@@ -168,6 +194,8 @@ async def token(request: web.Request) -> web.Response:
             refresh=True,
             extra={"role": user.role} if user.role else None,
             minted_by=f"password:{user.username}",
+            jkt=jkt,
+            refresh_jkt=jkt,  # a public client: its refresh token is bound too
         )
     else:
         if bpc_context is None:
@@ -192,6 +220,7 @@ async def token(request: web.Request) -> web.Response:
                 "cnf": {"bpc": principal.claims.get("fingerprint")},
             },
             minted_by=f"bpc:{principal.credential_id}",
+            jkt=jkt,
         )
     return _json(issued.response())
 
@@ -269,6 +298,11 @@ def _metadata(request: web.Request) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": sorted(settings.jwt.algorithms),
+        **(
+            {"dpop_signing_alg_values_supported": list(settings.jwt.dpop.algorithms)}
+            if settings.jwt.dpop.enabled
+            else {}
+        ),
     }
 
 

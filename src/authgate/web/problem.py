@@ -16,10 +16,12 @@ from aiohttp import web
 from authgate.errors import (
     AuthGateError,
     DependencyUnavailable,
+    DPoPNonceRequired,
     InternalError,
     MethodNotAllowed,
     OAuthError,
     OAuthInvalidClient,
+    OAuthUseDPoPNonce,
     RateLimited,
     Unauthenticated,
 )
@@ -45,6 +47,8 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         response.headers["Pragma"] = "no-cache"
         if isinstance(exc, OAuthInvalidClient) and exc.basic_challenge:
             response.headers["WWW-Authenticate"] = 'Basic realm="authgate"'
+        if isinstance(exc, OAuthUseDPoPNonce):
+            response.headers["DPoP-Nonce"] = exc.nonce
         if request_id:
             response.headers["X-Request-Id"] = request_id
         return response
@@ -57,6 +61,8 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
             description = exc.message.replace("\\", "").replace('"', "'")
             challenge += f', error="{exc.challenge_error}", error_description="{description}"'
         response.headers["WWW-Authenticate"] = challenge
+        if isinstance(exc, DPoPNonceRequired):
+            response.headers["DPoP-Nonce"] = exc.nonce  # RFC 9449 §8
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, MethodNotAllowed):
