@@ -40,6 +40,9 @@ HTTP_METHODS = frozenset(
     }
 )  # fmt: skip
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# A protected resource's identifier (RFC 8707 §2, RFC 9728 §1.2): an http(s) URL without a
+# query or fragment.
+RESOURCE_URL_PATTERN = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 
 
 class Problems(ValueError):
@@ -572,6 +575,29 @@ class RateLimit(Section):
     period_seconds: float = Field(..., ge=0.001, le=86_400, description="The period.")
 
 
+class ResourceSettings(Section):
+    """The protected resource a rule guards (RFC 9728 metadata, RFC 8707 audience)."""
+
+    identifier: str = Field(
+        ...,
+        pattern=RESOURCE_URL_PATTERN,
+        description="Resource identifier URL (no query, no fragment): the `resource` of the "
+        "metadata, the `resource` a client asks /token for, and the `aud` a token must carry "
+        "on this rule.",
+    )
+    authorization_servers: tuple[str, ...] = Field(
+        (),
+        description="Issuer URLs of the authorization servers. Empty: authgate's own "
+        "(`jwt.issuer`).",
+    )
+    scopes_supported: tuple[str, ...] | None = Field(
+        None, description="Scopes the metadata lists. Null: the rule's `scopes`."
+    )
+    resource_name: str | None = Field(
+        None, max_length=200, description="Human-readable name in the metadata."
+    )
+
+
 class Rule(Section):
     """One route rule; the first rule that matches decides."""
 
@@ -614,6 +640,11 @@ class Rule(Section):
     )
     rate_limits: tuple[RateLimit, ...] = Field(
         (), description="Limits applied on this route (all must admit the request)."
+    )
+    resource: ResourceSettings | None = Field(
+        None,
+        description="The protected resource this rule guards: serves its RFC 9728 metadata, "
+        "names it in every 401 challenge, and requires JWTs to carry its identifier in `aud`.",
     )
 
     @model_validator(mode="after")

@@ -13,8 +13,10 @@ from authgate.errors import (
     MissingCredential,
     NoMatchingRule,
     ScopeDenied,
+    TokenResourceMismatch,
 )
 from authgate.models import CredentialType, Principal
+from authgate.policy.resources import ProtectedResource
 
 _ALL_CREDENTIALS = frozenset({CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC})
 
@@ -45,6 +47,8 @@ class CompiledRule:
     # The refusal when no credential is present (internal rules name their endpoint).
     missing_credential: type[AuthGateError] = MissingCredential
     missing_message: str | None = None
+    # The protected resource the rule guards (RFC 9728 / RFC 8707), or ``None``.
+    resource: ProtectedResource | None = None
 
     def matches(self, method: str, host: str, path: str) -> bool:
         """Whether this rule applies to the request."""
@@ -58,7 +62,21 @@ class CompiledRule:
         """Raise :class:`ScopeDenied` unless ``principal`` holds every required scope."""
         missing = self.scopes - principal.scopes
         if missing:
-            raise ScopeDenied(f"missing scope: {' '.join(sorted(missing))}")
+            raise ScopeDenied(
+                f"missing scope: {' '.join(sorted(missing))}", scope=" ".join(sorted(self.scopes))
+            )
+
+    def check_resource(self, principal: Principal) -> None:
+        """Raise :class:`TokenResourceMismatch` unless a JWT principal's ``aud`` names the
+        rule's resource (other credential types carry no audience)."""
+        resource = self.resource
+        if resource is None or principal.credential_type is not CredentialType.JWT:
+            return
+        aud = principal.claims.get("aud")
+        if aud != resource.identifier and not (
+            isinstance(aud, list) and resource.identifier in aud
+        ):
+            raise TokenResourceMismatch()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +142,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         allow_unverified_body=rule.allow_unverified_body,
         hmac_bind_body=rule.hmac_bind_body,
         rate_limits=rule.rate_limits,
+        resource=ProtectedResource.of(rule.resource) if rule.resource is not None else None,
     )
 
 

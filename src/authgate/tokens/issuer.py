@@ -38,6 +38,7 @@ from authgate.errors import (
     OAuthInvalidScope,
     OAuthInvalidTarget,
 )
+from authgate.policy.resources import resource_identifiers
 from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
@@ -110,6 +111,8 @@ class TokenIssuer:
         self._nonces = nonces
         self._audit = audit
         self.issuer = settings.jwt.issuer
+        # The identifiers of the protected resources (``policy.rules[].resource``).
+        self.resources = resource_identifiers(settings.policy.rules)
         self._own = IssuerKeys(
             issuer=self.issuer,
             audiences=frozenset(settings.jwt.audiences),
@@ -122,10 +125,11 @@ class TokenIssuer:
         return self._clock.now_ms() // 1000
 
     def audience(self, requested: str | None) -> str:
-        """The ``aud`` to issue: a configured audience (the first by default)."""
+        """The ``aud`` to issue: a configured audience (the first by default), or the
+        identifier of a configured protected resource (RFC 8707)."""
         if requested is None:
             return self._s.jwt.audiences[0]
-        if requested not in self._s.jwt.audiences:
+        if requested not in self._s.jwt.audiences and requested not in self.resources:
             raise OAuthInvalidTarget(f"audience {requested!r} is not served here")
         return requested
 
@@ -224,7 +228,12 @@ class TokenIssuer:
         return isinstance(fam, str) and await self._revocations.is_revoked(family_id(fam))
 
     async def redeem_refresh(
-        self, token: str, *, scopes: Iterable[str] | None, client_id: str | None
+        self,
+        token: str,
+        *,
+        scopes: Iterable[str] | None,
+        client_id: str | None,
+        audience: str | None = None,
     ) -> Issued:
         """Rotate a refresh token; a reused one revokes its whole family."""
         try:
@@ -259,6 +268,7 @@ class TokenIssuer:
         return await self.issue(
             subject=str(claims["sub"]),
             scopes=requested,
+            audience=audience,
             refresh=True,
             family=fam,
             extra=carried,

@@ -31,6 +31,7 @@ from authgate.errors import (
 from authgate.models import CredentialType
 from authgate.outbound import read_bounded
 from authgate.policy.limits import rate_limited
+from authgate.policy.resources import requested_resource
 from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.callers import caller, own_context
@@ -129,7 +130,15 @@ async def token(request: web.Request) -> web.Response:
     if grant not in GRANTS or (grant == "password" and not settings.tokens.password_grant):
         raise OAuthUnsupportedGrantType(f"grant_type {grant!r} is not supported here")
     requested = scopes_from(form.get("scope"))
-    audience = form.get("audience") or form.get("resource")
+    audience = form.get("audience") or None
+    resource = form.get("resource")
+    if resource is not None:
+        # RFC 8707 §2: the token's audience is the protected resource the client names.
+        if audience is not None:
+            raise OAuthInvalidRequest("give resource or audience, not both")
+        audience = requested_resource(resource, issuer.resources)
+    if audience is not None:
+        issuer.audience(audience)  # refused before any grant is spent (a refresh token)
 
     if grant == "client_credentials":
         key = await authenticate_client(request, form, required=True)
@@ -149,7 +158,10 @@ async def token(request: web.Request) -> web.Response:
         if not refresh:
             raise OAuthInvalidRequest("refresh_token is required")
         issued = await issuer.redeem_refresh(
-            refresh, scopes=requested, client_id=client.key_id if client else None
+            refresh,
+            scopes=requested,
+            client_id=client.key_id if client else None,
+            audience=audience,
         )
     elif grant == "password":
         username, password = form.get("username"), form.get("password")
