@@ -49,8 +49,12 @@ RULES: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def gw() -> AsyncIterator[tuple[Client, dict[str, str]]]:
-    app = create_app(make_settings(policy={"rules": RULES}), stores=MemoryStores())
+    settings = make_settings(policy={"rules": RULES}, tokens={"password_grant": True})
+    app = create_app(settings, stores=MemoryStores())
     async with TestClient(TestServer(app)) as client:
+        await app[SERVICES].users.add(
+            "ops", "correct horse battery", scopes=["mcp:tools"], role="operator"
+        )
         _, agent = await app[SERVICES].api_keys.create(
             name="agent", scopes=["mcp:tools", "files:read"]
         )
@@ -218,6 +222,27 @@ async def test_token_refuses_a_resource_not_served_here(
     status, body = await mint(client, keys["agent"], **form)
     assert (status, body["error"]) == (400, error)
     assert "access_token" not in body
+
+
+async def test_a_refresh_names_its_resource_and_a_refused_one_spends_nothing(gw: Any) -> None:
+    """refresh_token with resource: aud is the resource; invalid_target leaves it usable."""
+    client, _ = gw
+
+    async def token(**form: str) -> tuple[int, dict[str, Any]]:
+        resp = await client.post("/token", data=urlencode(form), headers={"Content-Type": FORM})
+        return resp.status, await resp.json()
+
+    status, first = await token(
+        grant_type="password", username="ops", password="correct horse battery", resource=MCP
+    )
+    assert status == 200
+    refresh = first["refresh_token"]
+    for target in ({"resource": "https://x.example/"}, {"audience": "nobody"}):
+        status, body = await token(grant_type="refresh_token", refresh_token=refresh, **target)
+        assert (status, body["error"]) == (400, "invalid_target"), target
+    status, body = await token(grant_type="refresh_token", refresh_token=refresh, resource=MCP)
+    assert status == 200, body  # the refused request did not spend the refresh token
+    assert (await call(client, "/mcp/x", body["access_token"])).status == 200
 
 
 async def test_metadata_is_found_by_path_insertion(gw: Any) -> None:
