@@ -907,6 +907,25 @@ class HMACSettings(Section):
 WALLET_ROLE = "user"
 
 
+class TokenExchangePolicy(Section):
+    """Who may exchange tokens at ``/token`` (RFC 8693), and for which audiences."""
+
+    client_id: str = Field(
+        ..., min_length=1, description="The API key id of the client allowed to exchange."
+    )
+    audiences: tuple[str, ...] = Field(
+        ...,
+        min_length=1,
+        description="Audiences (`jwt.audiences` values or resource identifiers) it may "
+        "exchange for.",
+    )
+    subject_issuers: tuple[str, ...] = Field(
+        (),
+        description="Issuers whose subject tokens it may exchange. Empty: authgate's own "
+        "(`jwt.issuer`) only; an external issuer must also be in `jwt.external_issuers`.",
+    )
+
+
 class TokenSettings(Section):
     """The token service: issuance, refresh, revocation, keys."""
 
@@ -992,6 +1011,11 @@ class TokenSettings(Section):
         (),
         description="Scopes a fleet session token may carry (none by default; never the "
         "admin or introspect scope).",
+    )
+    exchange: tuple[TokenExchangePolicy, ...] = Field(
+        (),
+        description="Token exchange (RFC 8693) at /token: the clients allowed, each with its "
+        "audiences. Empty: the grant is refused (unauthorized_client).",
     )
 
     @field_validator("pico_fleet_secret")

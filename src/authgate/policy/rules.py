@@ -201,6 +201,18 @@ EXCHANGE_RULE = internal_rule(
     missing_message="the BPC grant needs a BPC-signed request",
     enforce_pair_scope=False,
 )
+# The subject and actor tokens of an RFC 8693 exchange (``/token``), decided like bearer
+# tokens at the gate.
+EXCHANGE_SUBJECT_RULE = internal_rule(
+    "token-exchange-subject",
+    CredentialType.JWT,
+    missing_message="subject_token is required",
+)
+EXCHANGE_ACTOR_RULE = internal_rule(
+    "token-exchange-actor",
+    CredentialType.JWT,
+    missing_message="actor_token is required",
+)
 # The pico endpoints that take a bearer token (roles are checked by the endpoint).
 BEARER_CALLER_RULE = internal_rule(
     "bearer-caller",

@@ -37,10 +37,12 @@ from authgate.tokens.issuer import introspection, scopes_from
 from authgate.web.callers import caller, own_context
 from authgate.web.problem import Routes
 from authgate.web.state import SERVICES, SETTINGS, STORES
+from authgate.web.token_exchange import GRANT as TOKEN_EXCHANGE_GRANT
+from authgate.web.token_exchange import exchange
 
 MAX_FORM_BYTES = 16_384
 BPC_GRANT = "urn:authgate:grant-type:bpc"
-GRANTS = ("client_credentials", "refresh_token", "password", BPC_GRANT)
+GRANTS = ("client_credentials", "refresh_token", "password", BPC_GRANT, TOKEN_EXCHANGE_GRANT)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -129,6 +131,10 @@ async def token(request: web.Request) -> web.Response:
         raise OAuthInvalidRequest("grant_type is required")
     if grant not in GRANTS or (grant == "password" and not settings.tokens.password_grant):
         raise OAuthUnsupportedGrantType(f"grant_type {grant!r} is not supported here")
+    if grant == TOKEN_EXCHANGE_GRANT:
+        key = await authenticate_client(request, form, required=True)
+        assert key is not None
+        return _json(await exchange(request, form, key))
     requested = scopes_from(form.get("scope"))
     audience = form.get("audience") or None
     resource = form.get("resource")
@@ -265,7 +271,7 @@ async def introspect(request: web.Request) -> web.Response:
 def _metadata(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     base = settings.jwt.issuer.rstrip("/")
-    grants = ["client_credentials", "refresh_token", BPC_GRANT]
+    grants = ["client_credentials", "refresh_token", BPC_GRANT, TOKEN_EXCHANGE_GRANT]
     if settings.tokens.password_grant:
         grants.append("password")
     auth_methods = ["client_secret_basic", "client_secret_post"]
