@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate import apikeys
+from authgate.crypto.keys import SigningKey
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
 from authgate.web.state import SERVICES
-from tests.support import AUDIENCE, ISSUER, make_settings
+from tests.support import AUDIENCE, ISSUER, TokenFactory, make_settings, serve_app
 
 FORM = "application/x-www-form-urlencoded"
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -306,3 +307,50 @@ async def test_the_grant_is_advertised(gw: Any) -> None:
     client, _ = gw
     body = await (await client.get("/.well-known/oauth-authorization-server")).json()
     assert GRANT in body["grant_types_supported"]
+
+
+async def test_an_external_issuers_token_is_exchanged_where_the_policy_names_the_issuer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A subject token of an external issuer, verified against its JWKS, is exchanged for
+    the client whose policy lists the issuer, and refused for the one whose policy does not."""
+    idp = TokenFactory(key=SigningKey.generate("ES256"), issuer="https://idp.example")
+    jwks = web.Application()
+
+    async def keys_handler(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [idp.key.public_jwk()]})
+
+    jwks.router.add_get("/jwks", keys_handler)
+    async with serve_app(jwks) as port:
+        settings = make_settings(
+            jwt={
+                "external_issuers": [
+                    {
+                        "issuer": "https://idp.example",
+                        "jwks_url": f"http://127.0.0.1:{port}/jwks",
+                        "audiences": [AUDIENCE],
+                    }
+                ]
+            },
+            policy={"rules": RULES},
+            tokens={"exchange": EXCHANGE},
+        )
+        app = create_app(settings, stores=MemoryStores())
+        async with TestClient(TestServer(app)) as client:
+            raw: dict[str, str] = {}
+            for letter in "ac":
+                monkeypatch.setattr(apikeys, "_ALPHABET", letter)
+                _, raw[letter] = await app[SERVICES].api_keys.create(name=letter, scopes=[])
+            subject = idp.mint(sub="alice", scope="mcp:tools other")
+            form = {**BASE, "subject_token": subject, "scope": "mcp:tools"}
+            status, body = await post(client, raw["c"], **form)
+            assert status == 200, body
+            claims = await claims_of(client, body["access_token"])
+            assert (claims["sub"], claims["subject_issuer"], claims["aud"]) == (
+                "alice",
+                "https://idp.example",
+                MCP,
+            )
+            status, body = await post(client, raw["a"], **form)
+            assert (status, body["error"]) == (400, "invalid_request")
+            assert await exchanges(client, "denied", "subject_issuer_not_allowed") == 1
