@@ -33,6 +33,8 @@ RULES = [
     {"id": "mcp", "path_prefix": "/mcp", "scopes": ["mcp:tools"], "resource": {"identifier": MCP}},
     {"id": "files", "path_prefix": "/files", "resource": {"identifier": FILES}},
 ]
+# An external issuer the fixture never asks (its tokens are not used there).
+NO_JWKS = "http://127.0.0.1:9/jwks"
 EXCHANGE = [
     {"client_id": AGENT, "audiences": [MCP, AUDIENCE]},
     {"client_id": FOREIGN_ONLY, "audiences": [MCP], "subject_issuers": ["https://idp.example"]},
@@ -42,7 +44,13 @@ EXCHANGE = [
 @pytest.fixture
 async def gw(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Client, dict[str, Any]]]:
     settings = make_settings(
-        policy={"rules": RULES}, tokens={"password_grant": True, "exchange": EXCHANGE}
+        jwt={
+            "external_issuers": [
+                {"issuer": "https://idp.example", "jwks_url": NO_JWKS, "audiences": [AUDIENCE]}
+            ]
+        },
+        policy={"rules": RULES},
+        tokens={"password_grant": True, "exchange": EXCHANGE},
     )
     app = create_app(settings, stores=MemoryStores())
     async with TestClient(TestServer(app)) as client:
@@ -354,3 +362,13 @@ async def test_an_external_issuers_token_is_exchanged_where_the_policy_names_the
             status, body = await post(client, raw["a"], **form)
             assert (status, body["error"]) == (400, "invalid_request")
             assert await exchanges(client, "denied", "subject_issuer_not_allowed") == 1
+
+
+def test_the_exchange_policy_names_only_audiences_and_issuers_served_here() -> None:
+    """An audience authgate never issues, or an issuer it never verifies: a config error
+    naming the key."""
+    entry = {"client_id": AGENT, "audiences": [MCP, "nowhere"], "subject_issuers": ["https://z"]}
+    with pytest.raises(ValueError) as raised:
+        make_settings(policy={"rules": RULES}, tokens={"exchange": [entry]})
+    assert "tokens.exchange[0].audiences[1]" in str(raised.value)
+    assert "tokens.exchange[0].subject_issuers[0]" in str(raised.value)

@@ -1223,6 +1223,36 @@ class Settings(Section):
         _raise(self._rules_under_the_admin_api())
         return self
 
+    @model_validator(mode="after")
+    def _exchange_audiences_are_served(self) -> Settings:
+        """Each ``tokens.exchange`` audience must be one authgate issues tokens for, and each
+        subject issuer one whose tokens it verifies (else the entry could never be used)."""
+        served = set(self.jwt.audiences) | {
+            r.resource.identifier for r in self.policy.rules if r.resource is not None
+        }
+        issuers = {self.jwt.issuer} | {i.issuer for i in self.jwt.external_issuers}
+        problems = []
+        for i, entry in enumerate(self.tokens.exchange):
+            for j, audience in enumerate(entry.audiences):
+                if audience not in served:
+                    problems.append(
+                        (
+                            f"tokens.exchange[{i}].audiences[{j}]",
+                            f"{audience!r} is neither in jwt.audiences nor the identifier of "
+                            "a policy rule's resource",
+                        )
+                    )
+            for j, issuer in enumerate(entry.subject_issuers):
+                if issuer not in issuers:
+                    problems.append(
+                        (
+                            f"tokens.exchange[{i}].subject_issuers[{j}]",
+                            f"{issuer!r} is neither jwt.issuer nor in jwt.external_issuers",
+                        )
+                    )
+        _raise(problems)
+        return self
+
     def _rules_under_the_admin_api(self) -> list[tuple[str, str]]:
         """Proxied rules whose path lies under ``tokens.admin_prefix`` while the admin API is
         on: authgate answers the admin API's paths itself instead of proxying them, so an
