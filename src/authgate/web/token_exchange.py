@@ -15,7 +15,6 @@ never are.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -73,9 +72,7 @@ async def _decided(
 ) -> Principal:
     """The principal of ``token`` as the gate decides it under ``rule``; a refusal is
     ``invalid_request`` (RFC 8693 §2.2.2), an unavailable store or a rate limit stays one."""
-    context = dataclasses.replace(
-        own_context(request), headers={"authorization": f"Bearer {token}"}
-    )
+    context = own_context(request)._replace(headers={"authorization": f"Bearer {token}"})
     try:
         decision = await request.app[SERVICES].gate.evaluate(context, rule)
     except (DependencyUnavailable, RateLimited):
