@@ -34,6 +34,7 @@ from authgate.outbound import fetch_jwks, open_session
 from authgate.pairs.directory import PairDirectory
 from authgate.pairs.service import PairService
 from authgate.pipeline import Gate, Verifier
+from authgate.policy.resources import resource_identifiers
 from authgate.policy.rules import CompiledRule, Policy, admin_rule
 from authgate.stores import build_stores
 from authgate.stores.base import Clock, Stores, SystemClock
@@ -287,7 +288,9 @@ class Services:
         issuers = [
             IssuerKeys(
                 issuer=jwt.issuer,
-                audiences=frozenset(jwt.audiences),
+                # Tokens issued for a protected resource (RFC 8707) carry its identifier.
+                audiences=frozenset(jwt.audiences)
+                | resource_identifiers(self.settings.policy.rules),
                 algorithms=frozenset(jwt.algorithms),
                 require_jti=True,
                 key_ring=self.keys,

@@ -51,6 +51,7 @@ The rule for code outside this module:
     │   ├── TokenSignatureInvalid       token_signature_invalid
     │   ├── TokenIssuerInvalid          token_issuer_invalid
     │   ├── TokenAudienceInvalid        token_audience_invalid
+    │   ├── TokenResourceMismatch       token_resource_mismatch (RFC 8707: another resource's)
     │   ├── TokenAlgorithmNotAllowed    token_algorithm_not_allowed
     │   ├── TokenKeyUnknown             token_key_unknown
     │   ├── TokenRevoked                token_revoked
@@ -83,7 +84,7 @@ The rule for code outside this module:
     ├── Forbidden (403)
     │   ├── NoMatchingRule              no_matching_rule
     │   ├── CredentialTypeNotAllowed    credential_type_not_allowed
-    │   ├── ScopeDenied                 scope_denied
+    │   ├── ScopeDenied                 scope_denied (WWW-Authenticate: ``insufficient_scope``)
     │   ├── UntrustedProxy              untrusted_proxy
     │   ├── RegistrationClosed          registration_closed
     │   ├── OperatorRequired            operator_required
@@ -136,6 +137,9 @@ class AuthGateError(Exception):
     reason: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "internal error"
+    # The RFC 9728 metadata URL of the protected resource whose rule refused (set by the
+    # gate, which knows the rule): the challenge names it as ``resource_metadata``.
+    resource_metadata: str | None = None
 
     def __init__(self, message: str | None = None, *, detail: str = "") -> None:
         self.message = message or self.default_message
@@ -305,6 +309,14 @@ class TokenAudienceInvalid(Unauthenticated):
 
     reason = "token_audience_invalid"
     default_message = "token audience is not accepted"
+
+
+class TokenResourceMismatch(Unauthenticated):
+    """The rule guards a protected resource whose identifier the token's ``aud`` does not
+    name: a token issued for another resource (RFC 8707 §2, RFC 9068 §4)."""
+
+    reason = "token_resource_mismatch"
+    default_message = "token was not issued for this resource"
 
 
 class TokenAlgorithmNotAllowed(Unauthenticated):
@@ -689,10 +701,15 @@ class CredentialTypeNotAllowed(Forbidden):
 
 
 class ScopeDenied(Forbidden):
-    """The principal lacks a scope the matched route requires."""
+    """The principal lacks a scope the matched route requires; ``scope`` lists the scopes
+    the route needs (the RFC 6750 §3 ``scope`` of the ``insufficient_scope`` challenge)."""
 
     reason = "scope_denied"
     default_message = "insufficient scope"
+
+    def __init__(self, message: str | None = None, *, scope: str = "", detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.scope = scope
 
 
 class UntrustedProxy(Forbidden):

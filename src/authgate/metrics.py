@@ -243,6 +243,11 @@ class Metrics:
             "JWKS fetches from external issuers.",
             ["outcome"],
         )
+        self.token_exchanges = LocalCounter(
+            "authgate_token_exchanges",
+            "Token exchanges (RFC 8693) at /token by outcome and reason.",
+            ["outcome", "reason"],
+        )
         self.access_log_dropped = LocalCounter(
             "authgate_access_log_dropped",
             "Access-log lines dropped: the queue was full or the log stream refused the write.",
@@ -257,6 +262,7 @@ class Metrics:
             self.cache_lookups,
             self.upstream_responses,
             self.jwks_fetches,
+            self.token_exchanges,
         ):
             r.register(metric)
         self.ready = Gauge("authgate_ready", "1 when the last readiness check passed.", registry=r)

@@ -135,8 +135,12 @@ class Gate:
                 await self._spend(principal.spend, rule)
             elif rule.rate_limits:
                 await self._limit(rule, "credential", _credential_identity(principal, context))
+            if rule.resource is not None:
+                rule.check_resource(principal)
             rule.check_scopes(principal)
         except AuthGateError as exc:
+            if rule is not None and rule.resource is not None:
+                exc.resource_metadata = rule.resource.metadata_url
             self._record(
                 "denied",
                 exc.reason,

@@ -112,3 +112,23 @@ def test_the_hash_is_that_of_the_effective_config_and_hides_secrets() -> None:
     assert config_hash(settings) == digest
     assert config_hash(make_settings(secrets={"key_encryption_key": OTHER_KEK})) == digest
     assert config_hash(make_settings(policy={"default_action": "authenticate"})) != digest
+
+
+def test_a_change_to_a_rules_resource_is_fixed() -> None:
+    """The protected-resource metadata and the audiences authgate issues are built at
+    start: a new resource, or a new scope its metadata lists, is refused; a rule without
+    a resource still changes live."""
+    resource = {"identifier": "https://api.example/mcp"}
+    plain = make_settings(policy={"rules": [{"id": "a", "path_prefix": "/"}]})
+    guarded = make_settings(
+        policy={"rules": [{"id": "a", "path_prefix": "/", "resource": resource}]}
+    )
+    scoped = make_settings(
+        policy={"rules": [{"id": "a", "path_prefix": "/", "resource": resource, "scopes": ["x"]}]}
+    )
+    assert [k for k, _ in fixed_changes(plain, guarded)] == ["policy.rules"]
+    assert [k for k, _ in fixed_changes(guarded, scoped)] == ["policy.rules"]
+    other = make_settings(
+        policy={"rules": [{"id": "a", "path_prefix": "/"}, {"id": "b", "path_prefix": "/b"}]}
+    )
+    assert fixed_changes(plain, other) == []

@@ -935,7 +935,7 @@ def test_workflow_referenced_paths_exist() -> None:
 def _test_names() -> set[str]:
     names = set()
     for path in (REPO / "tests").rglob("test_*.py"):
-        names.update(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M))
+        names.update(re.findall(r"^\s*(?:async )?def (test_\w+)", path.read_text(), re.M))
     return names
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from authgate.config.loader import effective_config
 from authgate.config.model import Settings
+from authgate.policy.resources import resource_documents
 
 # Each live key (a section, or one key of one) and what takes the new value on a reload.
 # Everything else is fixed for the life of the process: the listening sockets and process
@@ -76,6 +77,19 @@ def fixed_changes(old: Settings, new: Settings) -> list[tuple[str, str]]:
                 + ("off" if proxies(old) else "on")
                 + " (proxy.upstream and every rule's upstream decide it at start); "
                 "restart to apply it",
+            )
+        )
+    if resource_documents(old.policy.rules, issuer=old.jwt.issuer) != resource_documents(
+        new.policy.rules, issuer=new.jwt.issuer
+    ):
+        # The metadata documents, the audiences of authgate's own tokens and the resources
+        # /token issues for are built at start (web/protected_resource.py, compose.py).
+        problems.append(
+            (
+                "policy.rules",
+                "a rule's resource (or the scopes its metadata lists) would change; the "
+                "protected-resource metadata and the audiences authgate issues are fixed at "
+                "start; restart to apply it",
             )
         )
     return problems

@@ -207,6 +207,8 @@ PATTERN_WORDS = {
     r"^[A-Za-z0-9_.-]{1,64}$": "must be 1 to 64 letters, digits or '_ . -' (no spaces)",
     r"^https?://[^/?#]+/?$": "must be an origin: http:// or https://, a host and an optional "
     "port, nothing after (e.g. http://127.0.0.1:3000)",
+    model.RESOURCE_URL_PATTERN: "must be an http:// or https:// URL without a query or "
+    "fragment (e.g. https://api.example.com/mcp)",
     r"^[a-z0-9-]{1,32}$": "must be 1 to 32 lower-case letters, digits or '-'",
     r"^/[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*$": "must be a path such as /admin: '/' and "
     "segments of letters, digits or '_ . ~ -', no '/' at the end",

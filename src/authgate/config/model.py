@@ -40,6 +40,9 @@ HTTP_METHODS = frozenset(
     }
 )  # fmt: skip
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# A protected resource's identifier (RFC 8707 §2, RFC 9728 §1.2): an http(s) URL without a
+# query or fragment.
+RESOURCE_URL_PATTERN = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 
 
 class Problems(ValueError):
@@ -629,6 +632,29 @@ class RateLimit(Section):
     period_seconds: float = Field(..., ge=0.001, le=86_400, description="The period.")
 
 
+class ResourceSettings(Section):
+    """The protected resource a rule guards (RFC 9728 metadata, RFC 8707 audience)."""
+
+    identifier: str = Field(
+        ...,
+        pattern=RESOURCE_URL_PATTERN,
+        description="Resource identifier URL (no query, no fragment): the `resource` of the "
+        "metadata, the `resource` a client asks /token for, and the `aud` a token must carry "
+        "on this rule.",
+    )
+    authorization_servers: tuple[str, ...] = Field(
+        (),
+        description="Issuer URLs of the authorization servers. Empty: authgate's own "
+        "(`jwt.issuer`).",
+    )
+    scopes_supported: tuple[str, ...] | None = Field(
+        None, description="Scopes the metadata lists. Null: the rule's `scopes`."
+    )
+    resource_name: str | None = Field(
+        None, max_length=200, description="Human-readable name in the metadata."
+    )
+
+
 class Rule(Section):
     """One route rule; the first rule that matches decides."""
 
@@ -677,6 +703,11 @@ class Rule(Section):
         description="DPoP (RFC 9449) on this route: required (a bearer token is refused, "
         "401 dpop_required), allowed (DPoP-bound tokens need their proof; plain bearer tokens "
         "pass) or off (the DPoP scheme is refused, 401 dpop_not_allowed).",
+    )
+    resource: ResourceSettings | None = Field(
+        None,
+        description="The protected resource this rule guards: serves its RFC 9728 metadata, "
+        "names it in every 401 challenge, and requires JWTs to carry its identifier in `aud`.",
     )
 
     @model_validator(mode="after")
@@ -941,6 +972,25 @@ class HMACSettings(Section):
 WALLET_ROLE = "user"
 
 
+class TokenExchangePolicy(Section):
+    """Who may exchange tokens at ``/token`` (RFC 8693), and for which audiences."""
+
+    client_id: str = Field(
+        ..., min_length=1, description="The API key id of the client allowed to exchange."
+    )
+    audiences: tuple[str, ...] = Field(
+        ...,
+        min_length=1,
+        description="Audiences (`jwt.audiences` values or resource identifiers) it may "
+        "exchange for.",
+    )
+    subject_issuers: tuple[str, ...] = Field(
+        (),
+        description="Issuers whose subject tokens it may exchange. Empty: authgate's own "
+        "(`jwt.issuer`) only; an external issuer must also be in `jwt.external_issuers`.",
+    )
+
+
 class TokenSettings(Section):
     """The token service: issuance, refresh, revocation, keys."""
 
@@ -1026,6 +1076,11 @@ class TokenSettings(Section):
         (),
         description="Scopes a fleet session token may carry (none by default; never the "
         "admin or introspect scope).",
+    )
+    exchange: tuple[TokenExchangePolicy, ...] = Field(
+        (),
+        description="Token exchange (RFC 8693) at /token: the clients allowed, each with its "
+        "audiences. Empty: the grant is refused (unauthorized_client).",
     )
 
     @field_validator("pico_fleet_secret")
@@ -1231,6 +1286,36 @@ class Settings(Section):
                 "(in-memory replay protection cannot span processes)"
             )
         _raise(self._rules_under_the_admin_api())
+        return self
+
+    @model_validator(mode="after")
+    def _exchange_audiences_are_served(self) -> Settings:
+        """Each ``tokens.exchange`` audience must be one authgate issues tokens for, and each
+        subject issuer one whose tokens it verifies (else the entry could never be used)."""
+        served = set(self.jwt.audiences) | {
+            r.resource.identifier for r in self.policy.rules if r.resource is not None
+        }
+        issuers = {self.jwt.issuer} | {i.issuer for i in self.jwt.external_issuers}
+        problems = []
+        for i, entry in enumerate(self.tokens.exchange):
+            for j, audience in enumerate(entry.audiences):
+                if audience not in served:
+                    problems.append(
+                        (
+                            f"tokens.exchange[{i}].audiences[{j}]",
+                            f"{audience!r} is neither in jwt.audiences nor the identifier of "
+                            "a policy rule's resource",
+                        )
+                    )
+            for j, issuer in enumerate(entry.subject_issuers):
+                if issuer not in issuers:
+                    problems.append(
+                        (
+                            f"tokens.exchange[{i}].subject_issuers[{j}]",
+                            f"{issuer!r} is neither jwt.issuer nor in jwt.external_issuers",
+                        )
+                    )
+        _raise(problems)
         return self
 
     def _rules_under_the_admin_api(self) -> list[tuple[str, str]]:

@@ -105,6 +105,11 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         inner = typing.get_args(annotation)[0]
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             return inner
+    args = typing.get_args(annotation)
+    if type(None) in args and len(args) == 2:  # an optional section: ``Model | None``
+        inner = next(a for a in args if a is not type(None))
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
     return None
 
 
@@ -113,11 +118,12 @@ def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, 
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         sub = _model_of(field.annotation)
-        if sub is not None and typing.get_origin(field.annotation) is not tuple:
+        optional = sub is not None and type(None) in typing.get_args(field.annotation)
+        if sub is not None and typing.get_origin(field.annotation) is not tuple and not optional:
             nested.append((key + ".", sub))
             continue
         if sub is not None:
-            nested.append((key + "[].", sub))
+            nested.append((key + ("." if optional else "[]."), sub))
         description = (field.description or "").replace("|", "\\|")
         constraints = _constraints(field)
         if constraints:

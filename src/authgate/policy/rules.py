@@ -14,8 +14,10 @@ from authgate.errors import (
     MissingDPoPCredential,
     NoMatchingRule,
     ScopeDenied,
+    TokenResourceMismatch,
 )
 from authgate.models import CredentialType, Principal
+from authgate.policy.resources import ProtectedResource
 
 _ALL_CREDENTIALS = frozenset({CredentialType.JWT, CredentialType.BPC, CredentialType.HMAC})
 
@@ -48,6 +50,8 @@ class CompiledRule:
     missing_message: str | None = None
     # DPoP (RFC 9449): "required", "allowed" or "off" (config/model.py Rule.dpop).
     dpop: str = "allowed"
+    # The protected resource the rule guards (RFC 9728 / RFC 8707), or ``None``.
+    resource: ProtectedResource | None = None
 
     def matches(self, method: str, host: str, path: str) -> bool:
         """Whether this rule applies to the request."""
@@ -61,7 +65,21 @@ class CompiledRule:
         """Raise :class:`ScopeDenied` unless ``principal`` holds every required scope."""
         missing = self.scopes - principal.scopes
         if missing:
-            raise ScopeDenied(f"missing scope: {' '.join(sorted(missing))}")
+            raise ScopeDenied(
+                f"missing scope: {' '.join(sorted(missing))}", scope=" ".join(sorted(self.scopes))
+            )
+
+    def check_resource(self, principal: Principal) -> None:
+        """Raise :class:`TokenResourceMismatch` unless a JWT principal's ``aud`` names the
+        rule's resource (other credential types carry no audience)."""
+        resource = self.resource
+        if resource is None or principal.credential_type is not CredentialType.JWT:
+            return
+        aud = principal.claims.get("aud")
+        if aud != resource.identifier and not (
+            isinstance(aud, list) and resource.identifier in aud
+        ):
+            raise TokenResourceMismatch()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +149,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         missing_credential=(
             MissingDPoPCredential if rule.dpop == "required" else MissingCredential
         ),
+        resource=ProtectedResource.of(rule.resource) if rule.resource is not None else None,
     )
 
 
@@ -188,6 +207,18 @@ EXCHANGE_RULE = internal_rule(
     missing=BPCMissingHeaders,
     missing_message="the BPC grant needs a BPC-signed request",
     enforce_pair_scope=False,
+)
+# The subject and actor tokens of an RFC 8693 exchange (``/token``), decided like bearer
+# tokens at the gate.
+EXCHANGE_SUBJECT_RULE = internal_rule(
+    "token-exchange-subject",
+    CredentialType.JWT,
+    missing_message="subject_token is required",
+)
+EXCHANGE_ACTOR_RULE = internal_rule(
+    "token-exchange-actor",
+    CredentialType.JWT,
+    missing_message="actor_token is required",
 )
 # The pico endpoints that take a bearer token (roles are checked by the endpoint).
 BEARER_CALLER_RULE = internal_rule(

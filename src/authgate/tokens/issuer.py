@@ -39,6 +39,7 @@ from authgate.errors import (
     OAuthInvalidScope,
     OAuthInvalidTarget,
 )
+from authgate.policy.resources import resource_identifiers
 from authgate.stores.base import AuditStore, Clock, NonceOutcome, NonceStore
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.revocation import RevocationList
@@ -114,6 +115,8 @@ class TokenIssuer:
         self._nonces = nonces
         self._audit = audit
         self.issuer = settings.jwt.issuer
+        # The identifiers of the protected resources (``policy.rules[].resource``).
+        self.resources = resource_identifiers(settings.policy.rules)
         self._own = IssuerKeys(
             issuer=self.issuer,
             audiences=frozenset(settings.jwt.audiences),
@@ -126,10 +129,11 @@ class TokenIssuer:
         return self._clock.now_ms() // 1000
 
     def audience(self, requested: str | None) -> str:
-        """The ``aud`` to issue: a configured audience (the first by default)."""
+        """The ``aud`` to issue: a configured audience (the first by default), or the
+        identifier of a configured protected resource (RFC 8707)."""
         if requested is None:
             return self._s.jwt.audiences[0]
-        if requested not in self._s.jwt.audiences:
+        if requested not in self._s.jwt.audiences and requested not in self.resources:
             raise OAuthInvalidTarget(f"audience {requested!r} is not served here")
         return requested
 
@@ -245,6 +249,7 @@ class TokenIssuer:
         scopes: Iterable[str] | None,
         client_id: str | None,
         jkt: str | None = None,
+        audience: str | None = None,
     ) -> Issued:
         """Rotate a refresh token; a reused one revokes its whole family.
 
@@ -289,6 +294,7 @@ class TokenIssuer:
         return await self.issue(
             subject=str(claims["sub"]),
             scopes=requested,
+            audience=audience,
             refresh=True,
             family=fam,
             extra=carried,

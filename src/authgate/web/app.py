@@ -21,6 +21,7 @@ from authgate.web import (
     health,
     oauth,
     pico,
+    protected_resource,
     protocol,
     proxy,
 )
@@ -133,6 +134,7 @@ def create_app(
         admin.add_routes(ops, settings.tokens.admin_prefix)
     if settings.console.enabled:
         console.add_routes(ops, settings)
+    protected_resource.add_routes(routes, settings)
     if settings.proxy.upstream or any(r.upstream for r in settings.policy.rules):
         proxy.add_routes(routes, tracing=services.tracing)
     else:

@@ -33,16 +33,19 @@ from authgate.errors import (
 from authgate.models import CredentialType, RequestContext
 from authgate.outbound import read_bounded
 from authgate.policy.limits import rate_limited
+from authgate.policy.resources import requested_resource
 from authgate.policy.rules import EXCHANGE_RULE
 from authgate.tokens.issuer import introspection, scopes_from
 from authgate.verifiers.dpop_proof import normalize_htu, request_url
 from authgate.web.callers import caller, own_context
 from authgate.web.problem import Routes
 from authgate.web.state import SERVICES, SETTINGS, STORES
+from authgate.web.token_exchange import GRANT as TOKEN_EXCHANGE_GRANT
+from authgate.web.token_exchange import exchange
 
 MAX_FORM_BYTES = 16_384
 BPC_GRANT = "urn:authgate:grant-type:bpc"
-GRANTS = ("client_credentials", "refresh_token", "password", BPC_GRANT)
+GRANTS = ("client_credentials", "refresh_token", "password", BPC_GRANT, TOKEN_EXCHANGE_GRANT)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -152,8 +155,20 @@ async def token(request: web.Request) -> web.Response:
         raise OAuthInvalidRequest("grant_type is required")
     if grant not in GRANTS or (grant == "password" and not settings.tokens.password_grant):
         raise OAuthUnsupportedGrantType(f"grant_type {grant!r} is not supported here")
+    if grant == TOKEN_EXCHANGE_GRANT:
+        key = await authenticate_client(request, form, required=True)
+        assert key is not None
+        return _json(await exchange(request, form, key))
     requested = scopes_from(form.get("scope"))
-    audience = form.get("audience") or form.get("resource")
+    audience = form.get("audience") or None
+    resource = form.get("resource")
+    if resource is not None:
+        # RFC 8707 §2: the token's audience is the protected resource the client names.
+        if audience is not None:
+            raise OAuthInvalidRequest("give resource or audience, not both")
+        audience = requested_resource(resource, issuer.resources)
+    if audience is not None:
+        issuer.audience(audience)  # refused before any grant is spent (a refresh token)
     jkt = await proof_key(request, bpc_context)
 
     if grant == "client_credentials":
@@ -175,7 +190,11 @@ async def token(request: web.Request) -> web.Response:
         if not refresh:
             raise OAuthInvalidRequest("refresh_token is required")
         issued = await issuer.redeem_refresh(
-            refresh, scopes=requested, client_id=client.key_id if client else None, jkt=jkt
+            refresh,
+            scopes=requested,
+            client_id=client.key_id if client else None,
+            audience=audience,
+            jkt=jkt,
         )
     elif grant == "password":
         username, password = form.get("username"), form.get("password")
@@ -282,7 +301,7 @@ async def introspect(request: web.Request) -> web.Response:
 def _metadata(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
     base = settings.jwt.issuer.rstrip("/")
-    grants = ["client_credentials", "refresh_token", BPC_GRANT]
+    grants = ["client_credentials", "refresh_token", BPC_GRANT, TOKEN_EXCHANGE_GRANT]
     if settings.tokens.password_grant:
         grants.append("password")
     auth_methods = ["client_secret_basic", "client_secret_post"]

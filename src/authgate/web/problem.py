@@ -2,14 +2,15 @@
 
 Body: ``{"error": {"code": <reason>, "message": <text>}}`` (the shape the published BPC
 client reads); :class:`OAuthError` leaves answer ``{"error", "error_description"}``. 401
-carries ``WWW-Authenticate``; 503 carries ``Retry-After``. Status, shape and headers follow
+and a scope refusal (403 ``scope_denied``) carry ``WWW-Authenticate`` (built by
+:func:`www_authenticate` alone); 503 carries ``Retry-After``. Status, shape and headers follow
 from the exception's class and attributes only, never from its reason string.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from authgate.errors import (
     OAuthInvalidClient,
     OAuthUseDPoPNonce,
     RateLimited,
+    ScopeDenied,
     Unauthenticated,
 )
 from authgate.web.context import request_id
@@ -35,6 +37,43 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 # where ``%0a`` is a newline that ``.*`` would not match (a plain-text 404 instead of the
 # door's JSON 400 ``invalid_target``).
 TAIL = "{tail:(?s:.*)}"
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted-string in the characters RFC 6750 §3 allows in a challenge's
+    values (printable ASCII without ``"`` and ``\\``): a description is ours, a URL the
+    operator's, and neither may break the header."""
+    cleaned = "".join(c if " " <= c <= "~" else "?" for c in value)
+    return '"' + cleaned.replace("\\", "").replace('"', "'") + '"'
+
+
+def www_authenticate(
+    schemes: Sequence[str],
+    *,
+    realm: str = "authgate",
+    error: str | None = None,
+    description: str | None = None,
+    scope: str = "",
+    resource_metadata: str | None = None,
+) -> list[str]:
+    """One ``WWW-Authenticate`` challenge per scheme (RFC 6750 §3, RFC 9728 §5.1).
+
+    ``error`` (with ``error_description``) is left out when no credential was presented
+    (RFC 6750 §3.1); ``scope`` names the scopes the resource needs; ``resource_metadata``
+    is the protected resource's metadata URL, which is where a client such as an MCP client
+    starts its discovery. The parameters are the same for every scheme (``Bearer`` and
+    ``DPoP`` challenge alike).
+    """
+    params = [f"realm={_quoted(realm)}"]
+    if resource_metadata is not None:
+        params.append(f"resource_metadata={_quoted(resource_metadata)}")
+    if error is not None:
+        params.append(f"error={_quoted(error)}")
+        if description:
+            params.append(f"error_description={_quoted(description)}")
+    if scope:
+        params.append(f"scope={_quoted(scope)}")
+    return [f"{scheme} {', '.join(params)}" for scheme in schemes]
 
 
 def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Response:
@@ -56,13 +95,25 @@ def problem_response(exc: AuthGateError, *, request_id: str = "") -> web.Respons
         {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status
     )
     if isinstance(exc, Unauthenticated):
-        challenge = f'{exc.scheme} realm="authgate"'
-        if exc.challenge_error is not None:
-            description = exc.message.replace("\\", "").replace('"', "'")
-            challenge += f', error="{exc.challenge_error}", error_description="{description}"'
-        response.headers["WWW-Authenticate"] = challenge
+        for challenge in www_authenticate(
+            (exc.scheme,),
+            error=exc.challenge_error,
+            description=exc.message,
+            resource_metadata=exc.resource_metadata,
+        ):
+            response.headers.add("WWW-Authenticate", challenge)
         if isinstance(exc, DPoPNonceRequired):
             response.headers["DPoP-Nonce"] = exc.nonce  # RFC 9449 §8
+    elif isinstance(exc, ScopeDenied):
+        # RFC 6750 §3.1: a token without the scope the resource needs.
+        for challenge in www_authenticate(
+            ("Bearer",),
+            error="insufficient_scope",
+            description=exc.message,
+            scope=exc.scope,
+            resource_metadata=exc.resource_metadata,
+        ):
+            response.headers.add("WWW-Authenticate", challenge)
     if isinstance(exc, DependencyUnavailable):
         response.headers["Retry-After"] = "1"
     if isinstance(exc, MethodNotAllowed):
