@@ -386,8 +386,7 @@ async def test_readiness_shows_the_event_bus_and_the_configuration_in_force(
     """The readiness page names stores, event bus, signing keys and the config generation and
     hash of /readyz; an event bus that is not live shows as such and /readyz stays ready."""
     await sign_in(client, username=OPERATOR, password=OPERATOR_PASSWORD)
-    app = client.server.app
-    assert app is not None
+    app = client.app
     reloader = app[RELOADER]
     async with client.get(PREFIX + "/ready") as resp:
         page = await resp.text()
@@ -398,7 +397,7 @@ async def test_readiness_shows_the_event_bus_and_the_configuration_in_force(
     assert f'<span data-test="config-generation">{reloader.generation}</span>' in page
     assert f'<code data-test="config-hash">{reloader.hash}</code>' in page
 
-    app[STORES].events.live = False  # type: ignore[misc]
+    app[STORES].events.live = False
     async with client.get(PREFIX + "/ready") as resp:
         page = await resp.text()
     assert '<span class="bad" data-test="event_bus">not live</span>' in page
