@@ -39,6 +39,12 @@ def _limit(value: int, name: str = "limit") -> int:
     return value
 
 
+def _named(by: object) -> None:
+    """Refuse a change whose operator is not named (checked before the change is made)."""
+    if not isinstance(by, str) or not by:
+        raise InvalidRequest("by: the operator must be named")
+
+
 def _scopes(value: object, name: str = "scopes") -> list[str]:
     if isinstance(value, str):
         return value.split()
@@ -123,8 +129,6 @@ class Operator:
 
     async def _record(self, action: str, by: str, **fields: Any) -> None:
         """Append one entry to the operator audit (after the act succeeded)."""
-        if not isinstance(by, str) or not by:
-            raise InvalidRequest("by: the operator must be named")
         entry = {"ts": self._parts.clock.now_ms(), "action": action, "by": by, **fields}
         await self._parts.audit.append(
             OPERATOR_STREAM, entry, cap=self._settings.tokens.operator_audit_cap
@@ -151,6 +155,7 @@ class Operator:
 
     async def rotate_keys(self, *, force: bool = False, by: str) -> dict[str, Any]:
         """Promote the next store-managed key (409 when too early, unless ``force``)."""
+        _named(by)
         if not isinstance(force, bool):
             raise InvalidRequest("force: must be a boolean")
         if not self._keys.managed:
@@ -177,6 +182,7 @@ class Operator:
     ) -> dict[str, Any]:
         """Mint a token for an operator-chosen subject (in the operator audit; long-lived
         ones in the mint audit too)."""
+        _named(by)
         tokens = self._settings.tokens
         ttl = tokens.access_ttl_seconds if ttl_seconds is None else ttl_seconds
         if not isinstance(sub, str) or not sub or len(sub) > 256:
@@ -231,6 +237,7 @@ class Operator:
         ``jti``: the mint audit's ``exp`` for a long-lived token, else the longest lifetime
         a token of authgate can have.
         """
+        _named(by)
         if token is not None:
             if not isinstance(token, str) or not token:
                 raise InvalidRequest("token: must be a non-empty string")
@@ -272,6 +279,7 @@ class Operator:
         by: str,
     ) -> dict[str, Any]:
         """Add a password user (argon2id); refuses an existing name."""
+        _named(by)
         if not isinstance(username, str):
             raise InvalidRequest("username: must be a string")
         if not isinstance(password, str):
@@ -292,6 +300,7 @@ class Operator:
 
     async def set_password(self, *, username: object, password: object, by: str) -> dict[str, Any]:
         """Change a user's password."""
+        _named(by)
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidRequest("password: username and password must be strings")
         view = (await self._users.set_password(username, password)).public_view()
@@ -300,6 +309,7 @@ class Operator:
 
     async def remove_user(self, username: str, *, by: str) -> dict[str, Any]:
         """Remove a user."""
+        _named(by)
         if not await self._users.remove(username):
             raise UserNotFound(detail=username)
         await self._record("user.remove", by, username=username)
@@ -313,6 +323,7 @@ class Operator:
 
     async def create_api_key(self, *, name: object, scopes: object = (), by: str) -> dict[str, Any]:
         """Create an API key; the raw key is in this answer only."""
+        _named(by)
         if not isinstance(name, str):
             raise InvalidRequest("name: must be a string")
         key, raw = await self._api_keys.create(name=name, scopes=_scopes(scopes))
@@ -331,6 +342,7 @@ class Operator:
 
     async def revoke_api_key(self, key_id: str, *, by: str) -> dict[str, Any]:
         """Revoke an API key."""
+        _named(by)
         view = (await self._api_keys.revoke(key_id)).public_view()
         await self._record("apikey.revoke", by, key_id=key_id)
         return view
@@ -349,24 +361,28 @@ class Operator:
 
     async def approve_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
         """Activate a pending pair (``by``: the operator, named in both audit trails)."""
+        _named(by)
         view = (await self._pairs.approve(pair_id=pair_id, operator=by)).public_view()
         await self._record("pair.approve", by, pair_id=pair_id)
         return view
 
     async def revoke_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
         """Revoke a pair (a pending one: deny it)."""
+        _named(by)
         view = (await self._pairs.revoke(pair_id, by="operator", operator=by)).public_view()
         await self._record("pair.revoke", by, pair_id=pair_id)
         return view
 
     async def unlock_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
         """Clear a pair's lock-out."""
+        _named(by)
         view = (await self._pairs.unlock(pair_id, operator=by)).public_view()
         await self._record("pair.unlock", by, pair_id=pair_id)
         return view
 
     async def import_pairs(self, records: object, *, by: str) -> dict[str, Any]:
         """Import bpc-server ``PairRecord`` JSON (one object or a list of them)."""
+        _named(by)
         if isinstance(records, str | bytes):
             try:
                 records = json.loads(records)
