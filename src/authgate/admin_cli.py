@@ -1,4 +1,4 @@
-"""Operator commands: ``authgate keys|users|token|apikeys|pairs ...`` and ``proof``.
+"""Operator commands: ``authgate keys|users|token|apikeys|pairs|audit ...`` and ``proof``.
 
 Every act goes through the one operator service (``operator.py``), either directly on the
 shared stores (the configuration's Redis: a change reaches every replica over the event
@@ -6,6 +6,9 @@ bus), or, with ``--url`` (or ``AUTHGATE_URL``), over the admin API of a running 
 with an admin-scoped token from ``AUTHGATE_TOKEN``. The admin API works whatever the
 backend, so on the embedded default (in-memory stores) ``--url`` is the way in: a
 development-mode authgate prints such a token at start-up.
+
+Every change is an entry of the operator audit (``authgate audit``): on the stores it names
+the CLI (``by="cli"``); over ``--url`` the admin API names the admin token's subject.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from authgate.preflight import load_checked_settings
 
 Acts = Operator | AdminClient
 Command = Callable[[Acts, argparse.Namespace], Awaitable[Any]]
+
+BY = "cli"  # the operator audit's name for a change made directly on the stores
 
 URL_ENV = "AUTHGATE_URL"
 TOKEN_ENV = "AUTHGATE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -144,19 +149,23 @@ def run(command: Command) -> Callable[[argparse.Namespace], int]:
 
 async def _keys(acts: Acts, args: argparse.Namespace) -> Any:
     if args.action == "rotate":
-        return await acts.rotate_keys(force=args.force)
+        return await acts.rotate_keys(force=args.force, by=BY)
     return await acts.keys()
 
 
 async def _users(acts: Acts, args: argparse.Namespace) -> Any:
     if args.action == "add":
         return await acts.add_user(
-            username=args.username, password=args.password, scopes=args.scope or [], role=args.role
+            username=args.username,
+            password=args.password,
+            scopes=args.scope or [],
+            role=args.role,
+            by=BY,
         )
     if args.action == "passwd":
-        return await acts.set_password(username=args.username, password=args.password)
+        return await acts.set_password(username=args.username, password=args.password, by=BY)
     if args.action == "remove":
-        return await acts.remove_user(args.username)
+        return await acts.remove_user(args.username, by=BY)
     return await acts.users()
 
 
@@ -164,7 +173,7 @@ async def _token(acts: Acts, args: argparse.Namespace) -> Any:
     if args.action == "revoke":
         if (args.jti is None) == (args.token is None):
             raise UsageError("token revoke: give a jti or --token (one of them)")
-        return await acts.revoke_token(jti=args.jti, token=args.token)
+        return await acts.revoke_token(jti=args.jti, token=args.token, by=BY)
     if args.action == "mints":
         return await acts.mints(args.limit)
     return await acts.mint(
@@ -173,15 +182,15 @@ async def _token(acts: Acts, args: argparse.Namespace) -> Any:
         ttl_seconds=args.ttl,
         aud=args.aud,
         role=args.role,
-        by="cli",
+        by=BY,
     )
 
 
 async def _apikeys(acts: Acts, args: argparse.Namespace) -> Any:
     if args.action == "create":
-        return await acts.create_api_key(name=args.name, scopes=args.scope or [])
+        return await acts.create_api_key(name=args.name, scopes=args.scope or [], by=BY)
     if args.action == "revoke":
-        return await acts.revoke_api_key(args.key_id)
+        return await acts.revoke_api_key(args.key_id, by=BY)
     return await acts.api_keys()
 
 
@@ -190,18 +199,18 @@ async def _pairs(acts: Acts, args: argparse.Namespace) -> Any:
         return await acts.pair(args.pair_id, audit=args.audit)
     if args.action in ("approve", "revoke", "unlock"):
         act = getattr(acts, f"{args.action}_pair")
-        # On the stores the audit entry names the CLI (as a mint's does); over --url the
-        # admin API names the token's subject.
-        if isinstance(acts, Operator):
-            return await act(args.pair_id, by="cli")
-        return await act(args.pair_id)
+        return await act(args.pair_id, by=BY)
     if args.action == "import":
         try:
             records = json.loads(args.text)
         except ValueError as exc:
             raise UsageError(f"{args.file}: not JSON ({exc})") from None
-        return await acts.import_pairs(records)
+        return await acts.import_pairs(records, by=BY)
     return await acts.pairs()
+
+
+async def _audit(acts: Acts, args: argparse.Namespace) -> Any:
+    return await acts.audit(args.limit)
 
 
 async def _proof(args: argparse.Namespace) -> str:
@@ -344,6 +353,11 @@ def add_commands(sub: Any) -> None:
         _action(pairs, name, text).add_argument("pair_id", help="the pair's id")
     importer = _action(pairs, "import", "import bpc-server PairRecord JSON")
     importer.add_argument("file", help="a JSON file of one record or a list, or - for stdin")
+
+    audit_text = "the operator audit: every change and who made it, newest first"
+    audit = _common(sub.add_parser("audit", help=audit_text, description=audit_text))
+    audit.add_argument("--limit", type=int, default=100, help="entries to show (default 100)")
+    audit.set_defaults(func=run(_audit), action="list")
 
     proof_cmd = sub.add_parser("proof", help="print an AGProof Authorization header for curl")
     proof_cmd.add_argument("url", help="the full URL of the request, query included")

@@ -37,7 +37,7 @@ from authgate.pipeline import Gate, Verifier
 from authgate.policy.resources import resource_identifiers
 from authgate.policy.rules import CompiledRule, Policy, admin_rule
 from authgate.stores import build_stores
-from authgate.stores.base import Clock, Stores, SystemClock
+from authgate.stores.base import AuditStore, Clock, Stores, SystemClock
 from authgate.stores.instrumented import instrument
 from authgate.tokens.fleet import FleetSessions
 from authgate.tokens.issuer import TokenIssuer
@@ -219,9 +219,14 @@ class Services:
             )
         return tuple(caches)
 
+    @property
+    def audit(self) -> AuditStore:
+        """The capped audit trails (the operator service writes its own stream here)."""
+        return self.stores.audit
+
     @cached_property
     def operator(self) -> Operator:
-        """Every operator act (admin API and CLI alike)."""
+        """Every operator act (admin API, CLI and console alike)."""
         return Operator(self)
 
     @cached_property

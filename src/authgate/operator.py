@@ -5,6 +5,13 @@ on the shared stores, or over the admin API of a running authgate with ``--url``
 same methods here, so an act means the same thing whichever way it is made. Each method
 validates its inputs (a :class:`~authgate.errors.InvalidRequest` naming the field) and
 returns plain JSON-ready values; secrets appear only in the one answer that creates them.
+
+Every changing act takes the operator as ``by`` (``admin:<subject>`` from the admin API and
+the console, ``cli`` from the CLI on the stores) and, once it succeeded, appends one entry
+``{ts, action, by, ...}`` to the audit stream ``operator`` (capped at
+``tokens.operator_audit_cap``): the same entry whichever front made the change. An entry
+names what changed (a subject, a jti, a key id, a username) and never carries a token, an
+API key's secret or a password.
 """
 
 from __future__ import annotations
@@ -17,17 +24,25 @@ from authgate.apikeys import ApiKeyService
 from authgate.config.model import Settings
 from authgate.errors import AuthGateError, InvalidRequest, UserNotFound
 from authgate.pairs.service import PairService
+from authgate.stores.base import AuditStore, Clock
 from authgate.tokens.issuer import TokenIssuer
 from authgate.tokens.keys import KeyManager
 from authgate.tokens.users import UserService
 
 MAX_LIMIT = 10_000
+OPERATOR_STREAM = "operator"
 
 
 def _limit(value: int, name: str = "limit") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIMIT:
         raise InvalidRequest(f"{name}: must be an integer from 1 to {MAX_LIMIT}")
     return value
+
+
+def _named(by: object) -> None:
+    """Refuse a change whose operator is not named (checked before the change is made)."""
+    if not isinstance(by, str) or not by:
+        raise InvalidRequest("by: the operator must be named")
 
 
 def _scopes(value: object, name: str = "scopes") -> list[str]:
@@ -72,6 +87,16 @@ class Parts(Protocol):
         """BPC pairs."""
         ...
 
+    @property
+    def audit(self) -> AuditStore:
+        """The audit store (the operator stream)."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The clock of the audit entries' ``ts``."""
+        ...
+
 
 class Operator:
     """The operator's acts on keys, tokens, users, API keys and BPC pairs."""
@@ -100,6 +125,19 @@ class Operator:
     def _pairs(self) -> PairService:
         return self._parts.pairs
 
+    # --- the operator audit ------------------------------------------------------------
+
+    async def _record(self, action: str, by: str, **fields: Any) -> None:
+        """Append one entry to the operator audit (after the act succeeded)."""
+        entry = {"ts": self._parts.clock.now_ms(), "action": action, "by": by, **fields}
+        await self._parts.audit.append(
+            OPERATOR_STREAM, entry, cap=self._settings.tokens.operator_audit_cap
+        )
+
+    async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The operator audit, newest first: every change and who made it."""
+        return [dict(e) for e in await self._parts.audit.recent(OPERATOR_STREAM, _limit(limit))]
+
     # --- signing keys ------------------------------------------------------------------
 
     async def keys(self) -> dict[str, Any]:
@@ -115,8 +153,9 @@ class Operator:
             "note": "rotate file-based keys by deployment (jwt.signing_key_files)",
         }
 
-    async def rotate_keys(self, *, force: bool = False) -> dict[str, Any]:
+    async def rotate_keys(self, *, force: bool = False, by: str) -> dict[str, Any]:
         """Promote the next store-managed key (409 when too early, unless ``force``)."""
+        _named(by)
         if not isinstance(force, bool):
             raise InvalidRequest("force: must be a boolean")
         if not self._keys.managed:
@@ -125,7 +164,9 @@ class Operator:
                 "rotate them by deployment"
             )
         await self._keys.load()
-        return await self._keys.rotate(force=force)
+        rotated = await self._keys.rotate(force=force)
+        await self._record("keys.rotate", by, kid=rotated["current"], force=force)
+        return rotated
 
     # --- tokens ------------------------------------------------------------------------
 
@@ -139,7 +180,9 @@ class Operator:
         role: object = None,
         by: str,
     ) -> dict[str, Any]:
-        """Mint a token for an operator-chosen subject (audited when long-lived)."""
+        """Mint a token for an operator-chosen subject (in the operator audit; long-lived
+        ones in the mint audit too)."""
+        _named(by)
         tokens = self._settings.tokens
         ttl = tokens.access_ttl_seconds if ttl_seconds is None else ttl_seconds
         if not isinstance(sub, str) or not sub or len(sub) > 256:
@@ -167,6 +210,16 @@ class Operator:
             extra={"role": role} if role else None,
             minted_by=by,
         )
+        await self._record(
+            "token.mint",
+            by,
+            sub=sub,
+            scopes=_scopes(scopes, "scope"),
+            ttl_seconds=ttl,
+            jti=issued.claims["jti"],
+            aud=aud,
+            role=role,
+        )
         return {
             "access_token": issued.access_token,
             "token_type": "Bearer",
@@ -174,7 +227,9 @@ class Operator:
             "jti": issued.claims["jti"],
         }
 
-    async def revoke_token(self, *, jti: object = None, token: object = None) -> dict[str, Any]:
+    async def revoke_token(
+        self, *, jti: object = None, token: object = None, by: str
+    ) -> dict[str, Any]:
         """Revoke a token on every replica until it would have expired.
 
         Given the token itself (one of authgate's, signature checked), its own ``exp``
@@ -182,16 +237,19 @@ class Operator:
         ``jti``: the mint audit's ``exp`` for a long-lived token, else the longest lifetime
         a token of authgate can have.
         """
+        _named(by)
         if token is not None:
             if not isinstance(token, str) or not token:
                 raise InvalidRequest("token: must be a non-empty string")
             claims = await self._own_claims(token)
             await self._issuer.revoke_claims(claims)
             until_ms = (int(claims["exp"]) + self._settings.jwt.leeway_seconds) * 1000
+            await self._record("token.revoke", by, jti=str(claims["jti"]), until_ms=until_ms)
             return {"revoked": str(claims["jti"]), "until_ms": until_ms}
         if not isinstance(jti, str) or not 0 < len(jti) <= 256:
             raise InvalidRequest("jti: must be a non-empty string of at most 256 characters")
         until_ms = await self._issuer.revoke_jti(jti)
+        await self._record("token.revoke", by, jti=jti, until_ms=until_ms)
         return {"revoked": jti, "until_ms": until_ms}
 
     async def _own_claims(self, token: str) -> dict[str, Any]:
@@ -212,9 +270,16 @@ class Operator:
     # --- users -------------------------------------------------------------------------
 
     async def add_user(
-        self, *, username: object, password: object, scopes: object = (), role: object = None
+        self,
+        *,
+        username: object,
+        password: object,
+        scopes: object = (),
+        role: object = None,
+        by: str,
     ) -> dict[str, Any]:
         """Add a password user (argon2id); refuses an existing name."""
+        _named(by)
         if not isinstance(username, str):
             raise InvalidRequest("username: must be a string")
         if not isinstance(password, str):
@@ -227,18 +292,27 @@ class Operator:
             scopes=_scopes(scopes),
             role=self._settings.tokens.pico_operator_role if role is None else role,
         )
-        return user.public_view()
+        view = user.public_view()
+        await self._record(
+            "user.add", by, username=username, scopes=view.get("scopes"), role=view.get("role")
+        )
+        return view
 
-    async def set_password(self, *, username: object, password: object) -> dict[str, Any]:
+    async def set_password(self, *, username: object, password: object, by: str) -> dict[str, Any]:
         """Change a user's password."""
+        _named(by)
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidRequest("password: username and password must be strings")
-        return (await self._users.set_password(username, password)).public_view()
+        view = (await self._users.set_password(username, password)).public_view()
+        await self._record("user.password", by, username=username)
+        return view
 
-    async def remove_user(self, username: str) -> dict[str, Any]:
+    async def remove_user(self, username: str, *, by: str) -> dict[str, Any]:
         """Remove a user."""
+        _named(by)
         if not await self._users.remove(username):
             raise UserNotFound(detail=username)
+        await self._record("user.remove", by, username=username)
         return {"removed": username}
 
     async def users(self) -> list[dict[str, Any]]:
@@ -247,11 +321,15 @@ class Operator:
 
     # --- API keys ----------------------------------------------------------------------
 
-    async def create_api_key(self, *, name: object, scopes: object = ()) -> dict[str, Any]:
+    async def create_api_key(self, *, name: object, scopes: object = (), by: str) -> dict[str, Any]:
         """Create an API key; the raw key is in this answer only."""
+        _named(by)
         if not isinstance(name, str):
             raise InvalidRequest("name: must be a string")
         key, raw = await self._api_keys.create(name=name, scopes=_scopes(scopes))
+        await self._record(
+            "apikey.create", by, key_id=key.key_id, name=key.name, scopes=sorted(key.scopes)
+        )
         return {
             **key.public_view(),
             "api_key": raw,
@@ -262,9 +340,12 @@ class Operator:
         """Every API key (no secrets)."""
         return [k.public_view() for k in await self._api_keys.all_keys()]
 
-    async def revoke_api_key(self, key_id: str) -> dict[str, Any]:
+    async def revoke_api_key(self, key_id: str, *, by: str) -> dict[str, Any]:
         """Revoke an API key."""
-        return (await self._api_keys.revoke(key_id)).public_view()
+        _named(by)
+        view = (await self._api_keys.revoke(key_id)).public_view()
+        await self._record("apikey.revoke", by, key_id=key_id)
+        return view
 
     # --- BPC pairs ---------------------------------------------------------------------
 
@@ -278,20 +359,30 @@ class Operator:
         trail = await self._pairs.trail(pair_id, _limit(audit, "audit"))
         return {**record.public_view(), "audit": trail}
 
-    async def approve_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
-        """Activate a pending pair (``by``: the operator, named in the audit entry)."""
-        return (await self._pairs.approve(pair_id=pair_id, operator=by)).public_view()
+    async def approve_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
+        """Activate a pending pair (``by``: the operator, named in both audit trails)."""
+        _named(by)
+        view = (await self._pairs.approve(pair_id=pair_id, operator=by)).public_view()
+        await self._record("pair.approve", by, pair_id=pair_id)
+        return view
 
-    async def revoke_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
+    async def revoke_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
         """Revoke a pair (a pending one: deny it)."""
-        return (await self._pairs.revoke(pair_id, by="operator", operator=by)).public_view()
+        _named(by)
+        view = (await self._pairs.revoke(pair_id, by="operator", operator=by)).public_view()
+        await self._record("pair.revoke", by, pair_id=pair_id)
+        return view
 
-    async def unlock_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
+    async def unlock_pair(self, pair_id: str, *, by: str) -> dict[str, Any]:
         """Clear a pair's lock-out."""
-        return (await self._pairs.unlock(pair_id, operator=by)).public_view()
+        _named(by)
+        view = (await self._pairs.unlock(pair_id, operator=by)).public_view()
+        await self._record("pair.unlock", by, pair_id=pair_id)
+        return view
 
-    async def import_pairs(self, records: object) -> dict[str, Any]:
+    async def import_pairs(self, records: object, *, by: str) -> dict[str, Any]:
         """Import bpc-server ``PairRecord`` JSON (one object or a list of them)."""
+        _named(by)
         if isinstance(records, str | bytes):
             try:
                 records = json.loads(records)
@@ -303,6 +394,8 @@ class Operator:
             if not isinstance(item, dict):
                 raise InvalidRequest("records: each record must be a JSON object")
             imported.append((await self._pairs.import_bpc_server(item)).public_view())
+        ids = [str(p["pair_id"]) for p in imported]
+        await self._record("pairs.import", by, count=len(ids), ids=ids)
         return {
             "imported": imported,
             "note": "imported pairs are device-key-only: bpc-server keeps only an argon2 hash "

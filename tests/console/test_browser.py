@@ -287,7 +287,8 @@ def test_api_keys_signing_keys_decisions_and_readiness(
     browser: webdriver.Chrome, gate: Gate, shots: Path
 ) -> None:
     """The other pages: an API key created (shown once) then revoked; the signing keys;
-    the decisions made above with counts by reason; readiness all ok."""
+    the decisions made above with counts by reason; readiness all ok with the config
+    generation; the operator audit naming the operator of each change."""
     sign_in(browser, gate, OPERATOR, OPERATOR_PASSWORD)
     browser.get(gate.console + "/apikeys")
     form = browser.find_element(By.CSS_SELECTOR, 'form[data-test="create-apikey"]')
@@ -317,7 +318,16 @@ def test_api_keys_signing_keys_decisions_and_readiness(
     readiness = browser.find_element(By.TAG_NAME, "table").text
     assert "stores ok" in readiness
     assert "signing_keys ok" in readiness
+    assert "event_bus ok" in readiness
+    generation = browser.find_element(By.CSS_SELECTOR, '[data-test="config-generation"]')
+    assert generation.text == "1"
     browser.save_screenshot(str(shots / "readiness.png"))
+    browser.get(gate.console + "/audit")
+    audit = browser.find_element(By.CSS_SELECTOR, 'table[aria-label="Operator audit"]').text
+    assert f"apikey.revoke admin:{OPERATOR} key_id={parsed[0]}" in audit
+    assert f"apikey.create admin:{OPERATOR} key_id={parsed[0]} name=nightly-export" in audit
+    assert (secret or "-") not in audit
+    browser.save_screenshot(str(shots / "audit.png"))
 
 
 def test_no_page_breaks_the_content_security_policy(browser: webdriver.Chrome, gate: Gate) -> None:
@@ -325,7 +335,7 @@ def test_no_page_breaks_the_content_security_policy(browser: webdriver.Chrome, g
     the served HTML has no inline script, no inline style and nothing from elsewhere."""
     sign_in(browser, gate, OPERATOR, OPERATOR_PASSWORD)
     browser_log(browser)  # drop what earlier tests logged
-    for page in ("", "pairs", "tokens", "apikeys", "keys", "decisions", "ready"):
+    for page in ("", "pairs", "tokens", "apikeys", "keys", "decisions", "audit", "ready"):
         browser.get(f"{gate.console}/{page}")
         assert browser.execute_script("return document.styleSheets.length") == 1
         scripts = browser.find_elements(By.TAG_NAME, "script")

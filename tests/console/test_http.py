@@ -24,12 +24,12 @@ from authgate.web.app import create_app
 from authgate.web.console.common import CONSOLE as CONSOLE_KEY
 from authgate.web.console.common import CSP
 from authgate.web.console.session import COOKIE
-from authgate.web.state import OPS_APP, SERVICES
+from authgate.web.state import OPS_APP, RELOADER, SERVICES, STORES
 from tests.console.conftest import CSRF_FIELD, OPERATOR, OPERATOR_PASSWORD, PREFIX
 from tests.support import TokenFactory, make_settings
 
 VIEWER = "viewer"
-PAGES = ("/", "/pairs", "/tokens", "/apikeys", "/keys", "/decisions", "/ready")
+PAGES = ("/", "/pairs", "/tokens", "/apikeys", "/keys", "/decisions", "/audit", "/ready")
 
 
 @pytest.fixture
@@ -50,9 +50,11 @@ async def client(tokens: TokenFactory, tmp_path: Any) -> AsyncIterator[TestClien
     async with TestClient(TestServer(app)) as test_client:
         operator = app[SERVICES].operator
         await operator.add_user(
-            username=OPERATOR, password=OPERATOR_PASSWORD, scopes=["authgate:admin"]
+            username=OPERATOR, password=OPERATOR_PASSWORD, scopes=["authgate:admin"], by="test"
         )
-        await operator.add_user(username=VIEWER, password=OPERATOR_PASSWORD, scopes=["read"])
+        await operator.add_user(
+            username=VIEWER, password=OPERATOR_PASSWORD, scopes=["read"], by="test"
+        )
         yield test_client
 
 
@@ -234,7 +236,7 @@ async def test_a_token_session_ends_when_the_token_is_revoked(
     assert status == 303
     async with client.get(PREFIX + "/tokens", allow_redirects=False) as resp:
         assert resp.status == 200
-    await client.app[SERVICES].operator.revoke_token(jti="operator-token-1")
+    await client.app[SERVICES].operator.revoke_token(jti="operator-token-1", by="test")
     async with client.get(PREFIX + "/tokens", allow_redirects=False) as resp:
         assert resp.status == 303
 
@@ -264,7 +266,7 @@ async def test_a_token_session_never_outlives_the_token(
 async def test_an_operator_removed_loses_the_session(client: TestClient[Any, Any]) -> None:
     """Removing the user (or its admin scope) ends its console session at the next page."""
     await sign_in(client, username=OPERATOR, password=OPERATOR_PASSWORD)
-    await client.app[SERVICES].operator.remove_user(OPERATOR)
+    await client.app[SERVICES].operator.remove_user(OPERATOR, by="test")
     async with client.get(PREFIX + "/", allow_redirects=False) as resp:
         assert resp.status == 303
 
@@ -376,3 +378,32 @@ async def test_an_act_in_the_console_writes_the_audit_entry_the_admin_api_writes
             "operator": f"admin:{OPERATOR}",
         }
     )
+
+
+async def test_readiness_shows_the_event_bus_and_the_configuration_in_force(
+    client: TestClient[Any, Any],
+) -> None:
+    """The readiness page names stores, event bus, signing keys and the config generation and
+    hash of /readyz; an event bus that is not live shows as such and /readyz stays ready."""
+    await sign_in(client, username=OPERATOR, password=OPERATOR_PASSWORD)
+    app = client.app
+    reloader = app[RELOADER]
+    async with client.get(PREFIX + "/ready") as resp:
+        page = await resp.text()
+    assert resp.status == 200
+    assert '<span class="ok" data-test="stores">ok</span>' in page
+    assert '<span class="ok" data-test="event_bus">ok</span>' in page
+    assert '<span class="ok" data-test="signing_keys">ok</span>' in page
+    assert f'<span data-test="config-generation">{reloader.generation}</span>' in page
+    assert f'<code data-test="config-hash">{reloader.hash}</code>' in page
+
+    app[STORES].events.live = False
+    async with client.get(PREFIX + "/ready") as resp:
+        page = await resp.text()
+    assert '<span class="bad" data-test="event_bus">not live</span>' in page
+    async with client.get("/readyz") as resp:
+        body = await resp.json()
+    assert resp.status == 200
+    assert body["status"] == "ready"
+    assert "event_bus" not in body["checks"]
+    assert body["config"] == {"generation": reloader.generation, "hash": reloader.hash}

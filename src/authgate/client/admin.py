@@ -1,5 +1,7 @@
 """A client of authgate's admin API with the operator service's own method names, so the
 CLI acts the same way on a running authgate (any backend) as directly on the shared stores.
+The changing acts take the operator service's ``by`` too, and ignore it: the server names the
+admin token's subject (``admin:<subject>``) in its operator audit.
 
     async with AdminClient("http://127.0.0.1:8080", token) as admin:
         await admin.mint(sub="alice", scopes=["read"], ttl_seconds=3600, by="cli")
@@ -94,7 +96,7 @@ class AdminClient:
         result: dict[str, Any] = await self._call("GET", "/keys")
         return result
 
-    async def rotate_keys(self, *, force: bool = False) -> dict[str, Any]:
+    async def rotate_keys(self, *, force: bool = False, by: str = "") -> dict[str, Any]:
         """Rotate store-managed signing keys."""
         result: dict[str, Any] = await self._call("POST", "/keys/rotate", {"force": force})
         return result
@@ -117,7 +119,9 @@ class AdminClient:
         result: dict[str, Any] = await self._call("POST", "/tokens", body)
         return result
 
-    async def revoke_token(self, *, jti: object = None, token: object = None) -> dict[str, Any]:
+    async def revoke_token(
+        self, *, jti: object = None, token: object = None, by: str = ""
+    ) -> dict[str, Any]:
         """Revoke a token by id or by the token itself."""
         body = {"token": token} if token is not None else {"jti": jti}
         result: dict[str, Any] = await self._call("POST", "/revoke", body)
@@ -128,8 +132,19 @@ class AdminClient:
         result = await self._call("GET", "/mints", params={"limit": str(limit)})
         return list(result["items"])
 
+    async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The operator audit, newest first."""
+        result = await self._call("GET", "/audit", params={"limit": str(limit)})
+        return list(result["items"])
+
     async def add_user(
-        self, *, username: object, password: object, scopes: object = (), role: object = None
+        self,
+        *,
+        username: object,
+        password: object,
+        scopes: object = (),
+        role: object = None,
+        by: str = "",
     ) -> dict[str, Any]:
         """Add a password user."""
         body = {"username": username, "password": password, "scopes": _strings(scopes)}
@@ -138,13 +153,15 @@ class AdminClient:
         result: dict[str, Any] = await self._call("POST", "/users", body)
         return result
 
-    async def set_password(self, *, username: object, password: object) -> dict[str, Any]:
+    async def set_password(
+        self, *, username: object, password: object, by: str = ""
+    ) -> dict[str, Any]:
         """Change a user's password."""
         path = f"/users/{quote(str(username), safe='')}/password"
         result: dict[str, Any] = await self._call("POST", path, {"password": password})
         return result
 
-    async def remove_user(self, username: str) -> dict[str, Any]:
+    async def remove_user(self, username: str, *, by: str = "") -> dict[str, Any]:
         """Remove a user."""
         result: dict[str, Any] = await self._call("DELETE", f"/users/{quote(username, safe='')}")
         return result
@@ -153,7 +170,9 @@ class AdminClient:
         """Every user."""
         return list((await self._call("GET", "/users"))["items"])
 
-    async def create_api_key(self, *, name: object, scopes: object = ()) -> dict[str, Any]:
+    async def create_api_key(
+        self, *, name: object, scopes: object = (), by: str = ""
+    ) -> dict[str, Any]:
         """Create an API key (the raw key is in this answer only)."""
         body = {"name": name, "scopes": _strings(scopes)}
         result: dict[str, Any] = await self._call("POST", "/apikeys", body)
@@ -163,7 +182,7 @@ class AdminClient:
         """Every API key."""
         return list((await self._call("GET", "/apikeys"))["items"])
 
-    async def revoke_api_key(self, key_id: str) -> dict[str, Any]:
+    async def revoke_api_key(self, key_id: str, *, by: str = "") -> dict[str, Any]:
         """Revoke an API key."""
         result: dict[str, Any] = await self._call("DELETE", f"/apikeys/{quote(key_id, safe='')}")
         return result
@@ -183,19 +202,19 @@ class AdminClient:
         result: dict[str, Any] = await self._call("POST", path)
         return result
 
-    async def approve_pair(self, pair_id: str) -> dict[str, Any]:
+    async def approve_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
         """Activate a pending pair."""
         return await self._pair_act(pair_id, "approve")
 
-    async def revoke_pair(self, pair_id: str) -> dict[str, Any]:
+    async def revoke_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
         """Revoke a pair."""
         return await self._pair_act(pair_id, "revoke")
 
-    async def unlock_pair(self, pair_id: str) -> dict[str, Any]:
+    async def unlock_pair(self, pair_id: str, *, by: str = "") -> dict[str, Any]:
         """Clear a pair's lock-out."""
         return await self._pair_act(pair_id, "unlock")
 
-    async def import_pairs(self, records: object) -> dict[str, Any]:
+    async def import_pairs(self, records: object, *, by: str = "") -> dict[str, Any]:
         """Import bpc-server PairRecords."""
         result: dict[str, Any] = await self._call("POST", "/pairs/import", {"records": records})
         return result

@@ -1037,6 +1037,13 @@ class TokenSettings(Section):
         300, ge=0, le=31_536_000, description="Tokens living at least this long are audited."
     )
     mint_audit_cap: int = Field(1000, ge=1, le=1_000_000, description="Mint audit entries kept.")
+    operator_audit_cap: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Operator audit entries kept (every change made through the admin API, "
+        "the CLI or the console).",
+    )
     admin_prefix: str = Field(
         "/admin",
         pattern=r"^/[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]+)*$",

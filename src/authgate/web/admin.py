@@ -1,10 +1,12 @@
 """Admin API (under ``tokens.admin_prefix``, default ``/admin``): every operator act over
 HTTP, for a bearer JWT with ``tokens.admin_scope`` (decided by the gate under the internal
 ``admin-api`` rule). Each handler reads JSON and calls the one operator service
-(``operator.py``) that the CLI calls too.
+(``operator.py``) that the CLI and the console call too, naming the caller ``admin:<subject>``
+in the operator audit.
 
 ==========================================  ===========================================
 ``GET  {p}/mints?limit=N``                  long-lived tokens minted, with revocation state
+``GET  {p}/audit?limit=N``                  the operator audit: every change, newest first
 ``GET  {p}/keys``                           signing keys (store-managed with states, or
                                             file-based / ephemeral with their ids)
 ``POST {p}/keys/rotate``                    ``{"force": false}``; 409 when too early
@@ -76,6 +78,17 @@ async def mints(request: web.Request) -> web.Response:
     return _json({"items": await operator.mints(_query_int(request, "limit", 100))})
 
 
+async def audit(request: web.Request) -> web.Response:
+    """The operator audit trail."""
+    operator, _ = await _admin(request)
+    return _json({"items": await operator.audit(_query_int(request, "limit", 100))})
+
+
+def _by(principal: Principal) -> str:
+    """The operator as every audit entry of the admin API names them."""
+    return f"admin:{principal.subject}"
+
+
 async def keys(request: web.Request) -> web.Response:
     """Signing keys."""
     operator, _ = await _admin(request)
@@ -84,10 +97,10 @@ async def keys(request: web.Request) -> web.Response:
 
 async def rotate(request: web.Request) -> web.Response:
     """Rotate store-managed signing keys."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"force"})
-    return _json(await operator.rotate_keys(force=data.get("force", False)))
+    return _json(await operator.rotate_keys(force=data.get("force", False), by=_by(principal)))
 
 
 async def mint(request: web.Request) -> web.Response:
@@ -103,19 +116,22 @@ async def mint(request: web.Request) -> web.Response:
         ttl_seconds=data.get("ttl_seconds"),
         aud=data.get("aud"),
         role=data.get("role"),
-        by=f"admin:{principal.subject}",
+        by=_by(principal),
     )
     return _json(issued, 201)
 
 
 async def revoke(request: web.Request) -> web.Response:
     """Revoke a token by id, or by the token itself."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"jti", "token"})
     if ("jti" in data) == ("token" in data):
         raise InvalidRequest("jti: give either jti or token")
-    return _json(await operator.revoke_token(jti=data.get("jti"), token=data.get("token")))
+    revoked = await operator.revoke_token(
+        jti=data.get("jti"), token=data.get("token"), by=_by(principal)
+    )
+    return _json(revoked)
 
 
 async def list_apikeys(request: web.Request) -> web.Response:
@@ -126,18 +142,19 @@ async def list_apikeys(request: web.Request) -> web.Response:
 
 async def create_apikey(request: web.Request) -> web.Response:
     """Create an API key; the raw key is in this answer only."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"name", "scopes"})
-    return _json(
-        await operator.create_api_key(name=data.get("name"), scopes=data.get("scopes", [])), 201
+    created = await operator.create_api_key(
+        name=data.get("name"), scopes=data.get("scopes", []), by=_by(principal)
     )
+    return _json(created, 201)
 
 
 async def revoke_apikey(request: web.Request) -> web.Response:
     """Revoke an API key."""
-    operator, _ = await _admin(request)
-    return _json(await operator.revoke_api_key(request.match_info["key_id"]))
+    operator, principal = await _admin(request)
+    return _json(await operator.revoke_api_key(request.match_info["key_id"], by=_by(principal)))
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -148,7 +165,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def add_user(request: web.Request) -> web.Response:
     """Add a password user."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"username", "password", "scopes", "role"})
     user = await operator.add_user(
@@ -156,26 +173,29 @@ async def add_user(request: web.Request) -> web.Response:
         password=data.get("password"),
         scopes=data.get("scopes", []),
         role=data.get("role"),
+        by=_by(principal),
     )
     return _json(user, 201)
 
 
 async def set_password(request: web.Request) -> web.Response:
     """Change a user's password."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"password"})
     return _json(
         await operator.set_password(
-            username=request.match_info["username"], password=data.get("password")
+            username=request.match_info["username"],
+            password=data.get("password"),
+            by=_by(principal),
         )
     )
 
 
 async def remove_user(request: web.Request) -> web.Response:
     """Remove a user."""
-    operator, _ = await _admin(request)
-    return _json(await operator.remove_user(request.match_info["username"]))
+    operator, principal = await _admin(request)
+    return _json(await operator.remove_user(request.match_info["username"], by=_by(principal)))
 
 
 async def pairs(request: web.Request) -> web.Response:
@@ -195,7 +215,7 @@ def _pair_act(act: Callable[..., Awaitable[dict[str, Any]]], doc: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         operator, principal = await _admin(request)
         pair_id = request.match_info["pair_id"]
-        return _json(await act(operator, pair_id, by=f"admin:{principal.subject}"))
+        return _json(await act(operator, pair_id, by=_by(principal)))
 
     handler.__doc__ = doc
     return handler
@@ -203,15 +223,16 @@ def _pair_act(act: Callable[..., Awaitable[dict[str, Any]]], doc: str) -> Any:
 
 async def import_pairs(request: web.Request) -> web.Response:
     """Import bpc-server PairRecords."""
-    operator, _ = await _admin(request)
+    operator, principal = await _admin(request)
     data = await _body(request)
     _unknown(data, {"records"})
-    return _json(await operator.import_pairs(data.get("records")), 201)
+    return _json(await operator.import_pairs(data.get("records"), by=_by(principal)), 201)
 
 
 def add_routes(routes: Routes, prefix: str) -> None:
     """Register the admin API under ``prefix``."""
     routes.get(f"{prefix}/mints", mints)
+    routes.get(f"{prefix}/audit", audit)
     routes.get(f"{prefix}/keys", keys)
     routes.post(f"{prefix}/keys/rotate", rotate)
     routes.post(f"{prefix}/tokens", mint)

@@ -3,7 +3,8 @@
 A third front on the operator service (``operator.py``), beside the admin API and the CLI:
 pending BPC pairs (approve, deny), pairs (search, show with audit trail, revoke, unlock),
 tokens (mint, revoke, the mint audit), API keys, signing keys, the last decisions of this
-process with counts by reason, and readiness. Served where the admin API is (the ops port
+process with counts by reason, the operator audit, and readiness (with the event bus and the
+configuration's generation). Served where the admin API is (the ops port
 when ``server.ops_port`` is set). Sessions and CSRF: ``session.py``; the response headers
 and the POST checks: ``common.py``; sign-in: ``signin.py``; the pages: ``pages.py``.
 Everything the browser loads ships in this package (``static/``): no CDN, no inline script.
@@ -75,4 +76,5 @@ def add_routes(routes: Routes, settings: Settings) -> None:
     routes.get(f"{prefix}/keys", page(pages.keys))
     routes.post(f"{prefix}/keys/rotate", page(pages.rotate))
     routes.get(f"{prefix}/decisions", page(pages.decisions))
+    routes.get(f"{prefix}/audit", page(pages.audit))
     routes.get(f"{prefix}/ready", page(pages.ready))

@@ -1,5 +1,5 @@
-"""The console's token, API key, signing key, decision and readiness pages (the pair pages
-are in ``pairs.py``): each reads or acts through the one operator service.
+"""The console's token, API key, signing key, decision, audit and readiness pages (the pair
+pages are in ``pairs.py``): each reads or acts through the one operator service.
 
 Every change calls the same :class:`~authgate.operator.Operator` method as the admin API
 and the CLI, with the operator named the way the admin API names it (``admin:<subject>``),
@@ -29,7 +29,9 @@ from authgate.web.console.common import (
 )
 from authgate.web.console.render import e, when
 from authgate.web.health import readiness
-from authgate.web.state import SERVICES, SETTINGS, STORES
+from authgate.web.state import RELOADER, SERVICES, SETTINGS, STORES
+
+AUDIT_SHOWN = 200
 
 # --- tokens --------------------------------------------------------------------------------
 
@@ -127,7 +129,7 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     """Revoke a token by its id."""
     session, form = await acting(request)
     jti = form.get("jti", "").strip()
-    await operator_service(request).revoke_token(jti=jti)
+    await operator_service(request).revoke_token(jti=jti, by=actor(session))
     act_log(request, session, f"token revoke {jti}")
     return redirect(f"{prefix(request)}/tokens?done=token-revoked")
 
@@ -184,7 +186,9 @@ async def create_apikey(request: web.Request) -> web.StreamResponse:
     """Create an API key; the secret is shown once, on this answer."""
     session, form = await acting(request)
     op = operator_service(request)
-    created = await op.create_api_key(name=form.get("name", ""), scopes=form.get("scopes", ""))
+    created = await op.create_api_key(
+        name=form.get("name", ""), scopes=form.get("scopes", ""), by=actor(session)
+    )
     act_log(request, session, f"apikey create {created['key_id']}")
     csrf = console(request).signer.csrf(session)
     body = render.secret_once("API key", created["api_key"]) + _apikeys_body(
@@ -197,7 +201,7 @@ async def revoke_apikey(request: web.Request) -> web.StreamResponse:
     """Revoke an API key."""
     session, _ = await acting(request)
     key_id = request.match_info["key_id"]
-    await operator_service(request).revoke_api_key(key_id)
+    await operator_service(request).revoke_api_key(key_id, by=actor(session))
     act_log(request, session, f"apikey revoke {key_id}")
     return redirect(f"{prefix(request)}/apikeys?done=apikey-revoked")
 
@@ -242,7 +246,7 @@ async def keys(request: web.Request) -> web.StreamResponse:
 async def rotate(request: web.Request) -> web.StreamResponse:
     """Rotate store-managed signing keys."""
     session, form = await acting(request)
-    await operator_service(request).rotate_keys(force=form.get("force") == "1")
+    await operator_service(request).rotate_keys(force=form.get("force") == "1", by=actor(session))
     act_log(request, session, "keys rotate")
     return redirect(f"{prefix(request)}/keys?done=rotated")
 
@@ -293,16 +297,65 @@ async def decisions(request: web.Request) -> web.StreamResponse:
     return html(request, "Decisions", body, active="decisions", session=session)
 
 
+def _fields(entry: dict[str, Any]) -> str:
+    """An audit entry's own fields as ``name=value`` pairs (escaped by the caller)."""
+    return " ".join(
+        f"{k}={' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in entry.items()
+        if k not in ("ts", "action", "by") and v is not None
+    )
+
+
+async def audit(request: web.Request) -> web.StreamResponse:
+    """The operator audit: every change made through the console, the admin API or the CLI."""
+    session = await signed_in(request)
+    if isinstance(session, web.Response):
+        return session
+    entries = await operator_service(request).audit(AUDIT_SHOWN)
+    rows = (
+        [
+            e(when(int(a.get("ts", 0)))),
+            f'<span data-test="action">{e(a.get("action", ""))}</span>',
+            e(a.get("by", "")),
+            e(_fields(a)),
+        ]
+        for a in entries
+    )
+    body = f"<p>The newest {AUDIT_SHOWN} changes, whichever front made them.</p>" + render.table(
+        ["Time", "Action", "By", "Details"], rows, label="Operator audit"
+    )
+    return html(request, "Audit", body, active="audit", session=session)
+
+
 async def ready(request: web.Request) -> web.StreamResponse:
-    """Readiness: stores, event bus, signing keys, external issuers."""
+    """Readiness: stores, event bus, signing keys, external issuers, and the configuration in
+    force (generation and hash). The event bus is shown, not required: ``/readyz`` does not
+    fail on it (the gate checks the stores on every request while it is down)."""
     session = await signed_in(request)
     if isinstance(session, web.Response):
         return session
     checks = await readiness(request.app)
     checks["event_bus"] = "ok" if request.app[STORES].events.live else "not live"
     rows = (
-        [e(name), f'<span class="{"ok" if v == "ok" else "bad"}">{e(v)}</span>']
+        [
+            e(name),
+            f'<span class="{"ok" if v == "ok" else "bad"}" data-test="{e(name)}">{e(v)}</span>',
+        ]
         for name, v in checks.items()
     )
-    body = render.table(["Check", "State"], rows, label="Readiness")
+    reloader = request.app[RELOADER]
+    config = render.table(
+        ["Generation", "Hash"],
+        [
+            [
+                f'<span data-test="config-generation">{e(reloader.generation)}</span>',
+                f'<code data-test="config-hash">{e(reloader.hash)}</code>',
+            ]
+        ],
+        label="Configuration in force",
+    )
+    body = (
+        render.table(["Check", "State"], rows, label="Readiness")
+        + f"<h2>Configuration in force</h2>{config}"
+    )
     return html(request, "Readiness", body, active="ready", session=session)

@@ -17,6 +17,7 @@ NAV = (
     ("apikeys", "API keys"),
     ("keys", "Signing keys"),
     ("decisions", "Decisions"),
+    ("audit", "Audit"),
     ("ready", "Readiness"),
 )
 
