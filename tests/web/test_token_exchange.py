@@ -265,6 +265,9 @@ BASE = {"grant_type": GRANT, "subject_token_type": AT, "resource": MCP}
             "subject_issuer_not_allowed",
         ),
         ("agent", {"subject_token": "BOUND"}, 400, "invalid_request", "subject_sender_constrained"),
+        # A DPoP-bound subject never gets that far: the gate refuses it without its proof
+        # (dpop_bound_token_as_bearer), so the exchange counts an invalid subject token.
+        ("agent", {"subject_token": "DPOP_BOUND"}, 400, "invalid_request", "subject_token_invalid"),
     ],
     ids=[
         "client-not-in-policy",
@@ -281,6 +284,7 @@ BASE = {"grant_type": GRANT, "subject_token_type": AT, "resource": MCP}
         "garbage-actor",
         "issuer-not-in-policy",
         "sender-constrained-subject",
+        "dpop-bound-subject",
     ],
 )
 async def test_each_refusal_has_its_error_and_its_counted_reason(
@@ -288,13 +292,18 @@ async def test_each_refusal_has_its_error_and_its_counted_reason(
 ) -> None:
     """Each refused exchange: its RFC 8693 error, no token, and its reason counted."""
     client, keys = gw
-    bound = await client.app[SERVICES].issuer.issue(
+    issuer = client.app[SERVICES].issuer
+    bound = await issuer.issue(
+        subject="user:ops", scopes=["mcp:tools"], extra={"cnf": {"kid": "device-key-1"}}
+    )
+    dpop_bound = await issuer.issue(
         subject="user:ops", scopes=["mcp:tools"], extra={"cnf": {"jkt": "x" * 43}}
     )
     tokens = {
         "USER": keys["user_access"],
         "REFRESH": keys["user_refresh"],
         "BOUND": bound.access_token,
+        "DPOP_BOUND": dpop_bound.access_token,
     }
     data = {**BASE, **{k: tokens.get(v, v) for k, v in form.items()}}
     code, body = await post(client, keys[client_key], **data)
