@@ -85,6 +85,8 @@ def test_xfcc_unquoted_cert_and_case_of_the_key() -> None:
 
 def test_xfcc_without_cert_has_no_certificate() -> None:
     assert forwarded_client_cert_der("By=spiffe://a;Hash=abc") is None
+    # nginx's Cert="$ssl_client_escaped_cert" when the client sent no certificate.
+    assert forwarded_client_cert_der('Cert=""') is None
 
 
 @pytest.mark.parametrize(

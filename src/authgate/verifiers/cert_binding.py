@@ -120,7 +120,8 @@ def forwarded_client_cert_der(value: str) -> bytes | None:
             cert = _unquote(raw)
         else:
             _unquote(raw)
-    if cert is None:
+    if not cert:
+        # Absent, or empty: nginx's `Cert="$ssl_client_escaped_cert"` without a certificate.
         return None
     match = _PEM.fullmatch(unquote(cert, errors="strict"))
     if match is None:
