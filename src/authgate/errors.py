@@ -67,9 +67,8 @@ The rule for code outside this module:
     │   │   ├── DPoPRequired            dpop_required
     │   │   ├── DPoPBoundTokenAsBearer  dpop_bound_token_as_bearer
     │   │   └── DPoPNotAllowed          dpop_not_allowed (a ``Bearer`` challenge)
-    │   ├── CertificateBindingError     (RFC 8705 §3 certificate-bound tokens)
-    │   │   ├── CertificateRequired     certificate_required
-    │   │   └── CertificateBindingMismatch  certificate_binding_mismatch
+    │   ├── CertificateRequired         certificate_required (RFC 8705 §3)
+    │   ├── CertificateBindingMismatch  certificate_binding_mismatch (RFC 8705 §3)
     │   ├── ProofInvalid                invalid_proof (one body for every HMAC failure)
     │   ├── FleetSecretInvalid          fleet_secret_invalid (pico /fleet/sessions)
     │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
@@ -448,14 +447,7 @@ class DPoPNotAllowed(DPoPError):
     default_message = "DPoP is not accepted on this route"
 
 
-class CertificateBindingError(Unauthenticated):
-    """A certificate-bound token (RFC 8705 §3) refused (a group)."""
-
-    reason = "certificate_binding_error"
-    default_message = "certificate-bound token refused"
-
-
-class CertificateRequired(CertificateBindingError):
+class CertificateRequired(Unauthenticated):
     """A token bound to a certificate (``cnf["x5t#S256"]``) came without one from a trusted
     proxy: a stolen token replayed without the client's TLS key (RFC 8705 §3)."""
 
@@ -463,7 +455,7 @@ class CertificateRequired(CertificateBindingError):
     default_message = "this token is bound to a client certificate; none was presented"
 
 
-class CertificateBindingMismatch(CertificateBindingError):
+class CertificateBindingMismatch(Unauthenticated):
     """The presented client certificate is not the one the token is bound to (RFC 8705 §3)."""
 
     reason = "certificate_binding_mismatch"
