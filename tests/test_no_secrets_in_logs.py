@@ -11,8 +11,8 @@ from authgate.client import BPCSigner, DPoPKey, proof_header
 from authgate.crypto.keys import KeyRing
 from authgate.log import JSONFormatter
 from authgate.stores.memory import MemoryStores
-from authgate.web.app import create_app
 from authgate.verifiers.cert_binding import thumbprint
+from authgate.web.app import create_app
 from authgate.web.state import SERVICES
 from tests.certs import client_cert, make_cert
 from tests.support import TokenFactory, echo_app, make_settings, serve_app
