@@ -11,8 +11,10 @@ from authgate.client import BPCSigner, DPoPKey, proof_header
 from authgate.crypto.keys import KeyRing
 from authgate.log import JSONFormatter
 from authgate.stores.memory import MemoryStores
+from authgate.verifiers.cert_binding import thumbprint
 from authgate.web.app import create_app
 from authgate.web.state import SERVICES
+from tests.certs import client_cert, make_cert
 from tests.support import TokenFactory, echo_app, make_settings, serve_app
 
 
@@ -71,13 +73,31 @@ async def test_credentials_never_appear_in_logs(caplog: pytest.LogCaptureFixture
             thief = DPoPKey.generate().headers("GET", str(client.make_url("/api/x")), bound)
             await client.get("/api/x", headers=thief)
 
+            # Certificate-bound (RFC 8705): the certificate is no secret, but it is the
+            # client's, so neither its header value nor its thumbprint is logged.
+            cert, other = make_cert("logged"), make_cert("other")
+            cert_bound = tokens.mint(cnf={"x5t#S256": thumbprint(cert)})
+            secrets += [cert_bound, client_cert(cert)[1:41], thumbprint(cert), thumbprint(other)]
+            for der in (cert, other, None):
+                headers = {"Authorization": f"Bearer {cert_bound}"}
+                if der is not None:
+                    headers["Client-Cert"] = client_cert(der)
+                await client.get("/api/x", headers=headers)
+            await client.get("/api/x", headers={"Client-Cert": ":AAAA:"})
+
     formatter = JSONFormatter()
     text = "\n".join(formatter.format(r) for r in caplog.records) + "\n".join(
         r.getMessage() for r in caplog.records
     )
     assert caplog.records, "the requests were logged at all"
     assert '"event":"decision"' in text
-    for reason in ("dpop_proof_replayed", "dpop_bound_token_as_bearer", "dpop_binding_mismatch"):
+    for reason in (
+        "dpop_proof_replayed",
+        "dpop_bound_token_as_bearer",
+        "dpop_binding_mismatch",
+        "certificate_binding_mismatch",
+        "certificate_required",
+    ):
         assert reason in text, f"the DPoP refusal {reason} was not logged"
     for secret in secrets:
         assert secret not in text, f"a secret reached the logs: {secret[:12]}..."

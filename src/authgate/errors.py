@@ -32,6 +32,9 @@ The rule for code outside this module:
     │   ├── InvalidTarget               invalid_target
     │   ├── MalformedHeader             malformed_header
     │   ├── MissingForwardedHeader      missing_forwarded_header
+    │   ├── ClientCertMalformed         client_cert_malformed (RFC 9440 Client-Cert)
+    │   ├── ForwardedClientCertMalformed  forwarded_client_cert_malformed (Envoy XFCC)
+    │   ├── ClientCertConflict          client_cert_conflict (the two name different certs)
     │   ├── ForgedIdentityHeader        forged_identity_header (a door's answer path)
     │   ├── InvalidRequest              invalid_request
     │   │   ├── PairRequestError        (a pair lifecycle request; ``field`` names the member)
@@ -64,6 +67,8 @@ The rule for code outside this module:
     │   │   ├── DPoPRequired            dpop_required
     │   │   ├── DPoPBoundTokenAsBearer  dpop_bound_token_as_bearer
     │   │   └── DPoPNotAllowed          dpop_not_allowed (a ``Bearer`` challenge)
+    │   ├── CertificateRequired         certificate_required (RFC 8705 §3)
+    │   ├── CertificateBindingMismatch  certificate_binding_mismatch (RFC 8705 §3)
     │   ├── ProofInvalid                invalid_proof (one body for every HMAC failure)
     │   ├── FleetSecretInvalid          fleet_secret_invalid (pico /fleet/sessions)
     │   └── BPCError                    (BPC v1.0 codes, as the published client reads them)
@@ -172,6 +177,29 @@ class MalformedHeader(BadRequest):
 
     reason = "malformed_header"
     default_message = "malformed header"
+
+
+class ClientCertMalformed(BadRequest):
+    """A trusted proxy's ``Client-Cert`` (RFC 9440) is not one DER certificate as an
+    RFC 8941 byte sequence."""
+
+    reason = "client_cert_malformed"
+    default_message = "malformed Client-Cert header"
+
+
+class ForwardedClientCertMalformed(BadRequest):
+    """A trusted proxy's ``X-Forwarded-Client-Cert`` cannot be parsed, or its ``Cert``
+    element is not one URL-encoded PEM certificate."""
+
+    reason = "forwarded_client_cert_malformed"
+    default_message = "malformed X-Forwarded-Client-Cert header"
+
+
+class ClientCertConflict(BadRequest):
+    """``Client-Cert`` and ``X-Forwarded-Client-Cert`` name different certificates."""
+
+    reason = "client_cert_conflict"
+    default_message = "Client-Cert and X-Forwarded-Client-Cert name different certificates"
 
 
 class MissingForwardedHeader(BadRequest):
@@ -417,6 +445,21 @@ class DPoPNotAllowed(DPoPError):
     reason = "dpop_not_allowed"
     scheme = "Bearer"
     default_message = "DPoP is not accepted on this route"
+
+
+class CertificateRequired(Unauthenticated):
+    """A token bound to a certificate (``cnf["x5t#S256"]``) came without one from a trusted
+    proxy: a stolen token replayed without the client's TLS key (RFC 8705 §3)."""
+
+    reason = "certificate_required"
+    default_message = "this token is bound to a client certificate; none was presented"
+
+
+class CertificateBindingMismatch(Unauthenticated):
+    """The presented client certificate is not the one the token is bound to (RFC 8705 §3)."""
+
+    reason = "certificate_binding_mismatch"
+    default_message = "the client certificate does not match the token's binding"
 
 
 class ProofInvalid(Unauthenticated):

@@ -44,6 +44,9 @@ class RequestContext(NamedTuple):
     # The W3C traceparent/tracestate of a trusted proxy, kept by the door only when tracing
     # is on (authgate/tracing.py); None otherwise, whatever the client sent.
     trace_carrier: Mapping[str, str] | None = None
+    # The x5t#S256 thumbprint of the client certificate a trusted proxy forwarded
+    # (Client-Cert or X-Forwarded-Client-Cert, RFC 8705 §3); None otherwise.
+    client_cert: str | None = None
 
     @property
     def target(self) -> str:

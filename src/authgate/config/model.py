@@ -1011,6 +1011,13 @@ class TokenSettings(Section):
     password_grant: bool = Field(
         False, description="Allow grant_type=password (operator bootstrap against users)."
     )
+    certificate_binding: Literal["off", "requested", "always"] = Field(
+        "requested",
+        description="Certificate-bound access tokens at /token (RFC 8705 §3), from the client "
+        "certificate a trusted proxy forwards (`Client-Cert` or `X-Forwarded-Client-Cert`): "
+        "`requested` binds when the client sends `tls_client_certificate_bound_access_tokens="
+        "true`, `always` binds whenever a certificate is presented, `off` never binds.",
+    )
     password_attempts_per_minute: int = Field(
         10,
         ge=1,

@@ -150,15 +150,20 @@ class TokenIssuer:
         minted_by: str = "token-endpoint",
         jkt: str | None = None,
         refresh_jkt: str | None = None,
+        x5t: str | None = None,
     ) -> Issued:
         """Mint an access token (and, with ``refresh``, a refresh token of a family).
 
         ``jkt`` binds the access token to a DPoP key (``cnf.jkt``, RFC 9449 §6.1) and
-        ``refresh_jkt`` the refresh token (a public client's, RFC 9449 §5).
+        ``refresh_jkt`` the refresh token (a public client's, RFC 9449 §5). ``x5t`` binds
+        the access token to a client certificate (``cnf["x5t#S256"]``, RFC 8705 §3.1).
         """
         if jkt is not None:
             cnf = dict((extra or {}).get("cnf") or {})
             extra = {**dict(extra or {}), "cnf": {**cnf, "jkt": jkt}}
+        if x5t is not None:
+            cnf = dict((extra or {}).get("cnf") or {})
+            extra = {**dict(extra or {}), "cnf": {**cnf, "x5t#S256": x5t}}
         now_ms = self._clock.now_ms()
         now = now_ms // 1000
         ttl = ttl_seconds or self._s.tokens.access_ttl_seconds
@@ -250,6 +255,7 @@ class TokenIssuer:
         client_id: str | None,
         jkt: str | None = None,
         audience: str | None = None,
+        x5t: str | None = None,
     ) -> Issued:
         """Rotate a refresh token; a reused one revokes its whole family.
 
@@ -302,6 +308,7 @@ class TokenIssuer:
             jkt=jkt,
             # A public client's refresh token stays bound (RFC 9449 §5).
             refresh_jkt=jkt if claims.get("client_id") is None else None,
+            x5t=x5t,
         )
 
     async def revoke_family(self, fam: str) -> None:

@@ -58,6 +58,7 @@ from authgate.errors import (
 from authgate.metrics import Metrics
 from authgate.models import CredentialType, Principal, RequestContext, Spend
 from authgate.stores.base import Clock, RevocationStore, SystemClock
+from authgate.verifiers.cert_binding import bound_certificate, check_certificate
 from authgate.verifiers.dpop_binding import (
     DPoPCredential,
     ProofChecks,
@@ -172,6 +173,10 @@ class VerifiedToken:
     valid_until: float
     # The DPoP key the token is bound to (cnf.jkt): it is refused as a bearer token.
     jkt: str | None = None
+    # The client certificate the token is bound to (cnf["x5t#S256"], RFC 8705 §3.1).
+    x5t: str | None = None
+    # Whether either binding is set: the one attribute the plain bearer path reads.
+    bound: bool = False
 
 
 def verify_signature(
@@ -255,6 +260,16 @@ def _audiences(claims: Mapping[str, Any]) -> frozenset[str]:
     raise TokenMalformed("claim 'aud' must be a string or a list of strings")
 
 
+def _check_bearer_binding(entry: VerifiedToken, context: RequestContext) -> None:
+    """A bound token presented as ``Bearer``: refused when DPoP-bound (RFC 9449 §7.2),
+    accepted when certificate-bound only with its certificate (RFC 8705 §3), checked on
+    every request (the cache keeps the token's verification, not the connection's)."""
+    if entry.jkt is not None:
+        raise DPoPBoundTokenAsBearer()
+    if entry.x5t is not None:
+        check_certificate(entry.x5t, context.client_cert)
+
+
 class JWTBearerVerifier:
     """Verifies bearer JWTs from authgate's own key ring and external JWKS issuers."""
 
@@ -329,16 +344,16 @@ class JWTBearerVerifier:
             self._check_times(cached.exp, cached.nbf, cached.iat, now)
             if not self._known_unrevoked(cached.revocation_ids):
                 await self._check_revoked(cached.revocation_ids)
-            if cached.jkt is not None:
-                raise DPoPBoundTokenAsBearer()
+            if cached.bound:
+                _check_bearer_binding(cached, context)
             return cached.principal
         if self._cache_size:
             self._count_cache("miss")
         entry = await self._verify_uncached(token, now)
         await self._check_revoked(entry.revocation_ids)
         self._cache.put(digest, entry)
-        if entry.jkt is not None:
-            raise DPoPBoundTokenAsBearer()
+        if entry.bound:
+            _check_bearer_binding(entry, context)
         return entry.principal
 
     async def _verify_dpop(
@@ -367,6 +382,8 @@ class JWTBearerVerifier:
         proof = checker.check_request(credential.proof, context, now=now, access_token=token)
         if not hmac.compare_digest(proof.jkt, entry.jkt):
             raise DPoPBindingMismatch()
+        if entry.x5t is not None:
+            check_certificate(entry.x5t, context.client_cert)
         principal = entry.principal
         # Until the proof could no longer be accepted (iat + window), plus a second for the
         # NumericDate's resolution: a replay in that last second finds the jti still spent.
@@ -474,6 +491,8 @@ class JWTBearerVerifier:
         jti = _string_claim(payload, "jti", max_len=256)
         if jti is None and issuer.require_jti:
             raise TokenMalformed("claim 'jti' is required")
+        jkt = bound_key(payload)
+        x5t = bound_certificate(payload)
         principal = Principal(
             subject=subject,
             credential_type=CredentialType.JWT,
@@ -491,5 +510,7 @@ class JWTBearerVerifier:
             valid_from=max(nbf if nbf is not None else -inf, iat if iat is not None else -inf)
             - self._leeway,
             valid_until=exp + self._leeway,
-            jkt=bound_key(payload),
+            jkt=jkt,
+            x5t=x5t,
+            bound=jkt is not None or x5t is not None,
         )

@@ -29,6 +29,7 @@ from authgate.cache import BoundedCache
 from authgate.errors import MalformedHeader, MissingForwardedHeader, TokenTooLarge, UntrustedProxy
 from authgate.models import RequestContext
 from authgate.policy.target import canonicalize
+from authgate.verifiers.cert_binding import CLIENT_CERT, FORWARDED_CLIENT_CERT, presented_thumbprint
 from authgate.web.body import body_reader
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -315,6 +316,13 @@ class Door:
             # W3C trace context, believed from a trusted proxy only: from anyone else a
             # traceparent is ignored and the decision starts a new trace.
             carrier = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+        cert = None
+        if (CLIENT_CERT in headers or FORWARDED_CLIENT_CERT in headers) and self.trusted.trusts(
+            peer
+        ):
+            # The client certificate (RFC 8705 §3), believed from a trusted proxy only: from
+            # anyone else the headers are ignored, so a certificate-bound token is refused.
+            cert = presented_thumbprint(headers)
         return RequestContext(
             method=method,
             path=target.path,
@@ -329,6 +337,7 @@ class Door:
             ),
             raw_target=raw_target,
             trace_carrier=carrier,
+            client_cert=cert,
         )
 
     def original(
@@ -446,8 +455,10 @@ CREDENTIAL_HEADERS = frozenset(
         "x-bpc-signature",
         "x-bpc-version",
         "x-client-pubkey",
+        "client-cert",  # RFC 9440 §2: one certificate (believed from a trusted proxy only)
     }
 )
+
 # Headers that must appear at most once: two ``Authorization`` or ``X-Original-URI`` lines
 # could be read differently by authgate and by the proxy or upstream.
 SINGLE_VALUED = CREDENTIAL_HEADERS.union(*(door.reads for door in DOORS))

@@ -137,6 +137,39 @@ async def proof_key(request: web.Request, context: RequestContext | None) -> str
     )
 
 
+# RFC 8705 §3.4's client metadata name, as a /token parameter: "true" asks for a token
+# bound to the client certificate the trusted proxy forwards.
+CERTIFICATE_BOUND = "tls_client_certificate_bound_access_tokens"
+
+
+def certificate_key(
+    request: web.Request, form: dict[str, str], context: RequestContext | None
+) -> str | None:
+    """The ``x5t#S256`` to bind the access token to (RFC 8705 §3), or ``None``.
+
+    The certificate is the one a trusted proxy forwards (``Client-Cert`` or
+    ``X-Forwarded-Client-Cert``, read by the sidecar door): from any other peer there is
+    none, so asking for a binding then is refused rather than answered with a bearer token.
+    """
+    mode = request.app[SETTINGS].tokens.certificate_binding
+    asked = form.get(CERTIFICATE_BOUND)
+    if asked not in (None, "true", "false"):
+        raise OAuthInvalidRequest(f"{CERTIFICATE_BOUND} must be true or false")
+    if mode == "off" or (mode == "requested" and asked != "true"):
+        if asked == "true":
+            raise OAuthInvalidRequest("certificate-bound tokens are not issued here")
+        return None
+    headers = request.headers
+    cert = None
+    if "Client-Cert" in headers or "X-Forwarded-Client-Cert" in headers:
+        cert = (context or own_context(request)).client_cert
+    if cert is None and asked == "true":
+        raise OAuthInvalidRequest(
+            f"{CERTIFICATE_BOUND} needs a client certificate forwarded by a trusted proxy"
+        )
+    return cert
+
+
 async def token(request: web.Request) -> web.Response:
     """``POST /token``."""
     app = request.app
@@ -169,6 +202,7 @@ async def token(request: web.Request) -> web.Response:
         audience = requested_resource(resource, issuer.resources)
     if audience is not None:
         issuer.audience(audience)  # refused before any grant is spent (a refresh token)
+    x5t = certificate_key(request, form, bpc_context)
     jkt = await proof_key(request, bpc_context)
 
     if grant == "client_credentials":
@@ -183,6 +217,7 @@ async def token(request: web.Request) -> web.Response:
             extra={"client_id": key.key_id},
             minted_by=f"client_credentials:{key.key_id}",
             jkt=jkt,
+            x5t=x5t,
         )
     elif grant == "refresh_token":
         client = await authenticate_client(request, form, required=False)
@@ -195,6 +230,7 @@ async def token(request: web.Request) -> web.Response:
             client_id=client.key_id if client else None,
             audience=audience,
             jkt=jkt,
+            x5t=x5t,
         )
     elif grant == "password":
         username, password = form.get("username"), form.get("password")
@@ -214,6 +250,7 @@ async def token(request: web.Request) -> web.Response:
             extra={"role": user.role} if user.role else None,
             minted_by=f"password:{user.username}",
             jkt=jkt,
+            x5t=x5t,
             refresh_jkt=jkt,  # a public client: its refresh token is bound too
         )
     else:
@@ -240,6 +277,7 @@ async def token(request: web.Request) -> web.Response:
             },
             minted_by=f"bpc:{principal.credential_id}",
             jkt=jkt,
+            x5t=x5t,
         )
     return _json(issued.response())
 
@@ -320,6 +358,12 @@ def _metadata(request: web.Request) -> dict[str, Any]:
         **(
             {"dpop_signing_alg_values_supported": list(settings.jwt.dpop.algorithms)}
             if settings.jwt.dpop.enabled
+            else {}
+        ),
+        # RFC 8705 §3.3: certificate-bound access tokens are issued here.
+        **(
+            {"tls_client_certificate_bound_access_tokens": True}
+            if settings.tokens.certificate_binding != "off"
             else {}
         ),
     }

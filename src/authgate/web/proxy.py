@@ -57,6 +57,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _CHUNK = 64 * 1024
+# RFC 9440 Client-Cert in any spelling (X-Forwarded-Client-Cert is a forwarding header).
+_CLIENT_CERT_KEY = header_key("client-cert")
 # At the drain deadline, how long each end of a proxied WebSocket gets for its close frame.
 _WS_CLOSE_SECONDS = 0.2
 
@@ -133,6 +135,9 @@ def _never_relayed(lower: str, identity: IdentityHeaders, *, trusted: bool) -> b
         # The BPC signed data carries secret_hmac, an offline guessing oracle for the pair's
         # secret to anyone who can read upstream traffic or logs: it never leaves authgate.
         return True
+    if key == _CLIENT_CERT_KEY:
+        # RFC 9440 Client-Cert: believed (and relayed) from a trusted proxy only.
+        return not trusted or lower != "client-cert"
     if not is_forwarding_key(key):
         return False
     # A forwarding header: relayed only from a trusted proxy, only in its canonical
