@@ -43,8 +43,8 @@ from authgate.metrics import Metrics
 from authgate.models import RequestContext
 from authgate.pipeline import Gate, Verifier
 from authgate.policy.rules import CompiledRule, Decision, Policy
-from authgate.stores.base import EventBus, NonceStore, RateLimitStore, Stores
-from authgate.stores.instrumented import STORE_NAMES
+from authgate.stores.base import NonceStore, RateLimitStore, Stores
+from authgate.stores.instrumented import WrappedStores
 from authgate.web.context import TRACE_HEADERS
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -284,31 +284,14 @@ class _TracedStore:
         return traced
 
 
-class TracedStores:
-    """A :class:`Stores` whose every call, under a request's span, has a child span."""
+class TracedStores(WrappedStores):
+    """A :class:`Stores` whose every call, under a request's span, has a child span (the
+    event bus, ``ping`` for readiness and ``close`` are not traced)."""
 
     def __init__(self, inner: Stores, tracer: trace.Tracer) -> None:
-        self._inner = inner
-        for name in STORE_NAMES:
-            setattr(self, name, _TracedStore(getattr(inner, name), name, inner.backend, tracer))
-
-    @property
-    def events(self) -> EventBus:
-        """Cross-replica messages (background: not traced)."""
-        return self._inner.events
-
-    @property
-    def backend(self) -> str:
-        """The wrapped back end's name."""
-        return self._inner.backend
-
-    async def ping(self) -> None:
-        """Ping the wrapped back end (readiness: not traced)."""
-        await self._inner.ping()
-
-    async def close(self) -> None:
-        """Close the wrapped back end."""
-        await self._inner.close()
+        super().__init__(
+            inner, lambda name, store: _TracedStore(store, name, inner.backend, tracer)
+        )
 
 
 def trace_stores(stores: Stores, tracing: Tracing) -> Stores:

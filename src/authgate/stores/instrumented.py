@@ -53,18 +53,19 @@ class _Timed:
         return timed
 
 
-class InstrumentedStores:
-    """A :class:`Stores` whose every call is measured."""
+class WrappedStores:
+    """A :class:`Stores` whose per-store objects are ``wrap(name, store)`` of the inner
+    back end's; the event bus, the back end's name, ``ping`` and ``close`` pass through.
+    The metrics here and the spans of ``tracing.py`` are both such wrappers."""
 
-    def __init__(self, inner: Stores, metrics: Metrics) -> None:
+    def __init__(self, inner: Stores, wrap: Callable[[str, Any], Any]) -> None:
         self._inner = inner
         for name in STORE_NAMES:
-            setattr(self, name, _Timed(getattr(inner, name), name, metrics))
-        self._ping = _Timed(inner, "backend", metrics)
+            setattr(self, name, wrap(name, getattr(inner, name)))
 
     @property
     def events(self) -> EventBus:
-        """Cross-replica messages (not timed: the listener runs in the background)."""
+        """Cross-replica messages (not wrapped: the listener runs in the background)."""
         return self._inner.events
 
     @property
@@ -73,12 +74,24 @@ class InstrumentedStores:
         return self._inner.backend
 
     async def ping(self) -> None:
-        """Measured ping."""
-        await self._ping.ping()
+        """Ping the wrapped back end."""
+        await self._inner.ping()
 
     async def close(self) -> None:
         """Close the wrapped back end."""
         await self._inner.close()
+
+
+class InstrumentedStores(WrappedStores):
+    """A :class:`Stores` whose every call is measured."""
+
+    def __init__(self, inner: Stores, metrics: Metrics) -> None:
+        super().__init__(inner, lambda name, store: _Timed(store, name, metrics))
+        self._ping = _Timed(inner, "backend", metrics)
+
+    async def ping(self) -> None:
+        """Measured ping."""
+        await self._ping.ping()
 
 
 def instrument(stores: Stores, metrics: Metrics) -> Stores:
