@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from authgate import apikeys
+from authgate.client.dpop import DPoPKey
 from authgate.crypto.keys import SigningKey
 from authgate.stores.memory import MemoryStores
 from authgate.web.app import create_app
@@ -381,3 +383,23 @@ def test_the_exchange_policy_names_only_audiences_and_issuers_served_here() -> N
         make_settings(policy={"rules": RULES}, tokens={"exchange": [entry]})
     assert "tokens.exchange[0].audiences[1]" in str(raised.value)
     assert "tokens.exchange[0].subject_issuers[0]" in str(raised.value)
+
+
+async def test_a_dpop_proof_binds_the_exchanged_token(gw: Any) -> None:
+    """RFC 9449 §5, as for every grant: the exchange request's proof binds the new token to
+    the requester's key (cnf.jkt, token_type DPoP); a replayed proof mints nothing."""
+    client, keys = gw
+    key = DPoPKey.generate()
+    # iat in whole seconds: a proof stamped in the second the store's epoch began (the app
+    # just started) counts as signed before it (docs/security.md), so stamp the next one.
+    proof = key.proof("POST", str(client.make_url("/token")), iat=int(time.time()) + 1)
+    form = {**BASE, "subject_token": keys["user_access"], "scope": "mcp:tools"}
+    headers = {"Content-Type": FORM, "DPoP": proof, **basic(keys["agent"])}
+    resp = await client.post("/token", data=urlencode(form), headers=headers)
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["token_type"] == "DPoP"
+    claims = await claims_of(client, body["access_token"])
+    assert claims["cnf"] == {"jkt": key.jkt}
+    again = await client.post("/token", data=urlencode(form), headers=headers)
+    assert (again.status, (await again.json())["error"]) == (400, "invalid_dpop_proof")

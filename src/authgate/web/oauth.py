@@ -191,7 +191,11 @@ async def token(request: web.Request) -> web.Response:
     if grant == TOKEN_EXCHANGE_GRANT:
         key = await authenticate_client(request, form, required=True)
         assert key is not None
-        return _json(await exchange(request, form, key))
+        # Like every grant: a DPoP proof or a requested certificate binding binds the
+        # exchanged token (the subject token itself may not be bound: token_exchange.py).
+        x5t = certificate_key(request, form, None)
+        jkt = await proof_key(request, None)
+        return _json(await exchange(request, form, key, jkt=jkt, x5t=x5t))
     requested = scopes_from(form.get("scope"))
     audience = form.get("audience") or None
     resource = form.get("resource")

@@ -126,13 +126,21 @@ def _act(actor: Principal, subject: Principal) -> dict[str, Any] | None:
     return act
 
 
-async def exchange(request: web.Request, form: dict[str, str], key: ApiKey) -> dict[str, Any]:
+async def exchange(
+    request: web.Request,
+    form: dict[str, str],
+    key: ApiKey,
+    *,
+    jkt: str | None = None,
+    x5t: str | None = None,
+) -> dict[str, Any]:
     """Exchange the form's subject token for the authenticated ``key``: the RFC 8693
-    §2.2.1 response, or an :class:`OAuthError` (counted and logged)."""
+    §2.2.1 response, or an :class:`OAuthError` (counted and logged). ``jkt`` and ``x5t``
+    bind the new token to the requester's DPoP key or client certificate."""
     counter = request.app[METRICS].token_exchanges
     rid = request.get(REQUEST_ID, "")
     try:
-        body, subject = await _exchange(request, form, key)
+        body, subject = await _exchange(request, form, key, jkt=jkt, x5t=x5t)
     except AuthGateError as exc:
         reason = exc.detail if exc.detail in REASONS else exc.reason
         counter.labels("denied", reason).inc()
@@ -164,7 +172,12 @@ async def exchange(request: web.Request, form: dict[str, str], key: ApiKey) -> d
 
 
 async def _exchange(
-    request: web.Request, form: dict[str, str], key: ApiKey
+    request: web.Request,
+    form: dict[str, str],
+    key: ApiKey,
+    *,
+    jkt: str | None = None,
+    x5t: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     settings = request.app[SETTINGS]
     issuer = request.app[SERVICES].issuer
@@ -225,6 +238,8 @@ async def _exchange(
         ttl_seconds=ttl,
         extra=extra,
         minted_by=f"token_exchange:{key.key_id}",
+        jkt=jkt,
+        x5t=x5t,
     )
     body = issued.response()
     body["issued_token_type"] = ACCESS_TOKEN
