@@ -106,41 +106,26 @@ class DecisionLog:
         """One decision's line, queued (or logged at once without an installed stream)."""
         if not self.enabled or not log.isEnabledFor(logging.INFO):
             return
+        entry: Entry = (
+            time.time(),
+            granted,
+            reason,
+            rule_id,
+            verifier,
+            subject,
+            request_id,
+            method,
+            client_ip,
+            detail,
+        )
         if self._closed or access_stream() is None:
-            log.info(
-                "decision",
-                extra={
-                    "event": "decision",
-                    "granted": granted,
-                    "reason": reason,
-                    "rule_id": rule_id,
-                    "verifier": verifier,
-                    "subject": subject,
-                    "request_id": request_id,
-                    "method": method,
-                    "client_ip": client_ip,
-                    "detail": detail,
-                },
-            )
+            log.info("decision", extra=_extra(entry))
             return
         queue = self._queue
         if len(queue) >= self._queue_lines:
             self._dropped.value += 1.0
             return
-        queue.append(
-            (
-                time.time(),
-                granted,
-                reason,
-                rule_id,
-                verifier,
-                subject,
-                request_id,
-                method,
-                client_ip,
-                detail,
-            )
-        )
+        queue.append(entry)
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(FLUSH_SECONDS, self.flush)

@@ -18,6 +18,7 @@ their own pipeline (``RedisConnection.run_acked``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -65,9 +66,12 @@ class AutoPipeline:
 
     def _flush(self) -> None:
         batch, self._queued = self._queued, []
-        if not batch:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        if batch:
+            self._spawn(self._send(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that :meth:`close` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -120,9 +124,7 @@ class AutoPipeline:
             if not future.done():
                 future.set_result(reply)
 
-        task = asyncio.get_running_loop().create_task(retry())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._spawn(retry())
 
     async def close(self) -> None:
         """Send what is queued and wait for every pipeline in flight."""
