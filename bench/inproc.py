@@ -129,6 +129,11 @@ async def main(argv: list[str] | None = None) -> None:
         help="authgate's defaults: access log on, level INFO, JSON lines (to a temporary file)",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile authgate's rounds into FILE")
+    parser.add_argument(
+        "--scenarios",
+        default="warm,warm-uris",
+        help="comma-separated: warm, warm-uris, cold (a new token every request: parse + verify)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         factory = TokenFactory()
@@ -146,10 +151,20 @@ async def main(argv: list[str] | None = None) -> None:
         same = request_bytes(token, ORIGINAL_URI)
         total = args.rounds * args.requests + args.requests
         distinct = [request_bytes(token, f"/api/orders/{i}?expand=items") for i in range(total)]
+        wanted = args.scenarios.split(",")
+        cold: list[bytes] = []
+        if "cold" in wanted:  # every request a token the server has not seen
+            exp = int(time.time()) + 3600
+            cold = [
+                request_bytes(factory.mint(exp=exp, jti=f"c{i}"), ORIGINAL_URI)
+                for i in range(total)
+            ]
         scenarios: dict[str, Callable[[int], bytes]] = {
             "warm": lambda i: same,
             "warm-uris": lambda i: distinct[i % total],
+            "cold": lambda i: cold[i % total],
         }
+        scenarios = {name: scenarios[name] for name in wanted}
         async with (
             Server(bare_app()) as bare,
             Server(create_app(load_settings(config))) as authgate,

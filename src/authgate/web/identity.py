@@ -38,6 +38,10 @@ _PLAIN, _FOREIGN, _OWN = 0, 1, 2
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
 
+# What is kept per principal: the identity headers, the forward-auth 200's header block, and
+# that block serialised.
+_PerPrincipal = tuple[dict[str, str], CIMultiDict[str], bytes]
+
 
 def header_safe(value: str) -> str:
     """Percent-encode anything outside visible ASCII so it can travel in a header."""
@@ -158,9 +162,7 @@ class IdentityHeaders:
         self.names = IdentityNames.from_settings(settings, foreign=foreign)
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
-        self._cache: BoundedCache[tuple[Any, ...], tuple[dict[str, str], CIMultiDict[str]]] = (
-            BoundedCache(4096)
-        )
+        self._cache: BoundedCache[tuple[Any, ...], _PerPrincipal] = BoundedCache(4096)
 
     def reconfigure(self, settings: IdentitySettings, *, foreign: Iterable[str] = ()) -> None:
         """Set and refuse the headers of ``settings`` from now on (a config reload).
@@ -203,13 +205,21 @@ class IdentityHeaders:
             return _response_block(self._build(decision))
         return self._per_principal(decision)[1]
 
-    def _per_principal(self, decision: Decision) -> tuple[dict[str, str], CIMultiDict[str]]:
+    def response_bytes(self, decision: Decision) -> bytes:
+        """:meth:`response_headers` serialised as HTTP/1.1 header lines (each ending in
+        CRLF), as the forward-auth doors' 200 writes them (``web/forward_auth.py``)."""
+        if self._s.identity_jwt.enabled:
+            return serialize_headers(_response_block(self._build(decision)))
+        return self._per_principal(decision)[2]
+
+    def _per_principal(self, decision: Decision) -> _PerPrincipal:
         p = decision.principal
         key = (p.subject, p.credential_type, p.scopes, p.credential_id, p.issuer)
         cached = self._cache.get(key)
         if cached is None:
             headers = self._build(decision)
-            cached = (headers, _response_block(headers))
+            block = _response_block(headers)
+            cached = (headers, block, serialize_headers(block))
             self._cache.put(key, cached)
         return cached
 
@@ -251,3 +261,16 @@ class IdentityHeaders:
 
 def _response_block(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict({**headers, "Cache-Control": "no-store"})
+
+
+def serialize_headers(headers: Mapping[str, str]) -> bytes:
+    """``Name: value\r\n`` lines, UTF-8, as aiohttp's serialiser writes them; a CR, LF or
+    NUL in a name or value raises ``ValueError`` (aiohttp refuses those the same way), so no
+    value can split the response."""
+    lines = []
+    for name, value in headers.items():
+        line = f"{name}: {value}\r\n"
+        if "\r" in line[:-2] or "\n" in line[:-2] or "\x00" in line:
+            raise ValueError(f"header {name!r} contains a CR, LF or NUL character")
+        lines.append(line)
+    return "".join(lines).encode("utf-8")

@@ -186,14 +186,19 @@ class Handler(web_protocol.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
             return
-        if self._head_timer is None and data and self._between_requests():
-            self._arm_head()  # a later request's head: due from its first byte
+        # A later request's head is due from its first byte. The timer is armed only when
+        # this chunk leaves the head incomplete: a head that arrives whole (nearly every
+        # request) costs no timer.
+        starts_head = self._head_timer is None and data and self._between_requests()
         self._head_bytes += len(data)
         self._body_bytes += len(data)
         before = self._request_count
         super().data_received(data)
         parsed = self._request_count - before
         if not parsed or not self._messages:
+            if starts_head and not parsed and not self._force_close and not self._close:
+                self._arm_head()
+                self._head_bytes = len(data)
             return
         self._disarm_head()
         for index in range(max(0, len(self._messages) - parsed), len(self._messages)):
