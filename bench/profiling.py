@@ -87,7 +87,14 @@ def profile_scenario(
         spy = None
         if profiler == "py-spy":
             argv = [shutil.which("py-spy") or "py-spy", "record", "--pid", str(server.proc.pid)]
-            argv += ["--format", "raw", "--rate", "250", "--duration", str(max(1, seconds - 1))]
+            argv += [
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--duration",
+                str(max(1, int(seconds) - 1)),
+            ]
             spy = subprocess.Popen(
                 [*argv, "-o", str(collapsed)],
                 stdout=subprocess.DEVNULL,

@@ -30,6 +30,9 @@ from math import inf
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import get_default_algorithms
 
 from authgate.cache import LRUCache
@@ -73,6 +76,11 @@ MAX_NUMERIC_DATE = 32_503_680_000
 _ALLOWED_TYP = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "EdDSA": 64}
 _PYJWT_ALGORITHMS = get_default_algorithms()
+# ES256/ES384 are verified with ``cryptography`` directly: the raw r||s signature becomes
+# DER here and the ECDSA parameters are made once, where PyJWT rebuilds both per call (the
+# cold path's cost after the verify itself). The curve is the algorithm's: VerificationKey
+# refuses a key whose curve does not fit its ``alg``.
+_ECDSA = {"ES256": ec.ECDSA(hashes.SHA256()), "ES384": ec.ECDSA(hashes.SHA384())}
 
 
 @runtime_checkable
@@ -195,7 +203,16 @@ def verify_signature(
     if expected is not None and len(signature) != expected:
         raise TokenSignatureInvalid()
     try:
-        valid = _PYJWT_ALGORITHMS[alg].verify(signing_input, key.key, signature)
+        ecdsa = _ECDSA.get(alg)
+        if ecdsa is not None and isinstance(key.key, ec.EllipticCurvePublicKey):
+            half = len(signature) // 2
+            der = encode_dss_signature(
+                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+            )
+            key.key.verify(der, signing_input, ecdsa)
+            valid = True
+        else:
+            valid = _PYJWT_ALGORITHMS[alg].verify(signing_input, key.key, signature)
     except (ValueError, TypeError, InvalidSignature):
         valid = False
     if not valid:
@@ -217,6 +234,10 @@ def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> fl
     return float(value)
 
 
+# C0 controls, DEL and lone surrogates: never part of an identifier a header may carry.
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 def _string_claim(claims: Mapping[str, Any], name: str, *, max_len: int = 1024) -> str | None:
     value = claims.get(name)
     if value is None:
@@ -225,7 +246,7 @@ def _string_claim(claims: Mapping[str, Any], name: str, *, max_len: int = 1024) 
         return None
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise TokenMalformed(f"claim {name!r} must be a non-empty string")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if _CONTROL_OR_SURROGATE.search(value) is not None:
         raise TokenMalformed(f"claim {name!r} contains a control character")
     return value
 
