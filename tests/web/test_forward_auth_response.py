@@ -146,3 +146,62 @@ async def test_an_identity_value_cannot_split_the_answer() -> None:
             serialize_headers({"X-A": bad})
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         serialize_headers({"X-A\r\nX-Evil": "1"})
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", ["/auth", "/au%74h", "/auth/forward", "/auth/envoy/api/items"])
+async def test_the_doors_are_found_as_the_router_finds_them(servers: Servers, path: str) -> None:
+    """Door requests skip aiohttp's router (``_DoorDispatch``): the same paths still reach
+    them, percent-encoded letters included, and the answer is the door's."""
+    authgate, _, _, token = servers
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {token}\r\n"
+        "X-Original-Method: GET\r\nX-Original-URI: /api/items\r\n"
+        "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /api/items\r\nX-Forwarded-Host: gate\r\n"
+        "X-Forwarded-Proto: http\r\n\r\n"
+    ).encode()
+    head = await _raw(authgate.port or 0, request)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert b"X-Authgate-Subject: alice\r\n" in head
+
+
+async def test_a_door_request_with_expect_gets_100_continue(servers: Servers) -> None:
+    authgate, _, _, token = servers
+    reader, writer = await asyncio.open_connection("127.0.0.1", authgate.port or 0)
+    try:
+        writer.write(
+            (
+                f"POST /auth HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {token}\r\n"
+                "X-Original-Method: GET\r\nX-Original-URI: /api/items\r\n"
+                "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            ).encode()
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        writer.close()
+
+
+async def test_while_draining_a_door_refusal_closes_its_connection(servers: Servers) -> None:
+    """Refusals still go through aiohttp's ``Response`` and its ``on_response_prepare``
+    signals (``Drain.close_connections``), with the doors dispatched before the router."""
+    authgate, _, app, _ = servers
+    app[DRAINING][0] = True
+    head = await _raw(
+        authgate.port or 0,
+        b"GET /auth HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\n"
+        b"X-Original-URI: /api/items\r\n\r\n",
+    )
+    assert head.startswith(b"HTTP/1.1 401 ")
+    assert b"\r\nConnection: close\r\n" in head
