@@ -3,9 +3,11 @@
 ``pyproject.toml`` admits ``redis>=5.1,<9``; the main suite runs on whatever a fresh install
 picks (the newest). This test installs the oldest allowed release and the newest of each
 other major line into a directory of their own and runs the Redis contract tests (event bus
-liveness on RESP2 and RESP3, nonces, revocations, rate limits, failure handling) against the
-real Redis with that redis-py first on the path. redis-py 8's reply to a subscribed PING,
-which kept the event bus flapping, is exactly the kind of difference this catches.
+liveness on RESP2 and RESP3, nonces, revocations, rate limits, failure handling, a nonce
+write re-sent after its reply was lost) against the real Redis with that redis-py first on
+the path. redis-py 8's reply to a subscribed PING, which kept the event bus flapping, is
+exactly the kind of difference this catches (and redis-py 5 re-sends nothing after a lost
+reply unless told to in ``retry_on_error``, so there it is a 503).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ CONTRACTS = [
     "tests/contracts/test_revocation_store.py",
     "tests/contracts/test_rate_limit_store.py",
     "tests/contracts/test_redis_failures.py",
+    "tests/contracts/test_redis_retries.py",
 ]
 
 

@@ -11,7 +11,8 @@ Key layout (``<p>`` is ``stores.redis.key_prefix``; ``{...}`` is a Cluster hash 
 ``%``, ``{`` and ``}`` inside a tagged value are percent-encoded so the tag ends where we
 mean it to and distinct values stay distinct keys)::
 
-    <p>nonce:{<scope>}:<nonce>   spent nonce, PX ttl_ms            (NONCE_CONSUME_SCRIPT)
+    <p>nonce:{<scope>}:<nonce>   spent nonce, PX ttl_ms            (NONCE_CONSUME_SCRIPT);
+                                 the value is the spending call's token
     <p>epoch                     store epoch marker (standalone, Sentinel)
     <p>epoch:{<slot tag>}        store epoch marker of one hash slot (Cluster)
     <p>revoked:<jti>             revoked token id, PX until the token expires

@@ -10,7 +10,10 @@ was queued (``call_soon``: no timer, no added wait), or at once when it holds
 pipeline as a whole, so a caller waits at most one loop turn plus the deadline, with no
 timer of its own. A caller that stops waiting (its deadline) leaves its reply
 unread by anyone; a pipeline that fails (the connection is lost) fails every caller in it,
-who then answer 503 as they would have alone. Used for a plain server and Sentinel; a
+who then answer 503 as they would have alone. redis-py re-sends a pipeline once after a
+connection error, every command in it: a nonce script whose first run's reply was lost
+recognises its own write (see ``scripts.py``); a rate-limit script may then be charged
+twice, which refuses early, never admits more. Used for a plain server and Sentinel; a
 Cluster routes by slot, and nonce writes that wait for a replica's acknowledgement keep
 their own pipeline (``RedisConnection.run_acked``).
 """

@@ -149,7 +149,10 @@ class RedisConnection:
         acknowledgements in time raise ``StoreUnavailable`` (the write stays, so a retry of
         the same bytes is a replay). A promoted replica that has no replica of its own
         (its history never had one) accepts without: after a master is lost, service comes
-        back without waiting for a new replica. Returns the reply, its code without the +4.
+        back without waiting for a new replica. redis-py re-sends the whole pipeline once
+        after a connection error: a script whose first run's reply was lost recognises its
+        own write (the call's token) and writes it again, so the re-sent ``WAIT`` covers it.
+        Returns the reply, its code without the +4.
         """
         if not self.replica_acks:
             return _split(await self.run_script(script, keys, args))[0]

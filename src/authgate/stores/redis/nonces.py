@@ -1,6 +1,11 @@
 """The nonce store: one Lua script checks the store epoch and spends the nonce, and may
 append the audit entry and charge the rate limits in the same step.
 
+Each call stores a random token of its own as the nonce key's value, so that when redis-py
+re-sends the script after a connection error (the first send ran, its reply was lost) the
+script recognises the call's own write and answers fresh, not replayed (see
+``_OWN_WRITE_LUA`` in :mod:`~authgate.stores.redis.scripts`).
+
 The store epoch, and why a write may need a replica's acknowledgement, are described in the
 package docstring.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +32,11 @@ _NONCE_OUTCOMES = {
     3: NonceOutcome.RATE_LIMITED,
     2: NonceOutcome.BEFORE_EPOCH,
 }
+
+
+def _call_token() -> str:
+    """A token naming one store call: 128 random bits, so no two calls share one."""
+    return secrets.token_hex(16)
 
 
 class RedisNonceStore:
@@ -62,7 +73,7 @@ class RedisNonceStore:
         tag = hash_tag(scope)
         nonce_key = self._conn.key(f"nonce:{tag}:{nonce}")
         keys = [nonce_key, self._conn.epoch_key(tag)]
-        args: list[Any] = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms]
+        args: list[Any] = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms, _call_token()]
         if audit is not None and audit_cap > 0:
             keys.append(audit_key(self._conn, scope))
             args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
@@ -122,6 +133,7 @@ class RedisNonceStore:
             self._clock.now_ms(),
             max(1, ttl_ms),
             signed_at_ms,
+            _call_token(),
             json.dumps(dict(audit or {}), separators=(",", ":")),
             cap,
         ]

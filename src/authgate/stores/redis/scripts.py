@@ -68,23 +68,49 @@ return check_epoch()
 """
 )
 
-# KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms.
-# Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[4]
-# the JSON entry and ARGV[5] the cap; appended only when the nonce is fresh.
+# Shared Lua: a nonce key whose value (``held``) is ARGV[4], the random token of this
+# store call, was written by this very call. redis-py re-sends a script once after a
+# connection error (topology.py); when the first send ran and only its reply was lost, the
+# retry finds the nonce set. That is the call's own write: it answers fresh again rather
+# than refuse its own request as a replay, and applies no side effect twice (the audit
+# entry, the rate-limit charges). It writes the key again, same token, so that a WAIT sent
+# after it on this connection (RedisConnection.run_acked) counts the replicas holding it:
+# WAIT is defined over the writes of its own connection, and the first write was made on
+# the one that was lost. Any other call holds another token: a replay, as before.
+_OWN_WRITE_LUA = """
+local function own_write(held)
+  if held ~= ARGV[4] then
+    return false
+  end
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
+  return true
+end
+"""
+
+# KEYS[1] nonce key, KEYS[2] epoch key (same slot); ARGV now_ms, ttl_ms, signed_at_ms, the
+# call's token (stored as the key's value, see _OWN_WRITE_LUA).
+# Optional KEYS[3] audit list (same slot: its stream is the nonce's scope) with ARGV[5]
+# the JSON entry and ARGV[6] the cap; appended only when the nonce is fresh.
 # Returns 0 fresh, 1 replayed, 2 signed before the epoch (the nonce is then left unspent),
-# plus 4 when a replica must acknowledge the write (see _EPOCH_LUA).
+# plus 4 when a replica must acknowledge the write (see _EPOCH_LUA). The call's own write
+# is fresh even if the epoch has moved since (a failover that kept it): it is held here.
 NONCE_CONSUME_SCRIPT = (
     _EPOCH_LUA
+    + _OWN_WRITE_LUA
     + """
-if signed_before_epoch() then
-  return coded(2)
-end
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
+local before = signed_before_epoch()
+if not before and redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[2]) then
   if KEYS[3] then
-    redis.call('LPUSH', KEYS[3], ARGV[4])
-    redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+    redis.call('LPUSH', KEYS[3], ARGV[5])
+    redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
   end
   return coded(0)
+end
+if own_write(redis.call('GET', KEYS[1])) then
+  return coded(0)
+end
+if before then
+  return coded(2)
 end
 return coded(1)
 """
@@ -180,32 +206,66 @@ return flatten(0, decided)
 """
 )
 
+# Shared Lua: each limit of a run of KEYS as it stands, charging nothing (entries shaped as
+# gcra_many's). After the charge of an admitted request this is what gcra_many reported for
+# it: the same now (ARGV[1]) and the stored TAT its new_tat, unless others charged since.
+_GCRA_STANDING_LUA = """
+local function standing(now, first, count, argbase)
+  local stood = {}
+  for i = 0, count - 1 do
+    local limit = tonumber(ARGV[argbase + 2 * i])
+    local period = tonumber(ARGV[argbase + 2 * i + 1])
+    local interval = period / limit
+    local tat = now
+    local stored = redis.call('GET', KEYS[first + i])
+    if stored then
+      tat = math.max(tonumber(stored), now)
+    end
+    local remaining = math.max(0, math.floor((period - (tat - now) + 0.5) / interval))
+    stood[i + 1] = {1, remaining, 0, math.ceil(tat - now), tat, KEYS[first + i]}
+  end
+  return stood
+end
+"""
+
 # KEYS[1] nonce, KEYS[2] epoch, KEYS[3] audit list, KEYS[4..] rate-limit keys (one slot).
-# ARGV[1] now_ms, [2] ttl_ms, [3] signed_at_ms, [4] audit JSON, [5] audit cap (0: none),
-# then limit, period_ms per rate-limit key. The limits are charged, and the nonce spent,
-# only when the nonce is fresh and every limit admits the request.
+# ARGV[1] now_ms, [2] ttl_ms, [3] signed_at_ms, [4] the call's token (the key's value, see
+# _OWN_WRITE_LUA), [5] audit JSON, [6] audit cap (0: none), then limit, period_ms per
+# rate-limit key. The limits are charged, and the nonce spent, only when the nonce is fresh
+# and every limit admits the request; the call's own earlier write (a retry) is fresh again,
+# charged and audited once, reporting its limits as they stand.
 # Returns {code, then allowed, remaining, retry, reset per key}; code 0 fresh,
 # 1 replayed, 2 before the epoch, 3 rate limited (nonce left unspent); plus 4 as above.
 NONCE_LIMIT_SCRIPT = (
     _EPOCH_LUA
+    + _OWN_WRITE_LUA
     + _GCRA_MANY_LUA
+    + _GCRA_STANDING_LUA
     + """
 local now = tonumber(ARGV[1])
-if signed_before_epoch() then
-  return {coded(2)}
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local before = signed_before_epoch()
+local held = redis.call('GET', KEYS[1])
+if held then
+  if own_write(held) then
+    return flatten(coded(0), standing(now, 4, #KEYS - 3, 7))
+  end
+  if before then
+    return {coded(2)}
+  end
   return {coded(1)}
 end
-local ok, decided = gcra_many(now, 4, #KEYS - 3, 6)
+if before then
+  return {coded(2)}
+end
+local ok, decided = gcra_many(now, 4, #KEYS - 3, 7)
 if not ok then
   return flatten(coded(3), decided)
 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
 commit(now, decided)
-local cap = tonumber(ARGV[5])
+local cap = tonumber(ARGV[6])
 if cap > 0 then
-  redis.call('LPUSH', KEYS[3], ARGV[4])
+  redis.call('LPUSH', KEYS[3], ARGV[5])
   redis.call('LTRIM', KEYS[3], 0, cap - 1)
 end
 return flatten(coded(0), decided)
