@@ -6,8 +6,8 @@ other major line into a directory of their own and runs the Redis contract tests
 liveness on RESP2 and RESP3, nonces, revocations, rate limits, failure handling, a nonce
 write re-sent after its reply was lost) against the real Redis with that redis-py first on
 the path. redis-py 8's reply to a subscribed PING, which kept the event bus flapping, is
-exactly the kind of difference this catches (and redis-py 5 re-sends nothing after a lost
-reply unless told to in ``retry_on_error``, so there it is a 503).
+exactly the kind of difference this catches (and redis-py 5 re-sent nothing after a lost
+reply until the client options listed the error in ``retry_on_error`` as well).
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ def client_options(settings: RedisSettings) -> dict[str, Any]:
         # Retry only on connection errors (a stale pooled connection): retrying after
         # a timeout would repeat a write whose outcome is unknown.
         "retry": Retry(NoBackoff(), settings.retries, (RedisConnectionError,)),
+        # redis-py 5 keeps ``retry`` only when the errors are listed here too (without it a
+        # connection retries nothing); 6 and later merge the two lists.
+        "retry_on_error": [RedisConnectionError],
         "max_connections": settings.max_connections,
         "decode_responses": True,
         "protocol": settings.protocol,
