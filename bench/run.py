@@ -608,7 +608,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every round's numbers as JSON")
     p.add_argument(
         "--profile",
-        choices=[n for n, s in SCENARIOS.items() if s.config in ("jwt", "jwt-default")],
+        choices=[n for n, s in SCENARIOS.items() if s.config],
         help="afterwards, profile authgate serving this scenario (py-spy or cProfile)",
     )
     p.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
@@ -695,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"minted {need:,} tokens in {took:.1f}s", flush=True)
 
         redis: BenchRedis | None = None
+        profile_text = ""
         upstream: Server | None = None
         try:
             if any(SCENARIOS[n].config == "redis" for n in scenarios):
@@ -826,6 +827,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server = make_server(SCENARIOS["sidecar"])
                 memory.append(memory_upload(server, token, args.upload_mib * MIB))
                 print("  " + memory_line(memory[-1]), flush=True)
+            if args.profile:  # while the run's Redis and upstream still serve
+                from bench.profiling import profile_scenario
+
+                scn = SCENARIOS[args.profile]
+                profile_text = profile_scenario(
+                    scn,
+                    make_server(scn),
+                    spec,
+                    traffic_for(scn),
+                    check_for(scn),
+                    seconds=args.duration,
+                    top=args.profile_top,
+                    profiler=args.profiler,
+                    run_load=run_load,
+                )
         finally:
             if upstream is not None:
                 upstream.stop()
@@ -853,25 +869,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.output}")
         if args.json:
             args.json.write_text(json.dumps(as_json(run, rounds), indent=2, default=str))
-        if args.profile:
-            from bench.profiling import profile_scenario
-
-            scn = SCENARIOS[args.profile]
-            server = make_server(scn)
+        if profile_text:
             print()
-            print(
-                profile_scenario(
-                    scn,
-                    server,
-                    spec,
-                    traffic_for(scn),
-                    check_for(scn),
-                    seconds=args.duration,
-                    top=args.profile_top,
-                    profiler=args.profiler,
-                    run_load=run_load,
-                )
-            )
+            print(profile_text)
     return 0
 
 

@@ -61,8 +61,9 @@ EMPTY_BODY_HASH = body_hash(b"")
 
 def secret_hmac(secret: str, nonce: str, timestamp: int) -> str:
     """base64url(HMAC-SHA256(key=secret, msg=nonce + str(timestamp)))."""
-    mac = hmac.new(secret.encode("utf-8"), (nonce + str(timestamp)).encode("utf-8"), hashlib.sha256)
-    return b64url(mac.digest())
+    # hmac.digest: the one-shot C implementation (no HMAC object per call).
+    mac = hmac.digest(secret.encode("utf-8"), (nonce + str(timestamp)).encode("utf-8"), "sha256")
+    return b64url(mac)
 
 
 def canonical_json(payload: dict[str, Any]) -> bytes:

@@ -54,6 +54,9 @@ def has_roca_fingerprint(modulus: int) -> bool:
     return all(modulus % p in _ROCA_SUBGROUPS[p] for p in _ROCA_PRIMES)
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # immutable: made once, not per verify
+
+
 def verify_p256_der(
     public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes
 ) -> None:
@@ -72,7 +75,7 @@ def verify_p256_der(
         raise InvalidSignature("signature is not DER") from None
     if encode_dss_signature(r, s) != signature:
         raise InvalidSignature("signature is not minimal DER")
-    public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    public_key.verify(signature, message, _ECDSA_SHA256)
 
 
 def b64url(data: bytes) -> str:

@@ -13,7 +13,9 @@ package docstring.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,9 +36,27 @@ _NONCE_OUTCOMES = {
 }
 
 
-def _call_token() -> str:
-    """A token naming one store call: 128 random bits, so no two calls share one."""
-    return secrets.token_hex(16)
+class _CallTokens:
+    """Tokens naming one store call each: a random 128-bit prefix per process and a counter.
+
+    Only uniqueness matters (a call recognises its own write by it; no caller chooses or
+    sees one), so one draw from the OS per process is enough, not one per request. A forked
+    child draws its own prefix: parent and child never share a counter.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(16) + ":"
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_call_token = _CallTokens()
 
 
 class RedisNonceStore:
