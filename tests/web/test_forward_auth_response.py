@@ -205,3 +205,15 @@ async def test_while_draining_a_door_refusal_closes_its_connection(servers: Serv
     )
     assert head.startswith(b"HTTP/1.1 401 ")
     assert b"\r\nConnection: close\r\n" in head
+
+
+def test_allow_knows_every_on_response_prepare_signal() -> None:
+    """``Allow`` writes its head without aiohttp's ``on_response_prepare`` signal and does
+    what the one signal does itself (Connection: close while draining). A new signal would
+    be skipped on every allowed forward-auth request: this fails first, so it gets added to
+    ``Allow`` too."""
+    from authgate.web.drain import DRAIN
+
+    settings = make_settings(console={"enabled": True}, tracing={"enabled": False})
+    app = create_app(settings, stores=MemoryStores())
+    assert list(app.on_response_prepare) == [app[DRAIN].close_connections]
