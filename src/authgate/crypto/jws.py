@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from authgate.errors import TokenMalformed
@@ -22,7 +24,7 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 class CompactJWS:
     """A compact JWS decoded strictly; nothing in it is verified yet."""
 
-    header: dict[str, Any]
+    header: Mapping[str, Any]  # read-only (shared by every token with this header)
     alg: str
     kid: str
     payload: bytes
@@ -65,6 +67,26 @@ def strict_json_object(data: bytes, what: str) -> dict[str, Any]:
         raise TokenMalformed(str(exc)) from None
 
 
+# Decoded protected headers by their segment: every token of one key carries the same header
+# (alg, kid, typ), so most tokens, each new, skip its base64 and JSON. Only headers that
+# passed are kept, read-only; a full table is emptied (the segment is the sender's).
+_HEADERS: dict[str, tuple[Mapping[str, Any], str, str]] = {}
+_HEADERS_KEPT = 256
+
+
+def _parse_header(segment: str) -> tuple[Mapping[str, Any], str, str]:
+    header = strict_json_object(_b64decode(segment, "header"), "header")
+    if "crit" in header:
+        raise TokenMalformed("token header 'crit' is not supported")
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise TokenMalformed("token header 'alg' is missing")
+    kid = header.get("kid", "")
+    if not isinstance(kid, str) or len(kid) > 256:
+        raise TokenMalformed("token header 'kid' must be a string")
+    return MappingProxyType(header), alg, kid
+
+
 def parse_compact_jws(token: str) -> CompactJWS:
     """Split and decode ``token`` strictly, or raise :class:`TokenMalformed`.
 
@@ -77,17 +99,15 @@ def parse_compact_jws(token: str) -> CompactJWS:
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenMalformed("bearer token is not a compact JWS (three segments)")
-    header = strict_json_object(_b64decode(parts[0], "header"), "header")
+    parsed = _HEADERS.get(parts[0])
+    if parsed is None:
+        parsed = _parse_header(parts[0])
+        if len(_HEADERS) >= _HEADERS_KEPT:
+            _HEADERS.clear()
+        _HEADERS[parts[0]] = parsed
+    header, alg, kid = parsed
     payload = _b64decode(parts[1], "payload", allow_empty=True)
     signature = _b64decode(parts[2], "signature")
-    if "crit" in header:
-        raise TokenMalformed("token header 'crit' is not supported")
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise TokenMalformed("token header 'alg' is missing")
-    kid = header.get("kid", "")
-    if not isinstance(kid, str) or len(kid) > 256:
-        raise TokenMalformed("token header 'kid' must be a string")
     return CompactJWS(
         header=header,
         alg=alg,

@@ -38,9 +38,9 @@ _PLAIN, _FOREIGN, _OWN = 0, 1, 2
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 _PLAIN_HEADER_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")
 
-# What is kept per principal: the identity headers, the forward-auth 200's header block, and
-# that block serialised.
-_PerPrincipal = tuple[dict[str, str], CIMultiDict[str], bytes]
+# What is kept per principal: the identity headers, and the forward-auth 200's header block
+# (those and Cache-Control) serialised.
+_PerPrincipal = tuple[dict[str, str], bytes]
 
 
 def header_safe(value: str) -> str:
@@ -200,17 +200,17 @@ class IdentityHeaders:
 
     def response_headers(self, decision: Decision) -> CIMultiDict[str]:
         """A forward-auth 200's headers: :meth:`for_decision` and ``Cache-Control:
-        no-store``. Callers copy it (``web.Response`` does) and never change it."""
+        no-store`` (the doors write :meth:`response_bytes`, the same serialised)."""
         if self._s.identity_jwt.enabled:
             return _response_block(self._build(decision))
-        return self._per_principal(decision)[1]
+        return _response_block(self._per_principal(decision)[0])
 
     def response_bytes(self, decision: Decision) -> bytes:
         """:meth:`response_headers` serialised as HTTP/1.1 header lines (each ending in
         CRLF), as the forward-auth doors' 200 writes them (``web/forward_auth.py``)."""
         if self._s.identity_jwt.enabled:
             return serialize_headers(_response_block(self._build(decision)))
-        return self._per_principal(decision)[2]
+        return self._per_principal(decision)[1]
 
     def _per_principal(self, decision: Decision) -> _PerPrincipal:
         p = decision.principal
@@ -218,8 +218,7 @@ class IdentityHeaders:
         cached = self._cache.get(key)
         if cached is None:
             headers = self._build(decision)
-            block = _response_block(headers)
-            cached = (headers, block, serialize_headers(block))
+            cached = (headers, serialize_headers({**headers, **_NO_STORE}))
             self._cache.put(key, cached)
         return cached
 
@@ -259,8 +258,11 @@ class IdentityHeaders:
         return self._key_ring.current.sign(claims, typ="authgate-identity+jwt")
 
 
+_NO_STORE = {"Cache-Control": "no-store"}  # a forward-auth 200 is never cached by the proxy
+
+
 def _response_block(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    return CIMultiDict({**headers, "Cache-Control": "no-store"})
+    return CIMultiDict({**headers, **_NO_STORE})
 
 
 def serialize_headers(headers: Mapping[str, str]) -> bytes:
