@@ -7,7 +7,6 @@ strict: exactly the eight members, the right types, UTF-8, no duplicate keys.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -15,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from authgate.crypto import b64url as b64url_strict
 from authgate.strict_json import StrictJSONError, loads_object
 
 VERSION = "1.0"
@@ -22,7 +22,6 @@ PAYLOAD_MEMBERS = frozenset(
     {"body_hash", "method", "nonce", "pair_id", "path", "secret_hmac", "timestamp", "version"}
 )
 MAX_SIGNED_DATA_BYTES = 12_288
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _BODY_HASH = re.compile(r"sha256:[A-Za-z0-9_-]{32}")
 _SECRET_HMAC = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -39,16 +38,13 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str, *, what: str) -> bytes:
-    """Strict, canonical base64url without padding."""
-    if _B64URL.fullmatch(text) is None or len(text) % 4 == 1:
-        raise WireError(f"{what} is not base64url")
+    """Strict, canonical base64url without padding (:mod:`authgate.crypto.b64url`)."""
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_strict.decode(text)
+    except b64url_strict.NotCanonical:
+        raise WireError(f"{what} is not canonical base64url") from None
+    except b64url_strict.NotBase64url:
         raise WireError(f"{what} is not base64url") from None
-    if b64url(data) != text:
-        raise WireError(f"{what} is not canonical base64url")
-    return data
 
 
 def body_hash(body: bytes) -> str:
