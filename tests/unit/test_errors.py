@@ -32,6 +32,10 @@ SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 INTERNAL = {
     "authgate.crypto.bpc_wire.WireError": "verifiers/bpc.py maps it to invalid_signed_data "
     "or signature_invalid; pairs/records.py to PairRecordError",
+    "authgate.crypto.b64url.NotBase64url": "one except per caller: crypto/jws.py "
+    "(token_malformed), crypto/bpc_wire.py (WireError)",
+    "authgate.crypto.b64url.NotCanonical": "a NotBase64url the same callers name apart "
+    "('not canonical base64url')",
     "authgate.crypto.hmac_proof.ProofFormatError": "verifiers/hmac_proof.py maps it to the "
     "one uniform invalid_proof",
     "authgate.strict_json.StrictJSONError": "one except per input: web/body.py "
