@@ -27,14 +27,13 @@ proxy handler awaiting its upstream notices neither, hence the explicit cut here
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator
+from types import TracebackType
 
 from aiohttp import web
 
@@ -72,25 +71,43 @@ class Drain:
         for bound in self._bounds:
             bound.reschedule(deadline)
 
-    @contextlib.asynccontextmanager
-    async def bounded(self) -> AsyncIterator[None]:
+    def bounded(self) -> Bounded:
         """A block that runs unbounded until shutdown, then until the drain deadline.
 
         Raises ``TimeoutError`` when the deadline cut it (the block sees a cancellation).
         """
-        bound = asyncio.timeout_at(self._deadline)
-        self._bounds.add(bound)
-        try:
-            async with bound:
-                yield
-        finally:
-            self._bounds.discard(bound)
+        return Bounded(self._bounds, self._deadline)
 
     async def close_connections(self, request: web.Request, response: web.StreamResponse) -> None:
         """``on_response_prepare``: while draining, each response ends its connection."""
         if self._flag[0] and not isinstance(response, web.WebSocketResponse):
             response.force_close()
             response.headers["Connection"] = "close"
+
+
+class Bounded:
+    """:meth:`Drain.bounded`'s block: an ``asyncio.timeout_at`` that :meth:`Drain.cut_at`
+    can move, known to the drain while it runs. A class, not a generator-based context
+    manager: it is entered on every proxied request."""
+
+    __slots__ = ("_bounds", "_timeout")
+
+    def __init__(self, bounds: set[asyncio.Timeout], deadline: float | None) -> None:
+        self._bounds = bounds
+        self._timeout = asyncio.timeout_at(deadline)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+        self._bounds.add(self._timeout)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bounds.discard(self._timeout)
+        await self._timeout.__aexit__(exc_type, exc, tb)
 
 
 DRAIN = web.AppKey("drain", Drain)
