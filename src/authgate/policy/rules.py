@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from authgate.config.model import PolicySettings, RateLimit, Rule
 from authgate.errors import (
@@ -82,9 +83,10 @@ class CompiledRule:
             raise TokenResourceMismatch()
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of ``Gate.evaluate``: an allowed principal on a matched rule."""
+class Decision(NamedTuple):
+    """The outcome of ``Gate.evaluate``: an allowed principal on a matched rule (a tuple:
+    made on every allowed request, where a frozen dataclass sets each field through
+    ``object.__setattr__``)."""
 
     principal: Principal
     rule_id: str
