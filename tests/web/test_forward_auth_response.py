@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer, TestServer
 
 from authgate.crypto.keys import KeyRing
 from authgate.stores.memory import MemoryStores
@@ -22,7 +22,7 @@ from authgate.web.state import DOORS, DRAINING, IDENTITY, SERVICES
 from tests.support import TokenFactory, make_settings
 
 Head = tuple[str, list[tuple[str, str]], bytes]
-Servers = tuple[TestServer, TestServer, web.Application, str]  # authgate, reference, token
+Servers = tuple[BaseTestServer, BaseTestServer, web.Application, str]  # authgate, reference, token
 
 
 async def exchange(port: int, request: bytes) -> tuple[Head, bool]:
