@@ -124,8 +124,8 @@ def _build_sentinel(
         sentinel_options["password"] = settings.sentinel_password.get_secret_value()
     if settings.sentinel_tls:
         sentinel_options.update(ssl=True, **tls_options(settings))
-    # redis-py leaves Sentinel.__init__ unannotated.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # redis-py left Sentinel.__init__ unannotated before 8.2: called untyped on every release.
+    sentinel = cast(Any, Sentinel)(
         [_host_port(address) for address in settings.sentinels],
         sentinel_kwargs=sentinel_options,
     )
