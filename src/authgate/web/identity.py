@@ -209,7 +209,7 @@ class IdentityHeaders:
         """:meth:`response_headers` serialised as HTTP/1.1 header lines (each ending in
         CRLF), as the forward-auth doors' 200 writes them (``web/forward_auth.py``)."""
         if self._s.identity_jwt.enabled:
-            return serialize_headers(_response_block(self._build(decision)))
+            return _serialized_block(self._build(decision))
         return self._per_principal(decision)[1]
 
     def _per_principal(self, decision: Decision) -> _PerPrincipal:
@@ -218,7 +218,7 @@ class IdentityHeaders:
         cached = self._cache.get(key)
         if cached is None:
             headers = self._build(decision)
-            cached = (headers, serialize_headers({**headers, **_NO_STORE}))
+            cached = (headers, _serialized_block(headers))
             self._cache.put(key, cached)
         return cached
 
@@ -263,6 +263,10 @@ _NO_STORE = {"Cache-Control": "no-store"}  # a forward-auth 200 is never cached 
 
 def _response_block(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict({**headers, **_NO_STORE})
+
+
+def _serialized_block(headers: Mapping[str, str]) -> bytes:
+    return serialize_headers({**headers, **_NO_STORE})
 
 
 def serialize_headers(headers: Mapping[str, str]) -> bytes:
