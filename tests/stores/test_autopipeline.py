@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, ResponseError
 
 from authgate.errors import StoreUnavailable
 from authgate.stores.base import NonceOutcome, RateLimitCheck, SystemClock
 from authgate.stores.redis import RedisStores
+from authgate.stores.redis.autopipeline import AutoPipeline, pack_command
 from tests.contracts.conftest import redis_settings
 from tests.integration.conftest import RedisServer
 
@@ -148,3 +152,76 @@ async def test_auto_pipelining_can_be_turned_off(server: RedisServer) -> None:
         )
     finally:
         await stores.close()
+
+
+async def test_after_a_deadline_cut_a_read_short_no_caller_gets_another_callers_reply(
+    server: RedisServer,
+) -> None:
+    # The replies a frozen server sends once thawed belong to callers who stopped waiting:
+    # a connection holding them unread must never serve the next pipeline.
+    stores = await _stores(server, deadline_seconds=0.3)
+    try:
+        now = SystemClock().now_ms()
+        assert await _consume(stores, "d", "spent", now) is NonceOutcome.FRESH
+        server.freeze()
+        cut = await asyncio.gather(
+            *(_consume(stores, "d", f"cut{i}", now) for i in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(r, StoreUnavailable) for r in cut), cut
+        server.thaw()
+        await asyncio.sleep(0.2)  # the frozen server's replies arrive on the old socket
+        names = [f"new{i}" if i % 2 else "spent" for i in range(40)]
+        outcomes = await asyncio.gather(*(_consume(stores, "d", n, now) for n in names))
+        assert outcomes == [
+            NonceOutcome.FRESH if i % 2 else NonceOutcome.REPLAYED for i in range(40)
+        ]
+    finally:
+        if server.stopped:
+            server.thaw()
+        await stores.close()
+
+
+async def test_an_error_reply_fails_only_its_own_caller(server: RedisServer) -> None:
+    client = Redis.from_url(server.url, decode_responses=True)
+    auto = AutoPipeline(client, deadline=10)
+    script = client.register_script(
+        "if ARGV[1] == 'bad' then return redis.error_reply('ERR refused ' .. KEYS[1]) end "
+        "return KEYS[1] .. ':' .. ARGV[1]"
+    )
+    await client.script_load(script.script)
+    try:
+        futures = [
+            auto.script(script, [f"k{i}"], ["bad" if i % 3 == 0 else f"v{i}"]) for i in range(30)
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for i, result in enumerate(results):
+            if i % 3 == 0:
+                assert isinstance(result, ResponseError) and f"refused k{i}" in str(result)
+            else:
+                assert result == f"k{i}:v{i}"
+        assert auto.pipelines == 1
+    finally:
+        await auto.close()
+        await client.aclose()
+
+
+# Arguments of every kind the scripts could be given: what redis-py itself would write.
+PACKED = [
+    ("EVALSHA", "0" * 40, 2, "k:{tag}:1", "k:{tag}:epoch", 0, -1, 2**70, -(2**70)),
+    ("SET", "ünïcödé ✓ 🙂", b"\x00\xffraw", memoryview(b"mv")),
+    ("EVAL", "return 1", 0, 1.5, -0.25, 1e300, ""),
+]
+
+
+@pytest.mark.parametrize("args", PACKED)
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
+    expected = b"".join(Connection().pack_command(*args))
+    assert pack_command(args) == expected
+
+
+@pytest.mark.parametrize("value", [True, False, None, object(), [1], {"a": 1}])
+def test_values_redis_py_refuses_are_refused(value: object) -> None:
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", value)
+    with pytest.raises(DataError):
+        pack_command(("SET", "k", value))

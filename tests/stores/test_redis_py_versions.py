@@ -28,6 +28,7 @@ CONTRACTS = [
     "tests/contracts/test_rate_limit_store.py",
     "tests/contracts/test_redis_failures.py",
     "tests/contracts/test_redis_retries.py",
+    "tests/stores/test_autopipeline.py",
 ]
 
 

@@ -16,25 +16,74 @@ recognises its own write (see ``scripts.py``); a rate-limit script may then be c
 twice, which refuses early, never admits more. Used for a plain server and Sentinel; a
 Cluster routes by slot, and nonce writes that wait for a replica's acknowledgement keep
 their own pipeline (``RedisConnection.run_acked``).
+
+The pipeline is written and read here, on a connection of the client's own pool, rather
+than through redis-py's ``Pipeline``: the commands are packed by :func:`pack_command` (a
+few byte joins for the strings and integers the scripts take, where redis-py encodes each
+argument through several calls), and the replies are read with the connection's own
+``read_response``, so parsing, error classes (``NOSCRIPT``, ``READONLY`` after a Sentinel
+failover) and RESP2/RESP3 stay redis-py's. The connection's own ``Retry`` re-sends the
+whole pipeline after a connection error, exactly as ``Pipeline.execute`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
 MAX_BATCH = 512
 
 # (the command, the script it runs (to load it on NOSCRIPT), its caller's future)
 _Queued = tuple[tuple[Any, ...], "AsyncScript | None", "asyncio.Future[Any]"]
+
+# redis-py 5 requires a command name to check out a connection; 5.3 and later deprecate
+# passing one (a warning, which the tests turn into an error).
+_NAME_REQUIRED = (
+    inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+)
+
+
+def pack_command(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP, as redis-py's encoder writes it (UTF-8 strings, ``repr`` of
+    numbers, bytes as they are; a ``bool`` is refused, as redis-py refuses it)."""
+    parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode()
+        elif kind is int:
+            data = b"%d" % arg
+        else:
+            data = _encode_other(arg)
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
+    return b"".join(parts)
+
+
+def _encode_other(arg: Any) -> bytes:
+    if isinstance(arg, bytes | memoryview):
+        return bytes(arg)
+    if isinstance(arg, bool):
+        raise DataError("cannot send a bool to Redis: convert it to bytes, a string or a number")
+    if isinstance(arg, int | float):
+        return repr(arg).encode()
+    if isinstance(arg, str):
+        return str(arg).encode()
+    raise DataError(f"cannot send {type(arg).__name__} to Redis: not bytes, str or a number")
 
 
 class AutoPipeline:
@@ -83,13 +132,10 @@ class AutoPipeline:
         self.commands += len(batch)
         try:
             # One deadline for the whole pipeline, so its callers need no timer each.
-            async with (
-                asyncio.timeout(self._deadline),
-                self._client.pipeline(transaction=False) as pipe,
-            ):
-                for command, _, _ in batch:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self._deadline):
+                replies = await self._exchange(
+                    b"".join([pack_command(command) for command, _, _ in batch]), len(batch)
+                )
         except Exception as exc:  # noqa: BLE001 - every caller gets the failure, never a hang
             for _, _, future in batch:
                 if not future.done():
@@ -109,6 +155,23 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _exchange(self, packed: bytes, count: int) -> list[Any]:
+        """Write ``packed`` (``count`` commands) on one pooled connection and read a reply
+        for each: a command's error reply is its reply, a lost connection fails them all
+        (after the connection's ``Retry`` has re-sent the whole pipeline)."""
+        # Untyped before redis-py 8.2 (and typed differently since): called through Any.
+        pool: Any = self._client.connection_pool
+        conn: AbstractConnection = await (
+            pool.get_connection("EVALSHA") if _NAME_REQUIRED else pool.get_connection()
+        )
+        try:
+            replies: list[Any] = await conn.retry.call_with_retry(
+                lambda: _round_trip(conn, packed, count), lambda _error: conn.disconnect()
+            )
+            return replies
+        finally:
+            await pool.release(conn)
 
     def _retry_loaded(
         self, script: AsyncScript, command: tuple[Any, ...], future: asyncio.Future[Any]
@@ -134,3 +197,17 @@ class AutoPipeline:
         self._flush()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+async def _round_trip(conn: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    # A failed or cancelled write or read drops the connection inside redis-py (its
+    # ``disconnect_on_error``), so replies left unread never reach the connection's next
+    # user (tests/stores/test_autopipeline.py cuts reads short with a frozen server).
+    await conn.send_packed_command(packed)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # this command's error reply: the next is intact
+            replies.append(exc)
+    return replies
