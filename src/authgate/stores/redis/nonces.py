@@ -58,6 +58,15 @@ class _CallTokens:
 
 _call_token = _CallTokens()
 
+# One encoder for every call: json.dumps() with separators builds a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _compact_json(audit: Mapping[str, Any]) -> str:
+    """The audit entry as compact JSON (what ``json.dumps(..., separators=(",", ":"))``
+    writes)."""
+    return _COMPACT.encode(audit if type(audit) is dict else dict(audit))
+
 
 class RedisNonceStore:
     """Nonces consumed by one Lua script: epoch check and ``SET NX PX`` together.
@@ -96,7 +105,7 @@ class RedisNonceStore:
         args: list[Any] = [self._clock.now_ms(), max(1, ttl_ms), signed_at_ms, _call_token()]
         if audit is not None and audit_cap > 0:
             keys.append(audit_key(self._conn, scope))
-            args += [json.dumps(dict(audit), separators=(",", ":")), audit_cap]
+            args += [_compact_json(audit), audit_cap]
         code = await self._conn.run_acked(self._conn.nonce_script, keys, args)
         return _NONCE_OUTCOMES[int(code)]
 
@@ -154,7 +163,7 @@ class RedisNonceStore:
             max(1, ttl_ms),
             signed_at_ms,
             _call_token(),
-            json.dumps(dict(audit or {}), separators=(",", ":")),
+            _compact_json(audit) if audit is not None else "{}",
             cap,
         ]
         for check in limits:
