@@ -263,12 +263,23 @@ async def _exchange(
             response.headers["X-Request-Id"] = request[REQUEST_ID]
             if upstream.content_length is None and "content-length" not in response.headers:
                 response.enable_chunked_encoding()
+            # The whole answer is already here (a small one arrives with its head, and the
+            # client's flow control bounds what can wait unread): head and body go out in
+            # one write, instead of one each and a third for a chunked answer's end. An
+            # answer still arriving has its head sent at once, so a streamed response
+            # (server-sent events, a long poll) shows its status before its body.
+            whole = upstream.content.is_eof()
+            if whole:
+                response._send_headers_immediately = False  # aiohttp's switch (web.Response's)
             await response.prepare(request)
             started.append(response)
             try:
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    await response.write(chunk)
-                await response.write_eof()
+                if whole:
+                    await response.write_eof(await upstream.content.read())
+                else:
+                    async for chunk in upstream.content.iter_chunked(_CHUNK):
+                        await response.write(chunk)
+                    await response.write_eof()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 # Headers are already sent: the only honest signal left is to abort the
                 # connection, so the client sees a truncated response, never a whole one.
