@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import string
 from functools import cache
 from typing import Any
@@ -372,3 +373,47 @@ def test_wycheproof_hmac_sha256(tag_bits: int, test: dict[str, Any], message: st
     else:
         assert test["result"] == "invalid"
         assert not accepted, f"tc{test['tcId']} ({test['comment']})"
+
+
+def _general_rule(text: str) -> bytes | None:
+    """What any length's check accepts: the alphabet, a strict decode, and canonical form
+    by encoding again (the rule the 32-byte check reads off the text instead)."""
+    if re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", text) is None:
+        return None
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return data if base64.b64encode(data).decode() == text and len(data) == 32 else None
+
+
+def _thirty_two(text: str) -> bytes | None:
+    try:
+        return hmac_proof._b64decode(text, length=32)
+    except ProofFormatError:
+        return None
+
+
+B64_ALPHABET = string.ascii_letters + string.digits + "+/="
+
+
+def test_the_32_byte_check_agrees_with_the_general_rule_on_every_last_two_characters() -> None:
+    # The canonical-form fault lives in the last two characters: every pair of them.
+    for stem in (b64(bytes(32))[:42], b64(bytes(range(32)))[:42], b64(b"\xff" * 32)[:42]):
+        for a in B64_ALPHABET:
+            for b in B64_ALPHABET:
+                text = stem + a + b
+                assert _thirty_two(text) == _general_rule(text), text
+
+
+@settings(max_examples=400)
+@given(st.binary(min_size=30, max_size=34), st.integers(0, 60), st.sampled_from(" \n=.-_A"))
+def test_the_32_byte_check_agrees_with_the_general_rule(
+    data: bytes, at: int, inserted: str
+) -> None:
+    text = b64(data)
+    assert _thirty_two(text) == _general_rule(text)
+    mutated = text[:at] + inserted + text[at:]
+    assert _thirty_two(mutated) == _general_rule(mutated)
+    urlsafe = base64.urlsafe_b64encode(data).decode()
+    assert _thirty_two(urlsafe) == _general_rule(urlsafe)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -46,7 +45,16 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# Canonical standard base64 of exactly 32 bytes: 43 characters and one "=", the last
+# character carrying 4 bits of data and 2 zero bits (so it is one of these 16).
+_B64_32 = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+
+
 def _b64decode(text: str, *, length: int | None = None) -> bytes:
+    if length == 32:  # nonces, signatures and proofs: canonical form read off the text
+        if _B64_32.fullmatch(text) is None:
+            raise ProofFormatError("not canonical base64 of the right length")
+        return base64.b64decode(text)
     if _B64.fullmatch(text) is None:
         raise ProofFormatError("not base64")
     try:
@@ -59,7 +67,8 @@ def _b64decode(text: str, *, length: int | None = None) -> bytes:
 
 
 def _mac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    # hmac.digest: the one-shot C implementation (no HMAC object per call).
+    return hmac.digest(key, message.encode("utf-8"), "sha256")
 
 
 def challenge_signature(
