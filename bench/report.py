@@ -11,7 +11,7 @@ import datetime as dt
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from bench.targets import (
     RssSummary,
     evaluate,
     limit_rps,
+    paired_ratios,
     render_rows,
 )
 
@@ -49,6 +50,7 @@ class Run:
     prep: list[str]
     elapsed: float
     scenarios: Mapping[str, Scenario]
+    round_rps: Mapping[str, Sequence[float]] = field(default_factory=dict)  # req/s per round
 
     def rps(self) -> dict[str, float]:
         return {r.scenario: r.rps for r in self.results}
@@ -62,7 +64,16 @@ class Run:
 
     def rows(self) -> list[Row]:
         trips = {r.scenario: r.store_calls for r in self.results if not math.isnan(r.store_calls)}
-        return [evaluate(t, self.rps(), limit=self.limit(), round_trips=trips) for t in TARGETS]
+        return [
+            evaluate(
+                t,
+                self.rps(),
+                limit=self.limit(),
+                round_trips=trips,
+                paired=paired_ratios(t, self.round_rps, self.verifies),
+            )
+            for t in TARGETS
+        ]
 
 
 def _f(value: float, digits: int = 2) -> str:
@@ -193,7 +204,9 @@ def render(run: Run) -> str:
         f"- Placement: {placement}",
         f"- Each scenario: a fresh server process, one checked request, {a['warmup']:g} s "
         f"warm-up, {a['duration']:g} s measured; {a['rounds']} round(s), scenarios "
-        "interleaved, the best round of each reported (its CPU figures with it)",
+        "interleaved, the best round of each reported (its CPU figures with it); the "
+        "verdict reads the median of the per-round ratios (each round's scenario against "
+        "that round's baseline), which a drifting machine moves less than the best rounds",
         f"- Baselines of this run: {baselines_text(run)}",
         *(
             [

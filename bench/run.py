@@ -861,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prep=prep,
             elapsed=elapsed,
             scenarios=SCENARIOS,
+            round_rps={name: [r.rps for r in rs] for name, rs in rounds.items() if rs},
         )
         print()
         print(render(run))

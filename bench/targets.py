@@ -9,6 +9,7 @@ whether each target is met, and how flat a series of RSS samples is.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -84,9 +85,36 @@ class Row:
     target: Target
     measured_rps: float
     baseline_rps: float
-    ratio: float
+    ratio: float  # best round of the scenario / best round of its baseline
     round_trips: float | None  # per accepted request; None when not measured
     met: bool | None  # None: not measured in this run
+    paired: tuple[float, ...] = ()  # the ratio within each round (see paired_ratios)
+
+    @property
+    def verdict_ratio(self) -> float:
+        """What the verdict reads: the median of the per-round ratios when there are
+        any, else the ratio of the best rounds."""
+        return statistics.median(self.paired) if self.paired else self.ratio
+
+
+def paired_ratios(
+    target: Target, rounds: Mapping[str, Sequence[float]], verifies: Sequence[float]
+) -> list[float]:
+    """The scenario's ratio to its baseline within each round: round ``i`` of the scenario
+    against round ``i`` of the baseline (for "limit", that round's bare run and raw verify).
+
+    Rounds interleave the scenarios, so a pair ran minutes apart at most; on a machine whose
+    speed drifts, pairs compare like with like where the best rounds of each (taken
+    separately) may come from different conditions.
+    """
+    measured = rounds.get(target.scenario, ())
+    if target.baseline == "limit":
+        bare = rounds.get("bare", ())
+        base = [limit_rps(b, v) for b, v in zip(bare, verifies, strict=False)]
+    else:
+        base = list(rounds.get(target.baseline, ()))
+    pairs = [ratio(m, b) for m, b in zip(measured, base, strict=False)]
+    return [p for p in pairs if not math.isnan(p)]
 
 
 def evaluate(
@@ -95,19 +123,25 @@ def evaluate(
     *,
     limit: float,
     round_trips: Mapping[str, float],
+    paired: Sequence[float] = (),
 ) -> Row:
-    """One row: the scenario's req/s against its baseline (``limit`` for "limit")."""
+    """One row: the scenario's req/s against its baseline (``limit`` for "limit").
+
+    The verdict reads the median of ``paired`` (:func:`paired_ratios`) when given, else the
+    ratio of the best rounds.
+    """
     measured = rps.get(target.scenario, math.nan)
     base = limit if target.baseline == "limit" else rps.get(target.baseline, math.nan)
     value = ratio(measured, base)
     trips = round_trips.get(target.scenario)
-    if math.isnan(value):
+    decisive = statistics.median(paired) if paired else value
+    if math.isnan(decisive):
         met: bool | None = None
     else:
-        met = value >= target.minimum
+        met = decisive >= target.minimum
         if target.round_trips_max is not None:
             met = met and trips is not None and trips <= target.round_trips_max + 1e-9
-    return Row(target, measured, base, value, trips, met)
+    return Row(target, measured, base, value, trips, met, tuple(paired))
 
 
 def _num(value: float, digits: int = 0) -> str:
@@ -117,9 +151,9 @@ def _num(value: float, digits: int = 0) -> str:
 def render_rows(rows: Sequence[Row]) -> list[str]:
     """The results page's target table (markdown)."""
     out = [
-        "| scenario | measured req/s | baseline req/s | ratio | target | Redis round trips / req "
-        "| result |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| scenario | measured req/s | baseline req/s | ratio | per-round ratios: median "
+        "(range) | target | Redis round trips / req | result |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         t = row.target
@@ -130,10 +164,15 @@ def render_rows(rows: Sequence[Row]) -> list[str]:
             if row.round_trips is None:
                 trips = "not counted"
         result = {None: "not measured", True: "**met**", False: "**not met**"}[row.met]
+        paired = (
+            f"{statistics.median(row.paired):.2f} ({min(row.paired):.2f}-{max(row.paired):.2f})"
+            if row.paired
+            else "-"
+        )
         out.append(
             f"| {t.label} | {_num(row.measured_rps)} | {_num(row.baseline_rps)} "
-            f"| {_num(row.ratio, 2)} {BASELINE_TEXT[t.baseline]} | {target} | {trips} "
-            f"| {result} |"
+            f"| {_num(row.ratio, 2)} {BASELINE_TEXT[t.baseline]} | {paired} | {target} "
+            f"| {trips} | {result} |"
         )
     return out
 

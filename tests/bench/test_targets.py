@@ -12,6 +12,7 @@ from bench.targets import (
     Target,
     evaluate,
     limit_rps,
+    paired_ratios,
     parse_vmrss,
     render_rows,
     slope,
@@ -138,3 +139,27 @@ def test_summarize_needs_samples() -> None:
     """No samples is an error, never an all-zero summary."""
     with pytest.raises(ValueError, match="no RSS samples"):
         summarize_rss([])
+
+
+def test_paired_ratios_compare_each_round_with_its_own_baseline() -> None:
+    """Round i of the scenario against round i of the baseline; "limit" pairs each round's
+    bare run with that round's raw verify."""
+    rounds = {"warm-uris": [8_000.0, 6_000.0, 9_000.0], "bare": [10_000.0, 6_000.0, 12_000.0]}
+    assert paired_ratios(WARM, rounds, []) == pytest.approx([0.8, 1.0, 0.75])
+    limit_rounds = {"bpc": [4_000.0, 3_000.0], "bare": [40_000.0, 20_000.0]}
+    expected = [4_000 / limit_rps(40_000, 10_000), 3_000 / limit_rps(20_000, 5_000)]
+    assert paired_ratios(BPC, limit_rounds, [10_000.0, 5_000.0]) == pytest.approx(expected)
+    assert paired_ratios(BPC, limit_rounds, []) == []  # no verify measured: no limit
+
+
+def test_the_verdict_reads_the_median_of_the_pairs_not_the_best_rounds() -> None:
+    """Best rounds from different conditions can meet a target no round met."""
+    rps = {"warm-uris": 9_000.0, "bare": 10_000.0}  # the best of each: 0.90
+    row = evaluate(WARM, rps, limit=math.nan, round_trips={}, paired=[0.70, 0.78, 0.95])
+    assert row.ratio == pytest.approx(0.90)
+    assert row.verdict_ratio == pytest.approx(0.78)
+    assert row.met is False
+    line = render_rows([row])[2]
+    assert "| 0.78 (0.70-0.95) |" in line
+    assert line.endswith("| **not met** |")
+    assert evaluate(WARM, rps, limit=math.nan, round_trips={}, paired=[0.8, 0.85]).met is True
