@@ -222,7 +222,10 @@ def render(run: Run) -> str:
         "",
         *render_rows(run.rows()),
         "",
-        "*ratio* = req/s of the scenario / req/s of its baseline, both from this run. *Redis "
+        "*ratio* = req/s of the scenario / req/s of its baseline, the best round of each, "
+        "both from this run. *per-round ratios*: the same within each round (the scenario "
+        "against that round's baseline; for the limit, that round's bare run and raw "
+        "verify), their median and range; the *result* reads the median. *Redis "
         "round trips / req* = authgate's own store calls (`authgate_store_operation_duration_"
         "seconds_count`) per granted decision: each call is one exchange with Redis the "
         "decision waits for (one command, one script or one pipeline). The server's view is "
