@@ -220,7 +220,7 @@ def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(args: tuple[An
 
 
 @pytest.mark.parametrize("value", [True, False, None, object(), [1], {"a": 1}])
-def test_values_redis_py_refuses_are_refused(value: object) -> None:
+def test_values_redis_py_refuses_are_refused(value: Any) -> None:
     with pytest.raises(DataError):
         Connection().pack_command("SET", "k", value)
     with pytest.raises(DataError):
