@@ -163,16 +163,21 @@ class IdentityHeaders:
         # Headers depend only on the principal (unless an identity JWT is minted per
         # request): build them once per principal, with the forward-auth response block.
         self._cache: BoundedCache[tuple[Any, ...], _PerPrincipal] = BoundedCache(4096)
+        # The sidecar's answer per (lower-case client header name, from a trusted peer):
+        # whether it never reaches the upstream (web/proxy.py). It reads these names, so a
+        # reload forgets it with them.
+        self.never_relayed: BoundedCache[tuple[str, bool], bool] = BoundedCache(4096)
 
     def reconfigure(self, settings: IdentitySettings, *, foreign: Iterable[str] = ()) -> None:
         """Set and refuse the headers of ``settings`` from now on (a config reload).
 
-        Nothing here awaits, so no request sees half of it: the settings and a fresh
-        per-principal cache are replaced together, then the names
+        Nothing here awaits, so no request sees half of it: the settings, a fresh
+        per-principal cache and a fresh memory of the sidecar's relay answers are replaced
+        together, then the names
         (:meth:`IdentityNames.reconfigure`). The doors' checks and the forward-auth
         handlers keep this object, so their path is unchanged.
         """
-        self._s, self._cache = settings, BoundedCache(4096)
+        self._s, self._cache, self.never_relayed = settings, BoundedCache(4096), BoundedCache(4096)
         self.names.reconfigure(
             settings.header_names(), prefixes=settings.strip_prefixes, foreign=foreign
         )

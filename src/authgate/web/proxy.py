@@ -103,12 +103,19 @@ def upstream_headers(
     peer = request.remote or ""
     trusted = app[DOORS].trusted.trusts(peer)
     identity = app[IDENTITY]
+    # Names repeat (a client sends the same few): each one's answer is worked out once.
+    verdicts = identity.never_relayed
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
         lower = name.lower()
-        if lower in drop or _never_relayed(lower, identity, trusted=trusted):
+        if lower in drop:
             continue
-        out.add(name, value)
+        never = verdicts.get((lower, trusted))
+        if never is None:
+            never = _never_relayed(lower, identity, trusted=trusted)
+            verdicts.put((lower, trusted), never)
+        if not never:
+            out.add(name, value)
     if request.can_read_body and request.content_length is not None:
         out["Content-Length"] = str(request.content_length)
     # The chain the door read (every line, joined in order), believed only from a trusted
