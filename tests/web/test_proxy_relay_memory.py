@@ -121,3 +121,28 @@ async def test_the_memory_stays_bounded_whatever_names_clients_send(
             ) as response:
                 assert response.status == 200
             assert len(identity.never_relayed) <= identity.never_relayed.max_entries
+
+
+async def test_long_names_are_answered_but_not_remembered(
+    sidecar: tuple[int, IdentityHeaders], tokens: TokenFactory
+) -> None:
+    port, identity = sidecar
+    long_name = "X-" + "a" * 200
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{port}/api/x",
+            headers={
+                "Authorization": f"Bearer {tokens.mint()}",
+                long_name: "kept",
+                "X-Authgate-" + "b" * 200: "mallory",
+            },
+        ) as response,
+    ):
+        assert response.status == 200
+        relayed = {
+            name.lower(): value for name, value in json.loads(await response.read())["headers"]
+        }
+    assert relayed[long_name.lower()] == "kept"
+    assert "mallory" not in relayed.values()
+    assert all(len(name) <= 64 for name, _ in identity.never_relayed)

@@ -63,6 +63,9 @@ _CLIENT_CERT_KEY = header_key("client-cert")
 _WS_CLOSE_SECONDS = 0.2
 
 
+# The longest client header name whose relay answer is remembered (upstream_headers).
+_REMEMBERED_NAME_LENGTH = 64
+
 # Never copied from the client's request: hop-by-hop, and what the upstream request sets.
 _NOT_FROM_CLIENT = HOP_BY_HOP | {"content-length", "expect"}
 
@@ -103,7 +106,8 @@ def upstream_headers(
     peer = request.remote or ""
     trusted = app[DOORS].trusted.trusts(peer)
     identity = app[IDENTITY]
-    # Names repeat (a client sends the same few): each one's answer is worked out once.
+    # Names repeat (a client sends the same few): each one's answer is worked out once. Only
+    # names of ordinary length are kept, so the table holds at most 4,096 short strings.
     verdicts = identity.never_relayed
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
@@ -113,7 +117,8 @@ def upstream_headers(
         never = verdicts.get((lower, trusted))
         if never is None:
             never = _never_relayed(lower, identity, trusted=trusted)
-            verdicts.put((lower, trusted), never)
+            if len(lower) <= _REMEMBERED_NAME_LENGTH:
+                verdicts.put((lower, trusted), never)
         if not never:
             out.add(name, value)
     if request.can_read_body and request.content_length is not None:
