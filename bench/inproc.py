@@ -4,8 +4,8 @@
     taskset -c 0 .venv/bin/python bench/inproc.py --rounds 20 --requests 20000
 
 No sockets, no load generator, no kernel: each request's bytes are fed to the server's
-``RequestHandler`` and the response is awaited, for a bare aiohttp app and for authgate,
-alternating rounds; the best round of each is reported, in microseconds per request. What
+``RequestHandler`` and the response is awaited, for a bare aiohttp app and for authgate
+(behind the protocol handler ``authgate serve`` uses, ``web/protocol.py``), alternating rounds; the best round of each is reported, in microseconds per request. What
 it shows is the Python work per request (what ``bench/run.py`` measures plus the kernel's
 share), steady enough to tell a 0.5 us change from noise when pinned to one core. It is a
 tool for working on the hot path; ``bench/run.py`` is the benchmark of record.
@@ -37,6 +37,8 @@ from tests.support import TokenFactory
 from authgate.config.loader import load_settings
 from authgate.log import configure_logging
 from authgate.web.app import create_app
+from authgate.web.protocol import Runner
+from authgate.web.state import SETTINGS
 
 
 class Transport(asyncio.Transport):
@@ -81,11 +83,11 @@ class Transport(asyncio.Transport):
 class Server:
     """One application behind aiohttp's protocol, fed request bytes directly."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, runner: web.AppRunner | None = None) -> None:
         self.app = app
+        self.runner = runner or web.AppRunner(app, access_log=None)
 
     async def __aenter__(self) -> Server:
-        self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         assert self.runner.server is not None
         self.protocol = self.runner.server()
@@ -110,6 +112,18 @@ class Server:
         if not last.startswith(b"HTTP/1.1 200"):
             raise SystemExit(f"not a 200: {last[:200]!r}")
         return elapsed / n * 1e6
+
+
+def authgate_runner(app: web.Application) -> web.AppRunner:
+    """The runner ``authgate serve`` uses (``web/drain.py``): its protocol handler adds the
+    head and body deadlines and the target check to every request."""
+    server = app[SETTINGS].server
+    return Runner(
+        app,
+        access_log=None,
+        header_read_timeout=server.header_read_timeout_seconds,
+        body_read_timeout=server.body_read_timeout_seconds,
+    )
 
 
 def request_bytes(token: str, uri: str) -> bytes:
@@ -165,9 +179,10 @@ async def main(argv: list[str] | None = None) -> None:
             "cold": lambda i: cold[i % total],
         }
         scenarios = {name: scenarios[name] for name in wanted}
+        authgate_app = create_app(load_settings(config))
         async with (
             Server(bare_app()) as bare,
-            Server(create_app(load_settings(config))) as authgate,
+            Server(authgate_app, authgate_runner(authgate_app)) as authgate,
         ):
             for name, requests in scenarios.items():
                 await bare.run(requests, args.requests)
