@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from authgate.config.model import FOREIGN_IDENTITY_HEADERS, IdentitySettings
 from authgate.errors import ForgedIdentityHeader
-from authgate.web.identity import IdentityNames
+from authgate.web.identity import REMEMBERED_NAME_LENGTH, IdentityNames
 from tests.support import TCHAR_PUNCTUATION, alias_spellings
 
 DEFAULTS = IdentitySettings()
@@ -155,3 +155,23 @@ def test_whatever_a_cgi_app_reads_as_an_identity_header_is_forged(name: str) -> 
 def test_any_name_under_the_prefix_in_any_spelling_is_forged(suffix: str, separator: str) -> None:
     """Property: ``X<p>Authgate<p><anything>`` is forged for every punctuation ``<p>``."""
     assert NAMES.forged(f"x{separator}authgate{separator}{suffix}".lower())
+
+
+def test_long_names_are_answered_every_time_but_never_remembered() -> None:
+    """A client may send names up to aiohttp's field limit (8 KB): the answers for them are
+    the same as for short ones, but only names of up to REMEMBERED_NAME_LENGTH characters
+    are kept, so the 4,096-entry memory never holds long strings."""
+    names = IdentityNames.from_settings(DEFAULTS, foreign=FOREIGN_IDENTITY_HEADERS)
+    long_own = "x-authgate-" + "a" * 4000  # under the prefix: forged
+    long_plain = "x-" + "b" * 4000
+    for _ in range(2):  # the second time too: nothing remembered changes the answer
+        assert names.forged(long_own)
+        assert not names.forged(long_plain)
+        with pytest.raises(ForgedIdentityHeader):
+            names.check(long_own)
+    at_limit = "x-authgate-" + "c" * (REMEMBERED_NAME_LENGTH - len("x-authgate-"))
+    assert names.forged(at_limit)
+    for index in range(100):
+        names.stripped(f"x-{index}-" + "d" * 500)
+    assert at_limit in names._known  # a name of ordinary length is remembered
+    assert all(len(name) <= REMEMBERED_NAME_LENGTH for name in names._known)

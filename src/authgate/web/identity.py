@@ -56,6 +56,13 @@ def header_words(name: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(name.lower()))
 
 
+# The longest header name whose answer is remembered (IdentityNames, the sidecar's relay
+# table): names repeat, and ordinary ones are short. A client's long names (up to aiohttp's
+# field limit, 8 KB) are answered every time, never kept, so neither table can be filled
+# with 4,096 long strings.
+REMEMBERED_NAME_LENGTH = 64
+
+
 class IdentityNames:
     """Which request header names are identity headers, in any spelling.
 
@@ -69,7 +76,8 @@ class IdentityNames:
     names (``foreign``) are compared by their letters and digits too.
 
     Answers are remembered per name (names repeat: a proxy sends the same few), so a check
-    on the request path is one dictionary read.
+    on the request path is one dictionary read; names longer than
+    :data:`REMEMBERED_NAME_LENGTH` are worked out each time.
     """
 
     def __init__(
@@ -141,7 +149,8 @@ class IdentityNames:
             kind = _FOREIGN
         else:
             kind = _PLAIN
-        self._known.put(name, kind)
+        if len(name) <= REMEMBERED_NAME_LENGTH:
+            self._known.put(name, kind)
         return kind
 
 

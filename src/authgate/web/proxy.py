@@ -34,7 +34,7 @@ from authgate.web.context import (
     is_forwarding_key,
 )
 from authgate.web.drain import DRAIN
-from authgate.web.identity import IdentityHeaders
+from authgate.web.identity import REMEMBERED_NAME_LENGTH, IdentityHeaders
 from authgate.web.problem import REQUEST_ID, TAIL, Handler, Routes
 from authgate.web.state import DOORS, IDENTITY, METRICS, SERVICES, SETTINGS
 
@@ -61,10 +61,6 @@ _CHUNK = 64 * 1024
 _CLIENT_CERT_KEY = header_key("client-cert")
 # At the drain deadline, how long each end of a proxied WebSocket gets for its close frame.
 _WS_CLOSE_SECONDS = 0.2
-
-
-# The longest client header name whose relay answer is remembered (upstream_headers).
-_REMEMBERED_NAME_LENGTH = 64
 
 # Never copied from the client's request: hop-by-hop, and what the upstream request sets.
 _NOT_FROM_CLIENT = HOP_BY_HOP | {"content-length", "expect"}
@@ -117,7 +113,7 @@ def upstream_headers(
         never = verdicts.get((lower, trusted))
         if never is None:
             never = _never_relayed(lower, identity, trusted=trusted)
-            if len(lower) <= _REMEMBERED_NAME_LENGTH:
+            if len(lower) <= REMEMBERED_NAME_LENGTH:
                 verdicts.put((lower, trusted), never)
         if not never:
             out.add(name, value)
