@@ -17,25 +17,33 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.bare_server import bare_app
 from bench.run import ORIGINAL_URI, authgate_config
+from bench.verify_only_server import verify_only_app
 from tests.support import TokenFactory
 
 from authgate.config.loader import load_settings
+from authgate.crypto.jws import parse_compact_jws
 from authgate.log import configure_logging
+from authgate.verifiers import jwt_bearer
 from authgate.web.app import create_app
 from authgate.web.protocol import Runner
 from authgate.web.state import SETTINGS
@@ -146,7 +154,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scenarios",
         default="warm,warm-uris",
-        help="comma-separated: warm, warm-uris, cold (a new token every request: parse + verify)",
+        help="comma-separated: warm, warm-uris, cold (a new token every request: parse + "
+        "verify), cold-unsigned (as cold with the signature check removed: measurement only)",
     )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,17 +175,19 @@ async def main(argv: list[str] | None = None) -> None:
         total = args.rounds * args.requests + args.requests
         distinct = [request_bytes(token, f"/api/orders/{i}?expand=items") for i in range(total)]
         wanted = args.scenarios.split(",")
-        cold: list[bytes] = []
-        if "cold" in wanted:  # every request a token the server has not seen
-            exp = int(time.time()) + 3600
-            cold = [
-                request_bytes(factory.mint(exp=exp, jti=f"c{i}"), ORIGINAL_URI)
-                for i in range(total)
-            ]
+        exp = int(time.time()) + 3600
+        fresh: dict[str, list[str]] = {  # every request a token the server has not seen
+            name: [factory.mint(exp=exp, jti=f"{name}-{i}") for i in range(total)]
+            for name in ("cold", "cold-unsigned")
+            if name in wanted
+        }
+        cold = [request_bytes(t, ORIGINAL_URI) for t in fresh.get("cold", [])]
+        unsigned = [request_bytes(t, ORIGINAL_URI) for t in fresh.get("cold-unsigned", [])]
         scenarios: dict[str, Callable[[int], bytes]] = {
             "warm": lambda i: same,
             "warm-uris": lambda i: distinct[i % total],
             "cold": lambda i: cold[i % total],
+            "cold-unsigned": lambda i: unsigned[i % total],
         }
         scenarios = {name: scenarios[name] for name in wanted}
         authgate_app = create_app(load_settings(config))
@@ -186,7 +197,8 @@ async def main(argv: list[str] | None = None) -> None:
         ):
             for name, requests in scenarios.items():
                 await bare.run(requests, args.requests)
-                await authgate.run(requests, args.requests)  # warm-up (and cache fill)
+                with signature_check_removed(name == "cold-unsigned"):
+                    await authgate.run(requests, args.requests)  # warm-up (and cache fill)
                 bare_us, authgate_us = [], []
                 profiler = cProfile.Profile() if args.profile else None
                 for r in range(args.rounds):
@@ -196,9 +208,12 @@ async def main(argv: list[str] | None = None) -> None:
                     offset = (r + 1) * args.requests
                     if profiler is not None:
                         profiler.enable()
-                    authgate_us.append(
-                        await authgate.run(lambda i, o=offset, f=requests: f(i + o), args.requests)
-                    )
+                    with signature_check_removed(name == "cold-unsigned"):
+                        authgate_us.append(
+                            await authgate.run(
+                                lambda i, o=offset, f=requests: f(i + o), args.requests
+                            )
+                        )
                     if profiler is not None:
                         profiler.disable()
                 if profiler is not None:
@@ -209,6 +224,62 @@ async def main(argv: list[str] | None = None) -> None:
                     f"authgate adds {a - b:5.2f} us   CPU-only ratio {b / a:.2f}",
                     flush=True,
                 )
+        if "cold" in fresh:
+            # What no gateway can beat: aiohttp with a handler that only splits the bearer
+            # token and checks its ES256 signature, on the same fresh tokens.
+            public_key = factory.key.private_key.public_key()
+            assert isinstance(public_key, ec.EllipticCurvePublicKey)
+            async with Server(verify_only_app(public_key)) as verify_only:
+                await verify_only.run(scenarios["cold"], args.requests)
+                only_us = min(
+                    [await verify_only.run(scenarios["cold"], args.requests) for _ in range(3)]
+                )
+            tight = tight_verify_us(factory, fresh["cold"][: args.requests])
+            print(
+                f"raw ES256 verify of the same tokens in a tight loop (cryptography): {tight:.2f}"
+                f" us; aiohttp with a handler that only verifies them: {only_us:.2f} us/request",
+                flush=True,
+            )
+
+
+@contextmanager
+def signature_check_removed(removed: bool) -> Iterator[None]:
+    """MEASUREMENT ONLY (``cold-unsigned``): authgate with its JWT signature check replaced
+    by nothing, to tell what a fresh token costs besides the ECDSA verify. Restored after."""
+    if not removed:
+        yield
+        return
+    original = jwt_bearer.verify_signature
+    jwt_bearer.verify_signature = lambda alg, key, signing_input, signature: None
+    try:
+        yield
+    finally:
+        jwt_bearer.verify_signature = original
+
+
+def tight_verify_us(factory: TokenFactory, tokens: list[str]) -> float:
+    """One ES256 verify (``cryptography``, DER signature) per token, back to back, best of
+    five passes: what bench/run.py's raw verify baseline measures, on these tokens."""
+    public_key = factory.key.private_key.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    parsed = [parse_compact_jws(token) for token in tokens]
+    signed = [
+        (
+            encode_dss_signature(
+                int.from_bytes(jws.signature[:32], "big"), int.from_bytes(jws.signature[32:], "big")
+            ),
+            jws.signing_input,
+        )
+        for jws in parsed
+    ]
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        for der, signing_input in signed:
+            public_key.verify(der, signing_input, ecdsa)
+        best = min(best, (time.perf_counter() - started) / len(signed) * 1e6)
+    return best
 
 
 if __name__ == "__main__":

@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from bench.targets import (
     FLAT_MIB_PER_MINUTE,
+    REFERENCES,
     TARGETS,
     UPLOAD_GROWTH_MIB,
     Row,
     RssSummary,
+    Target,
     evaluate,
     limit_rps,
     paired_ratios,
+    render_references,
     render_rows,
 )
 
@@ -62,7 +65,7 @@ class Run:
     def limit(self) -> float:
         return limit_rps(self.rps().get("bare", math.nan), self.verify())
 
-    def rows(self) -> list[Row]:
+    def rows(self, targets: Sequence[Target] = TARGETS) -> list[Row]:
         trips = {r.scenario: r.store_calls for r in self.results if not math.isnan(r.store_calls)}
         return [
             evaluate(
@@ -72,7 +75,7 @@ class Run:
                 round_trips=trips,
                 paired=paired_ratios(t, self.round_rps, self.verifies),
             )
-            for t in TARGETS
+            for t in targets
         ]
 
 
@@ -166,6 +169,22 @@ def baselines_text(run: Run) -> str:
     return "; ".join(parts) or "none measured in this run"
 
 
+def _references(run: Run) -> list[str]:
+    table = render_references(run.rows(REFERENCES))
+    if not table:
+        return []
+    return [
+        "### Reference (no target)",
+        "",
+        *table,
+        "",
+        "`verify-only` shows how much of the limit an aiohttp handler that does nothing but "
+        "check an ES256 signature reaches in this run: the JWT cold target (0.80 x the limit) "
+        "is measured against the same limit.",
+        "",
+    ]
+
+
 def render(run: Run) -> str:
     info, a = run.info, run.args
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -233,6 +252,7 @@ def render(run: Run) -> str:
         "command Redis ran, a script's own included) from `INFO commandstats` deltas, without "
         "the event bus's heartbeat PUBLISH and INFO.",
         "",
+        *_references(run),
         "### Every scenario",
         "",
         *scenario_table(run),
@@ -306,6 +326,10 @@ def as_json(run: Run, rounds: Mapping[str, Sequence[Result]]) -> dict[str, Any]:
                 "met": row.met,
             }
             for row in run.rows()
+        ],
+        "references": [
+            {"scenario": row.target.scenario, "ratio": row.ratio, "paired": list(row.paired)}
+            for row in run.rows(REFERENCES)
         ],
         "results": [one(r) for r in run.results],
         "rounds": {name: [one(r) for r in rs] for name, rs in rounds.items()},

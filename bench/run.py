@@ -75,7 +75,7 @@ class Scenario:
 
     name: str
     what: str  # one line for the page
-    server: str  # "bare", "passthrough" or "authgate"
+    server: str  # "bare", "passthrough", "verify-only" or "authgate"
     traffic: str  # "static", "vary-uri", "vary-path", "tokens", "bpc" or "hmac"
     config: str = ""  # authgate: "jwt", "jwt-default", "redis" or "sidecar"
     workers: int = 1
@@ -117,6 +117,15 @@ SCENARIOS: dict[str, Scenario] = {
             "authgate",
             "tokens",
             "jwt",
+            baselines=("bare", "limit"),
+        ),
+        Scenario(
+            "verify-only",
+            "reference, not a target: `bench/verify_only_server.py`, aiohttp whose handler "
+            "checks the bearer token's ES256 signature and nothing else, the same fresh "
+            "tokens as `cold`",
+            "verify-only",
+            "tokens",
             baselines=("bare", "limit"),
         ),
         Scenario(
@@ -687,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         need = 0
         if "cold" in scenarios or args.profile == "cold":
             need = int(6_000 * (args.duration + args.warmup)) + 10_000
+        if "verify-only" in scenarios:  # faster than cold: more tokens per phase
+            need = max(need, int(12_000 * (args.duration + args.warmup)) + 10_000)
         if "memory-uris" in memory_runs:
             need = max(need, args.memory_tokens)
         if need:
@@ -725,6 +736,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpus = {SERVER_CPU} if scn.pinned and pin else set(ALL_CPUS) or None
                 if scn.server == "bare":
                     return python_server("bare", "bare_server.py", port, tmp, cpus=cpus)
+                if scn.server == "verify-only":
+                    argv = [
+                        sys.executable,
+                        str(BENCH / "verify_only_server.py"),
+                        str(port),
+                        str(pem),
+                    ]
+                    log = tmp / f"verify-only-{port}.log"
+                    return Server("verify-only", argv, port, "/healthz", log, cpus)
                 if scn.server == "passthrough":
                     return python_server(
                         "passthrough", "passthrough_proxy.py", port, tmp, upstream_url, cpus=cpus

@@ -63,6 +63,17 @@ TARGETS: tuple[Target, ...] = (
     Target("workers-2", "2 workers vs 1, both cores", "workers-1", 1.70),
 )
 
+# Measured beside the targets, with no verdict: what the targets' bounds look like from
+# outside authgate (bench/verify_only_server.py).
+REFERENCES: tuple[Target, ...] = (
+    Target(
+        "verify-only",
+        "aiohttp + one ES256 verify per request, nothing else (no gateway)",
+        "limit",
+        0.0,
+    ),
+)
+
 
 def limit_rps(bare_rps: float, verifies_per_second: float) -> float:
     """What one core can do at best: ``1 / (t_bare + t_verify)``, in requests per second."""
@@ -175,6 +186,29 @@ def render_rows(rows: Sequence[Row]) -> list[str]:
             f"| {trips} | {result} |"
         )
     return out
+
+
+def render_references(rows: Sequence[Row]) -> list[str]:
+    """The page's reference table: the rows of :data:`REFERENCES`, ratios without a verdict
+    (those not measured in this run are left out)."""
+    out = [
+        "| reference | measured req/s | baseline req/s | ratio | per-round ratios: median "
+        "(range) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if math.isnan(row.measured_rps):
+            continue
+        paired = (
+            f"{statistics.median(row.paired):.2f} ({min(row.paired):.2f}-{max(row.paired):.2f})"
+            if row.paired
+            else "-"
+        )
+        out.append(
+            f"| {row.target.label} | {_num(row.measured_rps)} | {_num(row.baseline_rps)} "
+            f"| {_num(row.ratio, 2)} {BASELINE_TEXT[row.target.baseline]} | {paired} |"
+        )
+    return out if len(out) > 2 else []
 
 
 def per_request(count: float, accepted: int) -> float:

@@ -8,12 +8,14 @@ import pytest
 from bench.targets import (
     FLAT_MIB_PER_MINUTE,
     MIB,
+    REFERENCES,
     TARGETS,
     Target,
     evaluate,
     limit_rps,
     paired_ratios,
     parse_vmrss,
+    render_references,
     render_rows,
     slope,
     summarize_rss,
@@ -163,3 +165,18 @@ def test_the_verdict_reads_the_median_of_the_pairs_not_the_best_rounds() -> None
     assert "| 0.78 (0.70-0.95) |" in line
     assert line.endswith("| **not met** |")
     assert evaluate(WARM, rps, limit=math.nan, round_trips={}, paired=[0.8, 0.85]).met is True
+
+
+def test_references_are_measured_against_the_limit_without_a_verdict() -> None:
+    """The verify-only reference shows its ratio to the limit (10,000 req/s here) and no
+    met/not met; a reference this run did not measure is left out of the page."""
+    (verify_only,) = REFERENCES
+    assert verify_only.baseline == "limit"
+    rps = {"verify-only": 7_500.0}
+    row = evaluate(verify_only, rps, limit=10_000, round_trips={}, paired=[0.74, 0.75, 0.77])
+    table = render_references([row])
+    assert len(table) == 3
+    assert "| 7,500 | 10,000 | 0.75 x the limit | 0.75 (0.74-0.77) |" in table[2]
+    assert "met" not in "\n".join(table)
+    unmeasured = evaluate(verify_only, {}, limit=10_000, round_trips={})
+    assert render_references([unmeasured]) == []
