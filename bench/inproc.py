@@ -5,10 +5,11 @@
 
 No sockets, no load generator, no kernel: each request's bytes are fed to the server's
 ``RequestHandler`` and the response is awaited, for a bare aiohttp app and for authgate
-(behind the protocol handler ``authgate serve`` uses, ``web/protocol.py``), alternating rounds; the best round of each is reported, in microseconds per request. What
-it shows is the Python work per request (what ``bench/run.py`` measures plus the kernel's
-share), steady enough to tell a 0.5 us change from noise when pinned to one core. It is a
-tool for working on the hot path; ``bench/run.py`` is the benchmark of record.
+(behind the protocol handler ``authgate serve`` uses, ``web/protocol.py``), alternating
+rounds; the best round of each is reported, in microseconds per request. What it shows is
+the Python work per request (what ``bench/run.py`` measures, without the kernel's share),
+steady enough to tell a 0.5 us change from noise when pinned to one core. It is a tool for
+working on the hot path; ``bench/run.py`` is the benchmark of record.
 """
 
 from __future__ import annotations
