@@ -22,6 +22,7 @@ import pytest
 from tests.support import free_port, raw_request
 
 BPC = Path(sys.executable).with_name("bpc")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -111,6 +112,16 @@ def test_the_welcome_is_printed_once_and_never_logged(newcomer: Newcomer) -> Non
     log_lines = [line for line in text.splitlines() if line.startswith("{")]
     assert log_lines, "the JSON log is there"
     assert not any(token.group(1) in line for line in log_lines)
+
+
+def test_the_welcome_says_where_the_bpc_command_comes_from(newcomer: Newcomer) -> None:
+    """A plain ``pip install -e .`` has no ``bpc`` command: the welcome names the published
+    client's install, at the version the suite tests (pyproject's test extra)."""
+    text = (newcomer.home / "serve.err").read_text()
+    pinned = re.search(r'"(bpc-client==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned is not None
+    install = text.index(f"pip install {pinned.group(1)}\n")
+    assert install < text.index("bpc pair register")
 
 
 def test_mint_then_auth(newcomer: Newcomer) -> None:

@@ -37,8 +37,10 @@ Mint a token and ask /auth about a request, as nginx auth_request would:
   curl -i {url}/auth -H "Authorization: Bearer $TOKEN" \\
        -H "X-Original-Method: GET" -H "X-Original-URI: /api/items"
 
-Register a BPC device pair (auto-approved in development mode) and sign a request:
+Register a BPC device pair (auto-approved in development mode) and sign a request, with
+the published BPC client:
 
+  pip install bpc-client==1.0.0
   bpc pair register --url {url} --name laptop --secret {shlex.quote("Dev-secret-1!")} \\
       --mode development
   bpc request --name laptop GET "/bpc/audit?limit=5" --json
