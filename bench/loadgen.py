@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
+import signal
 import sys
 import time
 from array import array
@@ -253,7 +255,12 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             functools.partial(Conn, shared, done, challenge), "127.0.0.1", args.port
         )
         dones.append(done)
-    await asyncio.sleep(args.duration)
+    # SIGINT ends the run early, as it does wrk's (bench/run.py's memory run stops it so).
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(interrupted.wait(), timeout=args.duration)
+    shared.deadline = min(shared.deadline, time.perf_counter_ns())
     await asyncio.wait(dones, timeout=5)
     elapsed = (time.perf_counter_ns() - start) / 1000
     lat = array("q", sorted(shared.latencies))

@@ -278,7 +278,9 @@ def render(run: Run) -> str:
             "`warm-uris-default`), `/auth` with a new `X-Original-URI` on every request and "
             f"{a['memory_tokens']:,} pre-minted tokens, each sent {a['memory_repeat']} times in "
             "a row and all in turn (verified-token cache: 10,000, the default), "
-            f"{a['memory_seconds']:g} s, RSS sampled every second from the first request.",
+            f"at least {a['memory_seconds']:g} s, then until authgate has decided 1,000,000 "
+            f"requests, at most {3 * a['memory_seconds']:g} s (the run's length is in its "
+            "notes); RSS sampled every second from the first request.",
             "- **memory-upload**: one `POST` with a chunked body through the sidecar "
             "(JWT, access log off) to `bench/upstream.py`, which reads and discards it and "
             "answers the byte count; RSS sampled every 0.05 s.",

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,7 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 MEMORY_RUNS = ("memory-uris", "memory-upload")
+MEMORY_URIS = 1_000_000  # distinct URIs the memory-uris run sends (the issue's million)
 
 
 # --------------------------------------------------------------------------- configs
@@ -295,27 +297,48 @@ def generator_argv(spec: LoadSpec, port: int, seconds: float, t: Traffic) -> lis
 
 
 def run_load(
-    spec: LoadSpec, port: int, seconds: float, traffic: Traffic, cpus: set[int] | None
+    spec: LoadSpec,
+    port: int,
+    seconds: float,
+    traffic: Traffic,
+    cpus: set[int] | None,
+    *,
+    stop_when: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], float, str]:
-    """Run the generator once; returns its WRKJSON record, its CPU seconds and its name."""
+    """Run the generator once; returns its WRKJSON record, its CPU seconds and its name.
+
+    With ``stop_when``, it is asked every half second and the generator is stopped (SIGINT:
+    wrk and ``bench/loadgen.py`` then end the run and report it) once it answers true;
+    ``seconds`` is then the longest the run may last.
+    """
     argv = generator_argv(spec, port, seconds, traffic)
     before = children_cpu_seconds()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    out = subprocess.run(
+    with subprocess.Popen(
         argv,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=seconds + 60,
-        check=False,
         env=env,
-        preexec_fn=placed(cpus),
-    )
+        preexec_fn=placed(cpus),  # noqa: PLW1509 - only sets the CPU affinity
+    ) as proc:
+        if stop_when is not None:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                if stop_when():
+                    proc.send_signal(signal.SIGINT)
+                    break
+        try:
+            stdout, stderr = proc.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
     cpu = children_cpu_seconds() - before
     name = "wrk" if argv[0] == "wrk" else "loadgen.py"
-    for line in out.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("WRKJSON "):
             return json.loads(line[len("WRKJSON ") :]), cpu, name
-    raise RuntimeError(f"{name} gave no result:\n{out.stdout}\n{out.stderr}")
+    raise RuntimeError(f"{name} gave no result:\n{stdout}\n{stderr}")
 
 
 _METRIC = re.compile(r"^(authgate_[a-z_]+?)(?:\{(.*)\})? (\S+)$")
@@ -516,11 +539,13 @@ def memory_uris(
     tokens_file: Path,
     *,
     seconds: float,
+    longest: float,
     tokens: int,
     repeat: int,
     uris: int,
 ) -> dict[str, Any]:
-    """RSS while every request has a new URI and the tokens come round in turn."""
+    """RSS while every request has a new URI and the tokens come round in turn: at least
+    ``seconds``, until authgate has decided ``uris`` requests, at most ``longest`` seconds."""
     pin = {LOADGEN_CPU} if can_pin() else None
     traffic = Traffic("mem", [], file=tokens_file, repeat=repeat)
     traffic.headers = ["X-Original-Method: GET"]
@@ -528,21 +553,31 @@ def memory_uris(
         assert server.proc is not None
         sampler = RssSampler(server.proc.pid, 1.0)
         before = metrics_snapshot(server.port)
+        started = time.monotonic()
+
+        def enough() -> bool:
+            if time.monotonic() - started < seconds:
+                return False
+            now = metrics_snapshot(server.port)
+            decided = sum(now.get(k, 0.0) - before.get(k, 0.0) for k in ("granted", "denied"))
+            return decided >= uris
+
         with sampler.running():
-            rec, _, gen = run_load(spec, server.port, seconds, traffic, pin)
+            rec, _, gen = run_load(spec, server.port, longest, traffic, pin, stop_when=enough)
         after = metrics_snapshot(server.port)
     sent = int(rec["requests"])
+    seconds = rec["duration_us"] / 1e6
     summary = summarize_rss(sampler.samples)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     notes = [
-        f"{sent:,} requests, each a distinct URI (issue: 1,000,000)",
+        f"{sent:,} requests in {seconds:.0f} s, each a distinct URI (issue: {uris:,})",
         f"{min(tokens, -(-sent // repeat)):,} distinct tokens used of {tokens:,} "
         f"(each {repeat} times in a row, all in turn)",
         f"token cache hits {int(delta.get('jwt-hit', 0)):,}, misses "
         f"{int(delta.get('jwt-miss', 0)):,}",
     ]
     if sent < uris:
-        notes.append(f"fewer distinct URIs than {uris:,}: the server's rate x {seconds:.0f} s")
+        notes.append(f"fewer distinct URIs than {uris:,}: the server's rate x {longest:.0f} s")
     errors = sum(rec[f"errors_{k}"] for k in ("connect", "read", "write", "status", "timeout"))
     if errors:
         notes.append(f"{errors:,} errors (non-2xx/socket)")
@@ -607,7 +642,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {names}; the baselines their ratios need are added",
     )
     p.add_argument("--skip-memory", action="store_true", help="no memory runs")
-    p.add_argument("--memory-seconds", type=float, help="memory-uris run length (60)")
+    p.add_argument(
+        "--memory-seconds",
+        type=float,
+        help="memory-uris: at least this long (60), then until 1,000,000 URIs are decided, "
+        "at most three times this long",
+    )
     p.add_argument("--memory-tokens", type=int, help="distinct tokens of memory-uris (100000)")
     p.add_argument("--memory-repeat", type=int, default=10, help="requests per token in a row")
     p.add_argument("--upload-mib", type=int, help="memory-upload size in MiB (1024)")
@@ -828,7 +868,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
             if "memory-uris" in memory_runs:
-                print(f"memory-uris: {args.memory_seconds:.0f} s ...", flush=True)
+                longest = 3 * args.memory_seconds
+                print(
+                    f"memory-uris: {args.memory_seconds:.0f}-{longest:.0f} s, until "
+                    f"{MEMORY_URIS:,} URIs ...",
+                    flush=True,
+                )
                 server = make_server(SCENARIOS["warm-uris-default"])
                 memory.append(
                     memory_uris(
@@ -836,9 +881,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         spec,
                         tokens_file,
                         seconds=args.memory_seconds,
+                        longest=longest,
                         tokens=args.memory_tokens,
                         repeat=args.memory_repeat,
-                        uris=1_000_000,
+                        uris=MEMORY_URIS,
                     )
                 )
                 print("  " + memory_line(memory[-1]), flush=True)
