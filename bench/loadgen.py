@@ -255,9 +255,12 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             functools.partial(Conn, shared, done, challenge), "127.0.0.1", args.port
         )
         dones.append(done)
-    # SIGINT ends the run early, as it does wrk's (bench/run.py's memory run stops it so).
+    # SIGINT ends the run early, as it does wrk's (bench/run.py's memory run stops it so);
+    # one that came while this was starting (main's handler noted it) counts too.
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    if _interrupted:
+        interrupted.set()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(interrupted.wait(), timeout=args.duration)
     shared.deadline = min(shared.deadline, time.perf_counter_ns())
@@ -285,7 +288,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+_interrupted: list[int] = []  # SIGINTs that came before the event loop's handler
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, lambda signum, _frame: _interrupted.append(signum))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/")
