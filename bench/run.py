@@ -566,11 +566,11 @@ def memory_uris(
             rec, _, gen = run_load(spec, server.port, longest, traffic, pin, stop_when=enough)
         after = metrics_snapshot(server.port)
     sent = int(rec["requests"])
-    seconds = rec["duration_us"] / 1e6
+    took = rec["duration_us"] / 1e6  # the run's length: at least ``seconds``
     summary = summarize_rss(sampler.samples)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     notes = [
-        f"{sent:,} requests in {seconds:.0f} s, each a distinct URI (issue: {uris:,})",
+        f"{sent:,} requests in {took:.0f} s, each a distinct URI (issue: {uris:,})",
         f"{min(tokens, -(-sent // repeat)):,} distinct tokens used of {tokens:,} "
         f"(each {repeat} times in a row, all in turn)",
         f"token cache hits {int(delta.get('jwt-hit', 0)):,}, misses "
